@@ -1,0 +1,107 @@
+"""Writes detector frames into a Data Exchange HDF5 file and describes them
+with StreamResource/StreamDatum documents, so pixels never ride in documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+from event_model import ComposeStreamResource, StreamRange
+
+# Data Exchange image_key values and the datasets they land in.
+PROJECTION, FLAT, DARK = 0, 1, 2
+DATASETS = {PROJECTION: "/exchange/data", FLAT: "/exchange/data_white", DARK: "/exchange/data_dark"}
+THETA_DATASET = "/exchange/theta"
+
+
+class DXchangeWriter:
+    """Appends frames to one Data Exchange file in SWMR mode.
+
+    Each dataset gets its own StreamResource the first time a frame lands in
+    it; every frame (or group of frames) gets a StreamDatum pointing at its
+    index range. Readers in other processes (Tiled, a reconstruction worker)
+    open the file with ``swmr=True`` while frames are still arriving.
+    """
+
+    def __init__(self, path: Path, frame_shape: tuple[int, int], data_key: str, theta_key: str | None = None):
+        self.path = Path(path)
+        self.frame_shape = tuple(int(s) for s in frame_shape)
+        self.data_key = data_key
+        self.theta_key = theta_key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.path, "w", libver="latest")
+        self._datasets = {}
+        for key, name in DATASETS.items():
+            self._datasets[key] = self._file.create_dataset(
+                name, shape=(0, *self.frame_shape), maxshape=(None, *self.frame_shape),
+                chunks=(1, *self.frame_shape), dtype="<f4",
+            )
+        self._theta = self._file.create_dataset(THETA_DATASET, shape=(0,), maxshape=(None,), chunks=(1024,), dtype="<f8")
+        self._theta.attrs["units"] = "degrees"
+        self._file.swmr_mode = True
+        self._composers = {}
+        self._collected = {key: 0 for key in DATASETS}
+        self._pending = []
+
+    @property
+    def uri(self) -> str:
+        return f"file://localhost{self.path.resolve()}"
+
+    def count(self, image_key: int) -> int:
+        return self._datasets[image_key].shape[0]
+
+    def append(self, image_key: int, frame: np.ndarray, theta_deg: float | None = None) -> int:
+        """Write one frame; returns its index in its dataset."""
+        frame = np.asarray(frame, dtype=np.float32)
+        if frame.shape != self.frame_shape:
+            raise ValueError(
+                f"{self.data_key}: frame of shape {frame.shape} does not fit the detector {self.frame_shape}"
+            )
+        ds = self._datasets[image_key]
+        index = ds.shape[0]
+        ds.resize(index + 1, axis=0)
+        ds[index] = frame
+        ds.flush()
+        if image_key == PROJECTION and theta_deg is not None:
+            self._theta.resize(index + 1, axis=0)
+            self._theta[index] = theta_deg
+            self._theta.flush()
+        return index
+
+    def _resource_docs(self, image_key: int, key: str, dataset: str, shape: tuple[int, ...]):
+        """StreamResource for (image_key, data key), composed once."""
+        if (image_key, key) not in self._composers:
+            bundle = ComposeStreamResource()(
+                mimetype="application/x-hdf5",
+                uri=self.uri,
+                data_key=key,
+                parameters={"dataset": dataset, "chunk_shape": (1, *shape), "swmr": True},
+            )
+            self._composers[(image_key, key)] = bundle.compose_stream_datum
+            self._pending.append(("stream_resource", bundle.stream_resource_doc))
+        return self._composers[(image_key, key)]
+
+    def collect_asset_docs(self, index: int | None = None):
+        """Yield StreamResource/StreamDatum documents for frames not yet described."""
+        for image_key, ds in self._datasets.items():
+            stop = ds.shape[0] if index is None else min(index, ds.shape[0])
+            start = self._collected[image_key]
+            if stop <= start:
+                continue
+            rng = StreamRange(start=start, stop=stop)
+            datums = [self._resource_docs(image_key, self.data_key, DATASETS[image_key], self.frame_shape)(rng)]
+            if self.theta_key and image_key == PROJECTION:
+                datums.append(self._resource_docs(image_key, self.theta_key, THETA_DATASET, ())(rng))
+            self._collected[image_key] = stop
+            yield from self._pending
+            self._pending.clear()
+            for datum in datums:
+                yield "stream_datum", datum
+
+    def close(self):
+        if self._file:
+            self._file.close()
+            self._file = None
+
+

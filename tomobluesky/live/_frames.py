@@ -1,0 +1,50 @@
+"""Resolve StreamResource/StreamDatum references into arrays from HDF5."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import h5py
+import numpy as np
+
+
+class FrameReadError(RuntimeError):
+    """A referenced frame could not be read (missing file, dataset, or index)."""
+
+
+def resource_path(stream_resource: dict) -> Path:
+    uri = urlparse(stream_resource["uri"])
+    if uri.scheme not in ("file", ""):
+        raise FrameReadError(f"stream resource {stream_resource['uid']}: cannot read {uri.scheme!r} URIs")
+    return Path(uri.path)
+
+
+def read_frames(stream_resource: dict, indices: dict, *, retries: int = 20, wait: float = 0.05) -> np.ndarray:
+    """Read ``indices`` (a StreamRange) of the dataset a StreamResource names.
+
+    The writer may still be flushing when the datum arrives (another process,
+    SWMR), so a short read is retried briefly before it becomes an error.
+    """
+    path = resource_path(stream_resource)
+    dataset = stream_resource["parameters"]["dataset"]
+    start, stop = int(indices["start"]), int(indices["stop"])
+    for attempt in range(retries + 1):
+        try:
+            with h5py.File(path, "r", swmr=True) as f:
+                ds = f[dataset]
+                ds.refresh()
+                if ds.shape[0] >= stop:
+                    return np.asarray(ds[start:stop])
+                have = ds.shape[0]
+        except FileNotFoundError:
+            raise FrameReadError(f"HDF5 file {path} referenced by stream resource {stream_resource['uid']} "
+                                 "does not exist") from None
+        except KeyError:
+            raise FrameReadError(f"HDF5 file {path} has no dataset {dataset!r}") from None
+        except OSError as err:
+            raise FrameReadError(f"cannot read HDF5 file {path}: {err}") from None
+        if attempt < retries:
+            time.sleep(wait)
+    raise FrameReadError(f"{path}:{dataset} holds {have} frames; a stream datum asks for {start}..{stop}")

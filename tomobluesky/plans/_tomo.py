@@ -1,0 +1,125 @@
+"""Tomography scans: darks, flats, then projections over 180° or 360°."""
+
+from __future__ import annotations
+
+import numpy as np
+from bluesky import plan_stubs as bps
+from bluesky import preprocessors as bpp
+
+from ..schema import ReconSettings, TomoScanMetadata
+from ._stubs import fly_projections, step_projections, take_darks, take_flats
+
+
+class PlanArgumentError(ValueError):
+    """A scan was asked for with arguments that cannot make a tomogram."""
+
+
+def scan_angles(start: float, num_projections: int, angular_range: float = 180.0, *, endpoint: bool = False):
+    """The rotation angles in degrees. A 180° scan stops one step short of
+    180° by default (the last view would repeat the first, mirrored)."""
+    if angular_range not in (180.0, 360.0):
+        raise PlanArgumentError(f"angular_range must be 180 or 360 degrees, not {angular_range}")
+    if int(num_projections) != num_projections or num_projections < 2:
+        raise PlanArgumentError(f"num_projections must be an integer >= 2, not {num_projections!r}")
+    return start + np.linspace(0.0, angular_range, int(num_projections), endpoint=endpoint)
+
+
+def _check_counts(num_darks, num_flats):
+    for label, n in (("num_darks", num_darks), ("num_flats", num_flats)):
+        if int(n) != n or n < 1:
+            raise PlanArgumentError(f"{label} must be a positive integer (normalisation needs it), not {n!r}")
+
+
+def _start_metadata(scan_type, camera, rotation, angles, num_darks, num_flats, plan_args, recon, md):
+    source_md = camera.source.metadata() if hasattr(camera.source, "metadata") else {}
+    meta = TomoScanMetadata(
+        scan_type=scan_type,
+        theta=[float(a) for a in angles],
+        num_projections=len(angles),
+        num_darks=num_darks,
+        num_flats=num_flats,
+        detector_shape=camera.frame_shape,
+        pixel_size=source_md.get("pixel_size"),
+        energy=source_md.get("energy"),
+        sample_name=source_md.get("sample_name", ""),
+        camera=camera.name,
+        rotation=rotation.name,
+        recon=ReconSettings(**recon) if isinstance(recon, dict) else recon,
+    ).model_dump(exclude_none=True)
+    meta.update(
+        plan_name=f"tomo_{scan_type}_scan",
+        plan_args=plan_args,
+        detectors=[camera.name],
+        motors=[rotation.name],
+        num_points=len(angles) + num_darks + num_flats,
+        data_source=source_md.get("source"),
+        hints={"dimensions": [([rotation.name], "primary")]},
+    )
+    if source_md.get("attribution"):
+        meta["data_attribution"] = source_md["attribution"]
+    meta.update(md or {})
+    return meta
+
+
+def _check_source_range(camera, angles):
+    lo, hi = getattr(camera.source, "angle_range_deg", (-np.inf, np.inf))
+    if angles.min() < lo or angles.max() > hi:
+        raise PlanArgumentError(
+            f"angles {angles.min():.2f}..{angles.max():.2f} deg are outside what the frame source covers "
+            f"({lo:.2f}..{hi:.2f} deg)"
+        )
+
+
+def tomo_scan(camera, rotation, shutter, sample, *, num_projections: int = 181, start: float = 0.0,
+              angular_range: float = 180.0, num_darks: int = 10, num_flats: int = 10,
+              recon: dict | None = None, md: dict | None = None):
+    """Step scan: darks, flats, then stop at each angle for a projection.
+
+    Streams: ``dark``, ``flat``, ``primary`` (projections, with the angle).
+    ``recon`` carries per-scan reconstruction settings (see ``ReconSettings``).
+    """
+    angles = scan_angles(start, num_projections, angular_range)
+    _check_counts(num_darks, num_flats)
+    _check_source_range(camera, angles)
+    plan_args = dict(num_projections=num_projections, start=start, angular_range=angular_range,
+                     num_darks=num_darks, num_flats=num_flats)
+    meta = _start_metadata("step", camera, rotation, angles, num_darks, num_flats, plan_args, recon, md)
+
+    @bpp.stage_decorator([camera])
+    @bpp.run_decorator(md=meta)
+    def inner():
+        yield from take_darks(camera, rotation, shutter, num_darks)
+        yield from take_flats(camera, rotation, shutter, sample, num_flats)
+        yield from step_projections(camera, rotation, angles)
+        yield from bps.mv(shutter, "closed")
+
+    return (yield from inner())
+
+
+def tomo_fly_scan(camera, rotation, shutter, sample, *, num_projections: int = 181, start: float = 0.0,
+                  angular_range: float = 180.0, velocity: float = 90.0, num_darks: int = 10,
+                  num_flats: int = 10, recon: dict | None = None, md: dict | None = None):
+    """Fly scan: darks, flats, then one continuous rotation at ``velocity``
+    (deg/s) with a projection captured at each angle.
+
+    The angles of the projections are recorded by the camera's position-compare
+    trigger in the same HDF5 file (data key ``<camera>_theta``).
+    """
+    if not velocity > 0:
+        raise PlanArgumentError(f"velocity must be positive (deg/s), not {velocity!r}")
+    angles = scan_angles(start, num_projections, angular_range)
+    _check_counts(num_darks, num_flats)
+    _check_source_range(camera, angles)
+    plan_args = dict(num_projections=num_projections, start=start, angular_range=angular_range,
+                     velocity=velocity, num_darks=num_darks, num_flats=num_flats)
+    meta = _start_metadata("fly", camera, rotation, angles, num_darks, num_flats, plan_args, recon, md)
+
+    @bpp.stage_decorator([camera])
+    @bpp.run_decorator(md=meta)
+    def inner():
+        yield from take_darks(camera, rotation, shutter, num_darks)
+        yield from take_flats(camera, rotation, shutter, sample, num_flats)
+        yield from fly_projections(camera, rotation, angles, velocity)
+        yield from bps.mv(shutter, "closed")
+
+    return (yield from inner())

@@ -1,0 +1,46 @@
+"""What a start document of a tomography scan carries, named after Data Exchange
+where it has a name (``theta``, ``sample_name``, ``pixel_size``, ``energy``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ReconSettings(BaseModel):
+    """Per-scan reconstruction settings; a start document may override the worker's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: str = "nufft"
+    backend: str = "numpy"
+    filter_name: str = "shepp"
+    center: float | None = Field(None, description="detector column of the axis; None finds it")
+    center_method: str = "vo"
+    ring_removal: bool = False
+    phase_retrieval: dict | None = Field(None, description="Paganin parameters: distance, delta_beta")
+    preview_every: int = Field(10, ge=1, description="refresh the live slice every N projections")
+
+
+class TomoScanMetadata(BaseModel):
+    """The part of the start document a reconstruction needs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    scan_type: Literal["step", "fly"]
+    theta: list[float] = Field(description="planned rotation angles")
+    theta_units: Literal["deg"] = "deg"
+    num_projections: int
+    num_darks: int
+    num_flats: int
+    detector_shape: tuple[int, int] = Field(description="(rows, columns)")
+    pixel_size: float | None = Field(None, description="detector pixel size at the sample")
+    pixel_size_units: str = "um"
+    energy: float | None = None
+    energy_units: str = "keV"
+    sample_name: str = ""
+    center_hint: float | None = Field(None, description="detector column of the rotation axis, if known")
+    camera: str
+    rotation: str
+    recon: ReconSettings | None = None
