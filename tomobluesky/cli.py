@@ -1,0 +1,132 @@
+"""The ``tomobluesky`` command: the only place that reads configuration and
+wires the parts together."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .config import Settings
+
+DEMO_HELP = """\
+Run the embedded default end to end, in one process and with no broker:
+start a local Tiled server in DATA_DIR, scan a simulated beamline (replaying the
+real APS tooth scan, or a Shepp-Logan phantom) with the Bluesky RunEngine,
+reconstruct live (previews during the scan, the volume at its end), register the
+raw run and the volume in Tiled, save a PNG of the central slices, print a
+summary and shut the server down. `tomobluesky serve --data-dir DATA_DIR`
+serves the results again afterwards.
+"""
+
+
+def _add_demo(sub, settings: Settings):
+    p = sub.add_parser("demo", help="scan, reconstruct live and catalogue, in one process",
+                       description=DEMO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=str(settings.data_dir),
+                   help="catalogue data directory, kept after the demo (default: %(default)s)")
+    p.add_argument("--source", choices=["tooth", "phantom"], default="tooth",
+                   help="what the simulated camera sees: the replayed tooth scan or a phantom (default: tooth)")
+    p.add_argument("--tooth-file", default=None,
+                   help="Data Exchange HDF5 file to replay (default: ../shared/data/tooth.h5 or $TOMOBLUESKY_TOOTH)")
+    p.add_argument("--fly", action="store_true", help="fly scan (continuous rotation) instead of a step scan")
+    p.add_argument("--num-projections", type=int, default=None,
+                   help="projections over 180 degrees (default: as many as the replayed file has; 180 for the phantom)")
+    p.add_argument("--phantom-size", type=int, default=128, help="phantom width in pixels (default: 128)")
+    p.add_argument("--algorithm", default=settings.recon.algorithm, help="reconstruction algorithm (default: %(default)s)")
+    p.add_argument("--port", type=int, default=None, help="Tiled port (default: a free one)")
+    p.add_argument("--api-key", default=None, help="Tiled write key (default: the one stored in DATA_DIR, or a new one)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a text summary")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args, settings: Settings) -> int:
+    from .demo import run_demo
+
+    recon = settings.recon.model_copy(update={"algorithm": args.algorithm})
+    summary = run_demo(args.data_dir, source=args.source, tooth_file=args.tooth_file, fly=args.fly,
+                       num_projections=args.num_projections, phantom_size=args.phantom_size, port=args.port,
+                       api_key=args.api_key, progress=not args.json and sys.stderr.isatty(), settings=recon)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    t = summary["timings"]
+    print(f"scan {summary['scan_uid']} (scan_id {summary['scan_id']}, {summary['source']}, {summary['scan_type']} scan)")
+    print(f"  centre of rotation  {summary['center']:.2f} px  ({summary['center_method']}, "
+          f"confidence {summary['center_confidence']:.2f})")
+    print(f"  volume              {summary['volume_shape']}  in Tiled at {summary['tiled_uri']}/processed")
+    print(f"  live previews       {summary['preview_updates']}")
+    print(f"  timings             acquisition {t['acquisition']:.2f} s, reconstruction {t['reconstruction']:.2f} s, "
+          f"registration {t['registration']:.2f} s")
+    print(f"  central slices      {summary['png']}")
+    print(f"Serve it again with:  tomobluesky serve --data-dir {summary['data_dir']}")
+    return 0
+
+
+def _add_serve(sub, settings: Settings):
+    p = sub.add_parser("serve", help="serve a catalogue directory with Tiled",
+                       description="Serve the Tiled catalogue in DATA_DIR (for example a demo's) until Ctrl-C. "
+                                   "Writes need the API key; reads need it too unless --public.")
+    p.add_argument("--data-dir", default=str(settings.data_dir), help="catalogue data directory (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--api-key", default=None, help="write key (default: the one stored in DATA_DIR)")
+    p.add_argument("--public", action="store_true", help="allow anonymous reads (writes still need the key)")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args, settings: Settings) -> int:
+    import time
+
+    from .catalog import TiledServer
+
+    server = TiledServer(args.data_dir, port=args.port, api_key=args.api_key, public=args.public)
+    server.start()
+    print(f"Tiled serving {server.layout.root} at {server.uri}  (API key in {server.layout.key_file})", flush=True)
+    try:
+        while server.running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    settings = settings or Settings()
+    parser = argparse.ArgumentParser(
+        prog="tomobluesky",
+        description="Acquisition-coupled tomography: Bluesky scans reconstructed live and catalogued in Tiled.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub, settings)
+    _add_serve(sub, settings)
+    try:
+        from .cli_kafka import add_kafka_commands
+    except ImportError:
+        pass
+    else:
+        add_kafka_commands(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    settings = Settings()
+    args = build_parser(settings).parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # one clear line for users; -v shows the traceback
+        if args.verbose:
+            raise
+        print(f"tomobluesky {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

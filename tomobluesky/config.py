@@ -1,0 +1,27 @@
+"""One typed configuration, read from ``TOMOBLUESKY_*`` environment variables
+(nested with ``__``, e.g. ``TOMOBLUESKY_RECON__ALGORITHM=fbp``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .schema import ReconSettings
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("tomobluesky")) / "catalog"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOMOBLUESKY_", env_nested_delimiter="__")
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="catalogue data directory")
+    tiled_uri: str | None = Field(None, description="an existing Tiled server to write to")
+    tiled_api_key: str | None = None
+    beamline: str = "tomo"
+    kafka_bootstrap: str | None = None
+    recon: ReconSettings = Field(default_factory=ReconSettings)
