@@ -45,7 +45,7 @@ def _start_metadata(scan_type, camera, rotation, angles, num_darks, num_flats, p
         camera=camera.name,
         rotation=rotation.name,
         recon=ReconSettings(**recon) if isinstance(recon, dict) else recon,
-    ).model_dump(exclude_none=True)
+    ).model_dump(mode="json", exclude_none=True)
     meta.update(
         plan_name=f"tomo_{scan_type}_scan",
         plan_args=plan_args,

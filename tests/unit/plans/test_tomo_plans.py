@@ -1,0 +1,144 @@
+"""Plans are checked by the documents they emit."""
+
+from collections import Counter
+
+import h5py
+import numpy as np
+import pytest
+
+from tomobluesky.devices import PROJECTION, ReplaySource, SourceError, make_sim_beamline
+from tomobluesky.live import read_frames
+from tomobluesky.plans import PlanArgumentError, scan_angles, tomo_fly_scan, tomo_scan
+
+
+@pytest.fixture
+def beamline(tooth_path, tmp_path):
+    return make_sim_beamline(ReplaySource(tooth_path), tmp_path)
+
+
+def _by_stream(documents):
+    names = {d["uid"]: d["name"] for n, d in documents if n == "descriptor"}
+    counts = Counter()
+    for n, d in documents:
+        if n == "stream_datum":
+            counts[names[d["descriptor"]]] += d["indices"]["stop"] - d["indices"]["start"]
+    return counts
+
+
+def test_step_scan_emits_dark_flat_primary_streams(RE, documents, beamline):
+    RE(tomo_scan(*beamline, num_projections=30, num_darks=4, num_flats=5))
+    names = Counter(n for n, _ in documents)
+    assert names["start"] == names["stop"] == 1
+    descriptors = [d["name"] for n, d in documents if n == "descriptor"]
+    assert descriptors == ["dark", "flat", "primary"]
+    assert _by_stream(documents) == {"dark": 4, "flat": 5, "primary": 30}
+    stop = documents[-1][1]
+    assert stop["exit_status"] == "success"
+    assert stop["num_events"] == {"dark": 4, "flat": 5, "primary": 30}
+
+
+def test_start_document_carries_what_reconstruction_needs(RE, documents, beamline):
+    RE(tomo_scan(*beamline, num_projections=12, md={"sample_name": "molar", "proposal": "p1"}))
+    start = documents[0][1]
+    assert start["theta"] == pytest.approx(list(np.linspace(0, 180, 12, endpoint=False)))
+    assert start["theta_units"] == "deg"
+    assert start["detector_shape"] == [2, 640]
+    assert start["num_projections"] == 12 and start["num_darks"] == 10 and start["num_flats"] == 10
+    assert start["sample_name"] == "molar" and start["proposal"] == "p1"
+    assert start["plan_name"] == "tomo_step_scan" and start["scan_type"] == "step"
+    assert "UChicago Argonne" in start["data_attribution"]
+
+
+def test_pixels_stay_out_of_documents_and_frames_match_the_replayed_file(RE, documents, beamline, tooth_path):
+    RE(tomo_scan(*beamline, num_projections=181, num_darks=2, num_flats=2))
+    for name, doc in documents:
+        if name == "event":
+            assert "camera_image" not in doc["data"]
+    resources = {d["uid"]: d for n, d in documents if n == "stream_resource"}
+    primary = next(d["uid"] for n, d in documents if n == "descriptor" and d["name"] == "primary")
+    datums = [d for n, d in documents if n == "stream_datum" and d["descriptor"] == primary]
+    frames = np.concatenate([read_frames(resources[d["stream_resource"]], d["indices"]) for d in datums])
+    with h5py.File(tooth_path) as f:
+        original = f["/exchange/data"][:]
+    np.testing.assert_array_equal(frames, original)  # same angles as the file: every projection served once
+    events = [d for n, d in documents if n == "event" and d["descriptor"] == primary]
+    angles = [e["data"]["rotation"] for e in events]
+    assert angles == pytest.approx(list(np.linspace(0, 180, 181, endpoint=False)))
+
+
+def test_detector_file_is_a_data_exchange_file(RE, beamline):
+    camera = beamline[0]
+    RE(tomo_scan(*beamline, num_projections=10, num_darks=3, num_flats=4))
+    with h5py.File(camera.last_file) as f:
+        assert f["/exchange/data"].shape == (10, 2, 640)
+        assert f["/exchange/data_white"].shape == (4, 2, 640)
+        assert f["/exchange/data_dark"].shape == (3, 2, 640)
+        assert f["/exchange/theta"].attrs["units"] == "degrees"
+        # darks are dark: far below the flats
+        assert f["/exchange/data_dark"][:].mean() < 0.2 * f["/exchange/data_white"][:].mean()
+
+
+def test_fly_scan_records_angles_in_the_detector_file(RE, documents, beamline):
+    RE(tomo_fly_scan(*beamline, num_projections=60, velocity=720.0, num_darks=2, num_flats=2))
+    assert documents[-1][1]["exit_status"] == "success"
+    assert _by_stream(documents)["primary"] == 60 * 2  # image and angle datums
+    resources = {d["uid"]: d for n, d in documents if n == "stream_resource"}
+    theta_res = [r for r in resources.values() if r["data_key"] == "camera_theta"]
+    assert len(theta_res) == 1
+    theta = read_frames(theta_res[0], {"start": 0, "stop": 60})
+    np.testing.assert_allclose(theta, np.linspace(0, 180, 60, endpoint=False))
+    assert documents[0][1]["plan_args"]["velocity"] == 720.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_projections": 1}, "num_projections"),
+    ({"num_projections": 10.5}, "num_projections"),
+    ({"angular_range": 90}, "angular_range"),
+    ({"num_darks": 0}, "num_darks"),
+    ({"num_flats": -1}, "num_flats"),
+    ({"start": 30.0}, "outside what the frame source covers"),
+])
+def test_invalid_arguments_are_refused_before_the_run(RE, documents, beamline, kwargs, message):
+    with pytest.raises(PlanArgumentError, match=message):
+        RE(tomo_scan(*beamline, **kwargs))
+    assert not any(n == "start" for n, _ in documents)
+    assert RE.state == "idle"
+
+
+def test_fly_scan_needs_positive_velocity(RE, beamline):
+    with pytest.raises(PlanArgumentError, match="velocity"):
+        RE(tomo_fly_scan(*beamline, velocity=0))
+
+
+def test_360_degree_angles():
+    angles = scan_angles(0, 8, 360)
+    np.testing.assert_allclose(angles, np.arange(8) * 45.0)
+
+
+def test_replay_refuses_angles_it_does_not_cover(tooth_path):
+    source = ReplaySource(tooth_path)
+    with pytest.raises(SourceError, match="covers"):
+        source.projection(200.0)
+
+
+def test_missing_and_truncated_files_get_clear_errors(tmp_path):
+    with pytest.raises(SourceError, match="not found"):
+        ReplaySource(tmp_path / "nope.h5")
+    bad = tmp_path / "truncated.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    with pytest.raises(SourceError, match="cannot read HDF5"):
+        ReplaySource(bad)
+    with h5py.File(tmp_path / "not_dx.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(SourceError, match="not a Data Exchange"):
+        ReplaySource(tmp_path / "not_dx.h5")
+
+
+def test_camera_refuses_frames_of_the_wrong_shape(tmp_path):
+    from tomobluesky.devices import DXchangeWriter
+
+    writer = DXchangeWriter(tmp_path / "x.h5", (2, 8), "cam_image")
+    writer.append(PROJECTION, np.zeros((2, 8)))
+    with pytest.raises(ValueError, match="does not fit the detector"):
+        writer.append(PROJECTION, np.zeros((3, 8)))
+    writer.close()
