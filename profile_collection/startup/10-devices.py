@@ -1,0 +1,9 @@
+# The simulated end station. Swap the source for a real file with
+#   camera.source = ReplaySource("/path/to/scan.h5")
+# or look at a phantom with camera.source = PhantomSource(n_columns=256).
+import os
+
+from tomobluesky.devices import PhantomSource, ReplaySource, make_sim_beamline  # noqa: F401
+
+_source = PhantomSource() if os.environ.get("TOMOBLUESKY_SOURCE") == "phantom" else ReplaySource()
+camera, rotation, shutter, sample = make_sim_beamline(_source, settings.data_dir / "detector")

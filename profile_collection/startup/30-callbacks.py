@@ -1,0 +1,32 @@
+# Where documents go. With TOMOBLUESKY_KAFKA_BOOTSTRAP set, documents are
+# published to Kafka and the workers in callbacks/ reconstruct and catalogue;
+# otherwise reconstruction and cataloguing run here, in-process, against the
+# Tiled server at TOMOBLUESKY_TILED_URI (or one started in the data dir).
+import atexit
+import logging
+
+from tomobluesky.catalog import TiledServer, TiledSink, raw_run_writer
+from tomobluesky.live import live_reconstruction_router
+
+log = logging.getLogger("tomobluesky.profile")
+
+if settings.kafka_bootstrap:
+    from tomobluesky.transport import KafkaPublisher
+
+    publisher = KafkaPublisher.from_settings(settings)
+    RE.subscribe(publisher)
+    atexit.register(publisher.close)
+    print(f"documents → Kafka at {settings.kafka_bootstrap}")
+else:
+    if settings.tiled_uri:
+        from tiled.client import from_uri
+
+        tiled = from_uri(settings.tiled_uri, api_key=settings.tiled_api_key)
+    else:
+        tiled_server = TiledServer(settings.data_dir).start()
+        atexit.register(tiled_server.stop)
+        tiled = tiled_server.client()
+        print(f"Tiled catalogue at {tiled_server.uri} (key in {tiled_server.layout.key_file})")
+    RE.subscribe(raw_run_writer(tiled, settings.data_dir / "backup"))
+    live_recon = live_reconstruction_router(TiledSink(tiled), settings.recon)
+    RE.subscribe(live_recon)
