@@ -35,6 +35,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class CatalogLayout:
     """Paths inside a catalogue data directory."""
 
@@ -100,6 +109,8 @@ class TiledServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "TiledServer":
+        if not port_is_free(self.port):
+            raise CatalogError(f"cannot serve the catalogue on port {self.port}: something is already listening there")
         cmd = tiled_command(self.layout, self.port, self.api_key, public=self.public)
         log = open(self.layout.log_file, "ab")
         env = dict(os.environ, TILED_SERVER_SECRET_KEYS=self.api_key)
