@@ -69,6 +69,8 @@ class LiveReconstruction(DocumentRouter):
         self._errors: list[str] = []
         self._t_first_frame: float | None = None
         self.preview_updates = 0
+        self.preview_errors: list[str] = []
+        self._last_preview_n: int | None = None
         self.result: dict | None = None
 
     # --- error containment ---------------------------------------------------
@@ -178,9 +180,13 @@ class LiveReconstruction(DocumentRouter):
         if self.on_projection:
             self.on_projection(n, self.meta.num_projections)
         every = self.settings.preview_every
-        if n >= 2 and n % every == 0 and n != getattr(self, "_last_preview_n", None):
+        if n >= 2 and n % every == 0 and n != self._last_preview_n:
             self._last_preview_n = n
-            self._write_preview()
+            try:
+                self._write_preview()
+            except Exception as err:  # a missed preview must not cost the volume
+                self.preview_errors.append(f"{type(err).__name__}: {err}")
+                log.warning("preview of %s after %d projections failed: %s", self.scan_uid, n, err)
 
     def _write_preview(self):
         from tomobluesky import recon
@@ -259,6 +265,8 @@ class LiveReconstruction(DocumentRouter):
             "scan_exit_status": (stop_doc or {}).get("exit_status"),
             "tomobluesky_version": __version__,
             "timings": {k: round(v, 4) for k, v in timings.items()},
+            "preview_updates": self.preview_updates,
+            "preview_errors": self.preview_errors[:10],
             "status": "complete",
         }
 

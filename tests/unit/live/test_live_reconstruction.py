@@ -1,0 +1,119 @@
+"""The live reconstruction callback, fed by a real RunEngine in-process."""
+
+import numpy as np
+import pytest
+
+from tomobluesky.devices import PhantomSource, ReplaySource, make_sim_beamline
+from tomobluesky.live import LiveReconstruction, MemorySink, live_reconstruction_router, reconstruct_documents
+from tomobluesky.plans import tomo_fly_scan, tomo_scan
+from tomobluesky.recon import rmse_in_circle, ssim_in_circle
+from tomobluesky.schema import ReconSettings
+
+
+def _scan(RE, source, tmp_path, sink, settings=None, fly=False, **kwargs):
+    runs = []
+    RE.subscribe(live_reconstruction_router(sink, settings, on_start=runs.append))
+    plan = tomo_fly_scan if fly else tomo_scan
+    RE(plan(*make_sim_beamline(source, tmp_path), **kwargs))
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_phantom_volume_matches_the_phantom(RE, tmp_path):
+    source = PhantomSource(n_slices=4, n_columns=64, axis_offset=3.0, noise=False)
+    sink = MemorySink()
+    run = _scan(RE, source, tmp_path, sink, num_projections=120, num_darks=2, num_flats=2)
+    (uid, (volume, meta)), = sink.volumes.items()
+    assert volume.shape == (4, 64, 64) and volume.dtype == np.float32
+    assert abs(meta["center"] - source.center) < 0.5, meta["center"]
+    truth = source.volume
+    assert ssim_in_circle(volume[2], truth[2]) > 0.8
+    assert rmse_in_circle(volume[2], truth[2]) < 0.25 * truth[2].max()
+    assert meta["scan_uid"] == uid and meta["status"] == "complete" and meta["num_projections"] == 120
+    assert run.preview_updates == 120 // ReconSettings().preview_every
+
+
+def test_tooth_replay_centre_and_previews(RE, tmp_path, tooth_path):
+    sink = MemorySink()
+    _scan(RE, ReplaySource(tooth_path), tmp_path, sink, settings=ReconSettings(preview_every=30),
+          num_projections=181)
+    (uid, (volume, meta)), = sink.volumes.items()
+    assert abs(meta["center"] - 295) <= 1.5, meta["center"]
+    assert volume.shape == (2, 640, 640)
+    previews = sink.previews[uid]
+    assert [p[1]["projections"] for p in previews] == [30, 60, 90, 120, 150, 180]
+    assert previews[-1][0].shape == (640, 640)
+
+
+def test_fly_scan_reconstructs_from_angles_in_the_file(RE, tmp_path):
+    source = PhantomSource(n_slices=2, n_columns=48, axis_offset=-2.0, noise=False)
+    sink = MemorySink()
+    _scan(RE, source, tmp_path, sink, fly=True, num_projections=90, velocity=1800.0, num_darks=2, num_flats=2)
+    (volume, meta), = sink.volumes.values()
+    assert meta["num_projections"] == 90
+    assert abs(meta["center"] - source.center) < 0.5
+    assert ssim_in_circle(volume[1], source.volume[1]) > 0.7
+
+
+def test_start_document_settings_override_the_worker(RE, tmp_path):
+    source = PhantomSource(n_slices=2, n_columns=32, noise=False)
+    sink = MemorySink()
+    _scan(RE, source, tmp_path, sink, settings=ReconSettings(algorithm="nufft"),
+          recon={"algorithm": "fbp", "center": 15.5}, num_projections=40, num_darks=1, num_flats=1)
+    (_, meta), = sink.volumes.values()
+    assert meta["algorithm"] == "fbp" and meta["center"] == 15.5 and meta["center_method"] == "given"
+
+
+def test_plain_function_replays_recorded_documents(RE, documents, tmp_path):
+    source = PhantomSource(n_slices=2, n_columns=32, noise=False)
+    RE(tomo_scan(*make_sim_beamline(source, tmp_path), num_projections=40, num_darks=1, num_flats=1))
+    results = reconstruct_documents(documents)
+    assert len(results) == 1 and results[0]["volume"].shape == (2, 32, 32)
+
+
+def test_missing_detector_file_is_recorded_as_a_failure_and_the_scan_survives(RE, documents, tmp_path):
+    source = PhantomSource(n_slices=2, n_columns=32, noise=False)
+    camera, *rest = beamline = make_sim_beamline(source, tmp_path)
+    RE(tomo_scan(*beamline, num_projections=20, num_darks=1, num_flats=1))
+    camera.last_file.unlink()
+    sink = MemorySink()
+    results = reconstruct_documents(documents, sink)
+    assert "does not exist" in results[0]["error"]
+    (reason, meta), = sink.failures.values()
+    assert meta["status"] == "failed" and str(camera.last_file) in reason
+    assert not sink.volumes
+
+
+def test_wrong_frame_shape_is_recorded_with_its_reason(RE, documents, tmp_path):
+    source = PhantomSource(n_slices=2, n_columns=32, noise=False)
+    RE(tomo_scan(*make_sim_beamline(source, tmp_path), num_projections=10, num_darks=1, num_flats=1))
+    start = dict(documents[0][1], detector_shape=[3, 32])
+    sink = MemorySink()
+    reconstruct_documents([("start", start)] + documents[1:], sink)
+    (reason, _), = sink.failures.values()
+    assert "does not match detector_shape" in reason
+
+
+def test_a_failing_preview_does_not_cost_the_volume_or_the_scan(RE, tmp_path):
+    class FlakySink(MemorySink):
+        def write_preview(self, *args):
+            raise ConnectionError("Tiled is down")
+
+    source = PhantomSource(n_slices=2, n_columns=32, noise=False)
+    sink = FlakySink()
+    run = _scan(RE, source, tmp_path, sink, settings=ReconSettings(preview_every=5), num_projections=20,
+                num_darks=1, num_flats=1)
+    assert RE.state == "idle"
+    (_, meta), = sink.volumes.values()
+    assert len(run.preview_errors) == 4 and "Tiled is down" in meta["preview_errors"][0]
+
+
+def test_a_scan_without_flats_is_recorded_as_failed(RE, documents, tmp_path):
+    source = PhantomSource(n_slices=2, n_columns=32, noise=False)
+    RE(tomo_scan(*make_sim_beamline(source, tmp_path), num_projections=10, num_darks=1, num_flats=1))
+    flat_desc = next(d["uid"] for n, d in documents if n == "descriptor" and d["name"] == "flat")
+    kept = [(n, d) for n, d in documents if not (n in ("event", "stream_datum") and d["descriptor"] == flat_desc)]
+    sink = MemorySink()
+    reconstruct_documents(kept, sink)
+    (reason, _), = sink.failures.values()
+    assert "0 flats" in reason
