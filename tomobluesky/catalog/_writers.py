@@ -29,12 +29,16 @@ def ensure_layout(client):
     return client
 
 
-def raw_run_writer(client, backup_directory: str | Path | None = None):
+def raw_run_writer(client, backup_directory: str | Path | None = None, *, batch_size: int = 10):
     """A TiledWriter into ``raw``; a run Tiled cannot take goes to JSON lines
-    in ``backup_directory`` instead of failing the scan."""
+    in ``backup_directory`` instead of failing the scan.
+
+    ``batch_size`` events are sent per request: 1 shows each frame in Tiled at
+    once but costs two requests per frame in the RunEngine's thread.
+    """
     from bluesky_tiled_plugins import TiledWriter
 
-    return TiledWriter(client[RAW], batch_size=1,
+    return TiledWriter(client[RAW], batch_size=batch_size,
                        backup_directory=str(backup_directory) if backup_directory else None)
 
 

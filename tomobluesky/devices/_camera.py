@@ -103,7 +103,7 @@ class TomoCamera(Device):
         desc = super().describe()
         desc[self.image_data_key] = {
             "source": f"sim:{self.name}",
-            "shape": [1, *self.frame_shape],
+            "shape": list(self.frame_shape),
             "dtype": "array",
             "dtype_numpy": "<f4",
             "external": "STREAM:",
