@@ -93,6 +93,87 @@ def _cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
+def _add_catalog_options(p, settings: Settings):
+    p.add_argument("--uri", default=settings.tiled_uri or "http://127.0.0.1:8000",
+                   help="Tiled server (env TOMOBLUESKY_TILED_URI; default: %(default)s)")
+    p.add_argument("--api-key", default=settings.tiled_api_key,
+                   help="Tiled key (env TOMOBLUESKY_TILED_API_KEY; default: the one stored in --data-dir)")
+    p.add_argument("--data-dir", default=str(settings.data_dir),
+                   help="where to find the stored key if none is given (default: %(default)s)")
+
+
+def _client(args):
+    from tiled.client import from_uri
+
+    from .catalog import CatalogLayout
+
+    key = args.api_key
+    if key is None and CatalogLayout(args.data_dir).key_file.exists():
+        key = CatalogLayout(args.data_dir).api_key()
+    return from_uri(args.uri, api_key=key)
+
+
+def _add_ls(sub, settings: Settings):
+    p = sub.add_parser("ls", help="list reconstructed volumes in a catalogue",
+                       description="List the volumes in a Tiled catalogue's `processed` container, "
+                                   "optionally filtered. Example: tomobluesky ls --sample tooth")
+    _add_catalog_options(p, settings)
+    p.add_argument("--sample", help="only this sample name")
+    p.add_argument("--scan-id", type=int, help="only this scan id")
+    p.add_argument("--status", choices=["complete", "writing", "failed"], help="only volumes in this state")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_cmd_ls)
+
+
+def _cmd_ls(args, settings: Settings) -> int:
+    from .catalog import find_volumes
+
+    rows = find_volumes(_client(args), sample=args.sample, scan_id=args.scan_id, status=args.status)
+    for key, node in rows:
+        md = node.metadata
+        row = {"scan_uid": key, "scan_id": md.get("scan_id"), "sample": md.get("sample_name"),
+               "status": md.get("status"), "shape": list(getattr(node, "shape", ()) or ()),
+               "center": md.get("center"), "reason": md.get("reason")}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            extra = f"centre {row['center']:.2f}" if row["center"] is not None else (row["reason"] or "")
+            print(f"{key}  scan {row['scan_id']!s:>5}  {row['status']:<9} {str(row['shape']):<16} "
+                  f"{row['sample'] or '':<20} {extra}")
+    if not rows and not args.json:
+        print("no volumes match", file=sys.stderr)
+    return 0
+
+
+def _add_export(sub, settings: Settings):
+    p = sub.add_parser("export", help="export a volume as TIFF, NXtomo or Data Exchange",
+                       description="Read a volume slice by slice from Tiled and write it locally. "
+                                   "Example: tomobluesky export 1f2e... tooth.nxs --format nxtomo")
+    p.add_argument("scan_uid", help="the scan's start uid (the volume's key in `processed`)")
+    p.add_argument("output", help="output folder (tiff) or HDF5 file (nxtomo, dxchange)")
+    p.add_argument("--format", choices=["tiff", "nxtomo", "dxchange"], default="tiff", help="default: %(default)s")
+    _add_catalog_options(p, settings)
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from .catalog import PROCESSED, export_volume
+
+    processed = _client(args)[PROCESSED]
+    if args.scan_uid not in processed:
+        raise LookupError(f"no volume for scan {args.scan_uid} in {args.uri}/processed")
+    node = processed[args.scan_uid]
+    if node.metadata.get("status") != "complete":
+        raise ValueError(f"volume of {args.scan_uid} is {node.metadata.get('status')}: "
+                         f"{node.metadata.get('reason', 'not complete')}")
+    with tqdm(total=node.shape[0], unit="slice", disable=not sys.stderr.isatty()) as bar:
+        path = export_volume(node, args.output, args.format, progress=lambda i, n: bar.update(i - bar.n))
+    print(path)
+    return 0
+
+
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     settings = settings or Settings()
     parser = argparse.ArgumentParser(
@@ -103,6 +184,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(sub, settings)
     _add_serve(sub, settings)
+    _add_ls(sub, settings)
+    _add_export(sub, settings)
     try:
         from .cli_kafka import add_kafka_commands
     except ImportError:

@@ -85,3 +85,30 @@ def test_a_separate_process_reads_a_slice(tiled_server, tiled_client):
 def test_server_that_cannot_start_names_the_problem(tmp_path, tiled_server):
     with pytest.raises(CatalogError, match="already listening"):
         TiledServer(tmp_path, port=tiled_server.port, startup_timeout=20).start()
+
+
+def test_ls_and_export_cli(tiled_server, tiled_client, tmp_path):
+    import h5py
+    import tifffile
+
+    volume = np.random.default_rng(2).random((3, 6, 6), dtype=np.float32)
+    TiledSink(tiled_client).write_volume("scan-x", volume, {"scan_uid": "scan-x", "sample_name": "bone",
+                                                            "scan_id": 7, "center": 2.5})
+    base = [sys.executable, "-m", "tomobluesky.cli"]
+    opts = ["--uri", tiled_server.uri, "--api-key", tiled_server.api_key]
+    out = subprocess.run(base + ["ls", "--sample", "bone", "--json", *opts], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = [__import__("json").loads(line) for line in out.stdout.splitlines()]
+    assert [r["scan_uid"] for r in rows] == ["scan-x"] and rows[0]["shape"] == [3, 6, 6]
+    for fmt, target in (("tiff", tmp_path / "tiffs"), ("nxtomo", tmp_path / "v.nxs"), ("dxchange", tmp_path / "v.h5")):
+        out = subprocess.run(base + ["export", "scan-x", str(target), "--format", fmt, *opts],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "tiffs" / "slice_1.tiff"), volume[1])
+    with h5py.File(tmp_path / "v.nxs") as f:
+        np.testing.assert_array_equal(f["/entry/reconstruction/data"][:], volume)
+        assert f["/entry/process/center_of_rotation"][()] == 2.5
+    with h5py.File(tmp_path / "v.h5") as f:
+        np.testing.assert_array_equal(f["/exchange/data"][2], volume[2])
+    out = subprocess.run(base + ["export", "no-such-scan", str(tmp_path / "x"), *opts], capture_output=True, text=True)
+    assert out.returncode == 1 and "no volume for scan no-such-scan" in out.stderr

@@ -1,0 +1,114 @@
+"""What analysts do with the catalogue: find volumes, export them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._writers import PROCESSED, RAW
+
+
+def find_volumes(client, *, scan_uid=None, sample=None, scan_id=None, status=None):
+    """Volumes in ``processed`` matching every given field, newest scan first."""
+    from tiled.queries import Key
+
+    node = client[PROCESSED]
+    for key, value in (("scan_uid", scan_uid), ("sample_name", sample), ("scan_id", scan_id), ("status", status)):
+        if value is not None:
+            node = node.search(Key(key) == value)
+    return list(node.items())
+
+
+def raw_run(client, volume_node):
+    """The raw Bluesky run a volume was reconstructed from."""
+    return client[RAW][volume_node.metadata["scan_uid"]]
+
+
+def export_volume(node, path: str | Path, fmt: str = "tiff", *, progress=None) -> Path:
+    """Write a volume read slice by slice from Tiled to ``path``.
+
+    ``fmt``: ``tiff`` (a folder of one float32 TIFF per slice), ``nxtomo``
+    (NeXus NXentry with an NXdata ``reconstruction``) or ``dxchange`` (Data
+    Exchange ``/exchange/data``). ``progress(i, n)`` is called per slice.
+    """
+    path = Path(path)
+    n = node.shape[0]
+    writers = {"tiff": _TiffStack, "nxtomo": _NXtomo, "dxchange": _DXchange}
+    if fmt not in writers:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(writers)}")
+    with writers[fmt](path, node.shape, dict(node.metadata)) as out:
+        for i in range(n):
+            out.write(i, np.asarray(node[i], dtype=np.float32))
+            if progress:
+                progress(i + 1, n)
+    return path
+
+
+class _TiffStack:
+    def __init__(self, path, shape, metadata):
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.width = len(str(shape[0] - 1))
+
+    def write(self, i, image):
+        import tifffile
+
+        tifffile.imwrite(self.path / f"slice_{i:0{self.width}d}.tiff", image)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+class _HDF5Export:
+    dataset = ""
+
+    def __init__(self, path, shape, metadata):
+        import h5py
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = h5py.File(path, "w")
+        self.data = self._layout(self.file, shape, metadata)
+
+    def write(self, i, image):
+        self.data[i] = image
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+class _DXchange(_HDF5Export):
+    def _layout(self, f, shape, md):
+        f.attrs["implements"] = "exchange"
+        data = f.create_dataset("/exchange/data", shape=shape, dtype="<f4", chunks=(1, *shape[1:]))
+        data.attrs["units"] = "attenuation per pixel"
+        f["/process/reconstruction/center"] = md.get("center", np.nan)
+        f["/process/reconstruction/algorithm"] = str(md.get("algorithm", ""))
+        f["/process/reconstruction/scan_uid"] = str(md.get("scan_uid", ""))
+        return data
+
+
+class _NXtomo(_HDF5Export):
+    def _layout(self, f, shape, md):
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = "reconstruction"
+        entry["title"] = str(md.get("sample_name", ""))
+        entry["experiment_identifier"] = str(md.get("scan_uid", ""))
+        rec = entry.create_group("reconstruction")
+        rec.attrs["NX_class"] = "NXdata"
+        rec.attrs["signal"] = "data"
+        data = rec.create_dataset("data", shape=shape, dtype="<f4", chunks=(1, *shape[1:]))
+        process = entry.create_group("process")
+        process.attrs["NX_class"] = "NXprocess"
+        process["program"] = "tomobluesky"
+        process["version"] = str(md.get("tomobluesky_version", ""))
+        process["center_of_rotation"] = md.get("center", np.nan)
+        process["algorithm"] = str(md.get("algorithm", ""))
+        return data
