@@ -1,0 +1,19 @@
+"""Export a volume as a TIFF stack and as NXtomo HDF5, from Python.
+(The CLI does the same: `tomobluesky export SCAN_UID OUT --format nxtomo`.)
+
+    TILED_URI=... TILED_API_KEY=... OUT=/tmp/export python docs/examples/export_volume.py
+"""
+
+import os
+from pathlib import Path
+
+from tiled.client import from_uri
+from tiled.queries import Key
+
+from tomobluesky.catalog import export_volume
+
+c = from_uri(os.environ["TILED_URI"], api_key=os.environ.get("TILED_API_KEY"))
+out = Path(os.environ.get("OUT", "export"))
+scan_uid, volume = c["processed"].search(Key("status") == "complete").items().first()
+print(export_volume(volume, out / scan_uid[:8], "tiff"))
+print(export_volume(volume, out / f"{scan_uid[:8]}.nxs", "nxtomo"))
