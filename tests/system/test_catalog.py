@@ -44,10 +44,11 @@ def test_complete_volume_is_not_rewritten_partial_is_replaced_failure_recorded(t
 def test_preview_is_overwritten_in_place(tiled_client):
     sink = TiledSink(tiled_client)
     for i in range(3):
-        sink.write_preview("scan-d", np.full((8, 8), i, np.float32), {"projections": 10 * i})
+        sink.write_preview("scan-d", {"axial": np.full((8, 8), i, np.float32), "vertical_x": np.zeros((2, 8))},
+                           {"projections": 10 * i})
     node = tiled_client["live"]["scan-d"]
     assert node.metadata["projections"] == 20
-    assert node.read().mean() == 2
+    assert node["axial"].read().mean() == 2 and node["vertical_x"].shape == (2, 8)
 
 
 def test_reads_and_writes_without_the_key_are_refused(tiled_server):

@@ -72,17 +72,21 @@ class TiledSink:
     def __init__(self, client):
         self.client = ensure_layout(client)
 
-    def write_preview(self, scan_uid, image, metadata):
+    def write_preview(self, scan_uid, slices, metadata):
+        """Live slices go to ``live/<scan uid>/<name>``, overwritten in place."""
         live = self.client[LIVE]
-        image = np.ascontiguousarray(image, dtype=np.float32)
-        if scan_uid in live:
-            node = live[scan_uid]
-            if tuple(node.shape) == image.shape:
-                node.write(image)
-                node.update_metadata(metadata=metadata)
-                return
-            self._delete(live, scan_uid)
-        _new_array(live, scan_uid, image, metadata)
+        if scan_uid not in live:
+            live.create_container(scan_uid, metadata=metadata)
+        node = live[scan_uid]
+        for name, image in slices.items():
+            image = np.ascontiguousarray(image, dtype=np.float32)
+            if name in node and tuple(node[name].shape) == image.shape:
+                node[name].write(image)
+            else:
+                if name in node:
+                    self._delete(node, name)
+                node.write_array(image, key=name)
+        node.update_metadata(metadata=metadata)
 
     def volume_status(self, scan_uid) -> str | None:
         processed = self.client[PROCESSED]

@@ -21,6 +21,7 @@ from .. import __version__
 from ..schema import ReconSettings, TomoScanMetadata
 from ._frames import read_frames
 from ._sinks import ReconstructionSink
+from ._slices import IncrementalSlices
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class LiveReconstruction(DocumentRouter):
         self.preview_updates = 0
         self.preview_errors: list[str] = []
         self._last_preview_n: int | None = None
+        self.slices: IncrementalSlices | None = None
+        self._in_slices: set[int] = set()
+        self._last_frame_time = time.time()
         self.result: dict | None = None
 
     # --- error containment ---------------------------------------------------
@@ -176,34 +180,60 @@ class LiveReconstruction(DocumentRouter):
 
     def _after_projection(self):
         primary = self._streams["primary"]
-        n = len(primary.complete_seq_nums(need_angles=True))
+        ready = primary.complete_seq_nums(need_angles=True)
+        for seq in ready:
+            if seq not in self._in_slices:
+                self._add_to_slices(seq)
+        n = len(ready)
         if self.on_projection:
             self.on_projection(n, self.meta.num_projections)
-        every = self.settings.preview_every
-        if n >= 2 and n % every == 0 and n != self._last_preview_n:
+        if n >= 2 and n % self.settings.preview_every == 0 and n != self._last_preview_n:
             self._last_preview_n = n
             try:
-                self._write_preview()
+                self._write_preview(n)
             except Exception as err:  # a missed preview must not cost the volume
                 self.preview_errors.append(f"{type(err).__name__}: {err}")
                 log.warning("preview of %s after %d projections failed: %s", self.scan_uid, n, err)
 
-    def _write_preview(self):
+    def _add_to_slices(self, seq):
+        """Fold one projection into the live slices (needs darks and flats first)."""
         from tomobluesky import recon
 
-        angles, projections = self.projections()
-        flats, darks = self._flat_dark()
-        row = projections.shape[1] // 2
-        sino = recon.minus_log(recon.normalize(projections[:, row:row + 1], flats[:, row:row + 1],
-                                                darks[:, row:row + 1]))
-        center = self._known_center(projections.shape[2])
-        image = recon.reconstruct(np.swapaxes(sino, 0, 1), np.radians(angles), center,
-                                  algorithm=self.settings.algorithm, filter_name=self.settings.filter_name)[0]
-        self.preview_updates += 1
-        self.sink.write_preview(self.scan_uid, image, {
-            "scan_uid": self.scan_uid, "row": int(row), "projections": int(len(angles)),
-            "angle_coverage_deg": float(np.ptp(angles)), "center": float(center),
+        self._in_slices.add(seq)
+        if self.slices is None:
+            try:
+                flats, darks = self._flat_dark()
+            except ValueError as err:
+                self.preview_errors.append(str(err))
+                return
+            self._flat, self._dark = flats.mean(axis=0), darks.mean(axis=0)
+            rows, columns = self.meta.detector_shape
+            theta = np.asarray(self.meta.theta)
+            self.slices = IncrementalSlices(rows, columns, center=self._known_center(columns),
+                                            num_angles=len(theta), angular_range=self._angular_range(theta),
+                                            window="shepp")
+        primary = self._streams["primary"]
+        frame = primary.frames[seq][None]
+        attenuation = recon.minus_log(recon.normalize(frame, self._flat[None], self._dark[None]))[0]
+        self.slices.add(attenuation, primary.angles[seq])
+        self._last_frame_time = time.time()
+
+    @staticmethod
+    def _angular_range(theta_deg) -> float:
+        span = float(np.ptp(theta_deg)) if len(theta_deg) > 1 else 180.0
+        return 360.0 if span > 270 else 180.0
+
+    def _write_preview(self, n):
+        if self.slices is None:
+            return
+        s = self.slices
+        images = {"axial": s.axial, "vertical_x": s.vertical_x, "vertical_y": s.vertical_y}
+        self.sink.write_preview(self.scan_uid, images, {
+            "scan_uid": self.scan_uid, "row": s.row, "projections": int(n),
+            "angle_coverage_deg": s.coverage_deg(), "center": s.center,
+            "lag_s": round(time.time() - self._last_frame_time, 4),
         })
+        self.preview_updates += 1
 
     def _known_center(self, columns: int) -> float:
         for candidate in (self.settings.center, self.meta.center_hint):

@@ -11,7 +11,8 @@ import numpy as np
 class ReconstructionSink(Protocol):
     """Receives previews during a scan, then one volume (or a failure) per scan."""
 
-    def write_preview(self, scan_uid: str, image: np.ndarray, metadata: dict) -> None: ...
+    def write_preview(self, scan_uid: str, slices: dict[str, np.ndarray], metadata: dict) -> None:
+        """Live slices by name (``axial``, ``vertical_x``, ``vertical_y``); replaces the previous ones."""
 
     def write_volume(self, scan_uid: str, volume: np.ndarray, metadata: dict) -> None: ...
 
@@ -22,12 +23,13 @@ class MemorySink:
     """Keeps results in dictionaries: for in-process use, notebooks and tests."""
 
     def __init__(self):
-        self.previews: dict[str, list[tuple[np.ndarray, dict]]] = {}
+        self.previews: dict[str, list[tuple[dict[str, np.ndarray], dict]]] = {}
         self.volumes: dict[str, tuple[np.ndarray, dict]] = {}
         self.failures: dict[str, tuple[str, dict]] = {}
 
-    def write_preview(self, scan_uid, image, metadata):
-        self.previews.setdefault(scan_uid, []).append((np.array(image), dict(metadata)))
+    def write_preview(self, scan_uid, slices, metadata):
+        copies = {name: np.array(image) for name, image in slices.items()}
+        self.previews.setdefault(scan_uid, []).append((copies, dict(metadata)))
 
     def write_volume(self, scan_uid, volume, metadata):
         self.volumes[scan_uid] = (np.asarray(volume), dict(metadata))

@@ -42,7 +42,9 @@ def test_tooth_replay_centre_and_previews(RE, tmp_path, tooth_path):
     assert volume.shape == (2, 640, 640)
     previews = sink.previews[uid]
     assert [p[1]["projections"] for p in previews] == [30, 60, 90, 120, 150, 180]
-    assert previews[-1][0].shape == (640, 640)
+    slices = previews[-1][0]
+    assert slices["axial"].shape == (640, 640) and slices["vertical_x"].shape == (2, 640)
+    assert previews[-1][1]["lag_s"] < 5
 
 
 def test_fly_scan_reconstructs_from_angles_in_the_file(RE, tmp_path):
