@@ -174,6 +174,27 @@ def _cmd_export(args, settings: Settings) -> int:
     return 0
 
 
+def _add_view(sub, settings: Settings):
+    p = sub.add_parser("view", help="web viewer: scans, live slices, volumes",
+                       description="Serve a web page that lists scans in a Tiled catalogue, shows the live slices "
+                                   "updating during a scan and finished volumes with a slice slider and contrast. "
+                                   "Example: tomobluesky view --uri http://127.0.0.1:8000 --port 8080")
+    _add_catalog_options(p, settings)
+    p.add_argument("--port", type=int, default=8080, help="port of the page (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.set_defaults(func=_cmd_view)
+
+
+def _cmd_view(args, settings: Settings) -> int:
+    import uvicorn
+
+    from .viewer import create_app
+
+    print(f"viewer at http://{args.host}:{args.port}/ over {args.uri}", flush=True)
+    uvicorn.run(create_app(_client(args)), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     settings = settings or Settings()
     parser = argparse.ArgumentParser(
@@ -186,6 +207,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     _add_serve(sub, settings)
     _add_ls(sub, settings)
     _add_export(sub, settings)
+    _add_view(sub, settings)
     try:
         from .cli_kafka import add_kafka_commands
     except ImportError:
