@@ -17,6 +17,8 @@ install: $(VENV)/bin/activate
 install-test: $(VENV)/bin/activate
 	$(PY) -m pip install -q -e ".[test,kafka]"
 	@if $(PY) -c "import tomobluesky.services.kafka" 2>/dev/null; then $(PY) -m tomobluesky.cli_kafka fetch; fi
+	@# the viewer's browser test drives Debian's Chromium
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; the browser test will fail"
 
 demo: install
 	$(VENV)/bin/tomobluesky demo $(ARGS)
