@@ -1,0 +1,29 @@
+"""Bluesky documents over Kafka: an explicit msgpack-numpy codec, a publisher that
+never stalls the RunEngine (with an on-disk journal for outages), and the
+consumer loop behind the worker processes (dead letters, commit-when-durable).
+
+Importing this package does not import confluent-kafka; constructing a
+publisher or consumer does.
+"""
+
+from ._codec import CodecError, pack, unpack
+from ._config import DEFAULT_CONFIG_PATH, KafkaConfig, deadletter_topic, document_topic, load_config
+from ._consumer import (
+    DOCUMENT_NAMES,
+    Delivery,
+    DocumentConsumer,
+    HandlerError,
+    Malformed,
+    WorkerStats,
+    decode_document,
+    run_complete,
+    run_worker,
+)
+from ._logging import JsonFormatter, configure_json_logging
+from ._publisher import DocumentTooLarge, KafkaPublisher, PublishError
+from ._topics import ensure_topics
+
+__all__ = ["CodecError", "DEFAULT_CONFIG_PATH", "DOCUMENT_NAMES", "Delivery", "DocumentConsumer", "DocumentTooLarge",
+           "HandlerError", "JsonFormatter", "KafkaConfig", "KafkaPublisher", "Malformed", "PublishError",
+           "WorkerStats", "configure_json_logging", "deadletter_topic", "decode_document", "document_topic",
+           "ensure_topics", "load_config", "pack", "run_complete", "run_worker", "unpack"]
