@@ -53,11 +53,16 @@ def main(argv=None) -> int:
 
     from tomobluesky.catalog import TiledSink
 
-    router = live_reconstruction_router(TiledSink(from_uri(args.tiled_uri, api_key=args.api_key)), settings.recon)
+    client = from_uri(args.tiled_uri, api_key=args.api_key)
     if args.kafka:
+        from tomobluesky.transport import KafkaConfig
         from tomobluesky.workers import run_reconstruction_worker
 
-        return run_reconstruction_worker(router, args.kafka, beamline=args.beamline, until_idle=args.until_idle)
+        config = KafkaConfig(bootstrap=args.kafka, beamline=args.beamline)
+        run_reconstruction_worker(config, client, settings=settings.recon,
+                                  until_idle=30.0 if args.until_idle else None, on_error="deadletter")
+        return 0
+    router = live_reconstruction_router(TiledSink(client), settings.recon)
     for path in args.files:
         for name, doc in read_jsonl(path):
             router(name, doc)

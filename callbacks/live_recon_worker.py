@@ -1,0 +1,12 @@
+"""Live reconstruction worker behind Kafka (see ``--help``).
+
+    python callbacks/live_recon_worker.py --bootstrap 127.0.0.1:9092 \
+        --tiled-uri http://127.0.0.1:8000 --api-key KEY
+"""
+
+import sys
+
+from tomobluesky.workers import main
+
+if __name__ == "__main__":
+    sys.exit(main(["reconstruction", *sys.argv[1:]]))

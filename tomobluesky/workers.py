@@ -1,0 +1,124 @@
+"""The deployable consumers behind Kafka: live reconstruction and catalogue
+writing. Each is a plain function over a Kafka config and a Tiled client;
+``callbacks/`` holds thin entry points that call ``main``.
+
+Restart rule (with :func:`tomobluesky.transport.run_worker`): offsets of a run
+are committed only after its stop document was handled, so a restarted worker
+reads every unfinished run again from its start document. The handlers here
+make that replay harmless: a run whose result is complete in Tiled is skipped,
+a partial one is replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from event_model import RunRouter
+
+from .catalog import RAW, TiledSink, ensure_layout
+from .live import LiveReconstruction, is_tomography_run
+from .schema import ReconSettings
+
+log = logging.getLogger(__name__)
+
+RECON_GROUP = "tomobluesky-reconstruction"
+CATALOG_GROUP = "tomobluesky-catalog"
+
+
+def reconstruction_router(client, settings: ReconSettings | None = None, *, on_start=None) -> RunRouter:
+    """Per-run LiveReconstruction into Tiled, skipping runs already complete there."""
+    sink = TiledSink(client)
+
+    def factory(name, start):
+        if not is_tomography_run(start):
+            return [], []
+        if sink.volume_status(start["uid"]) == "complete":
+            log.info("volume of %s is already complete; skipping the replayed run", start["uid"])
+            return [], []
+        cb = LiveReconstruction(sink, settings)
+        if on_start:
+            on_start(cb)
+        return [cb], []
+
+    return RunRouter([factory])
+
+
+def catalog_router(client, backup_directory=None) -> RunRouter:
+    """TiledWriter per run into ``raw``: a complete run is skipped, a partial one rewritten."""
+    from bluesky_tiled_plugins import TiledWriter
+
+    ensure_layout(client)
+    raw = client[RAW]
+
+    def factory(name, start):
+        uid = start["uid"]
+        if uid in raw:
+            if raw[uid].metadata.get("stop"):
+                log.info("raw run %s is already complete; skipping the replayed run", uid)
+                return [], []
+            log.warning("raw run %s is partial (a worker stopped mid-run); rewriting it", uid)
+            raw.delete_contents(uid, recursive=True, external_only=False)
+        return [TiledWriter(raw, batch_size=50,
+                            backup_directory=str(backup_directory) if backup_directory else None)], []
+
+    return RunRouter([factory])
+
+
+def run_reconstruction_worker(config, client, *, settings: ReconSettings | None = None, group_id: str = RECON_GROUP,
+                              **run_worker_kwargs):
+    from .transport import run_worker
+
+    return run_worker(config, reconstruction_router(client, settings), group_id=group_id, **run_worker_kwargs)
+
+
+def run_catalog_worker(config, client, *, group_id: str = CATALOG_GROUP, backup_directory=None, **run_worker_kwargs):
+    from .transport import run_worker
+
+    return run_worker(config, catalog_router(client, backup_directory), group_id=group_id, **run_worker_kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tomobluesky-worker", description=(
+        "Follow the beamline's Bluesky document topic on Kafka and either reconstruct each tomography scan "
+        "into Tiled ('reconstruction') or write the raw runs into Tiled ('catalog'). Workers of one kind share "
+        "a consumer group, so several of them split the scans between them."))
+    p.add_argument("kind", choices=["reconstruction", "catalog"], help="which worker to run")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: from the Kafka YAML config / env)")
+    p.add_argument("--config", help="Kafka YAML config (default: /etc/bluesky/kafka.yml when present)")
+    p.add_argument("--beamline", help="beamline name; the topic is <beamline>.bluesky.runengine.documents")
+    p.add_argument("--tiled-uri", required=True, help="Tiled server to write to")
+    p.add_argument("--api-key", required=True, help="Tiled write key")
+    p.add_argument("--group", help="consumer group (default: tomobluesky-reconstruction / tomobluesky-catalog)")
+    p.add_argument("--once", action="store_true", help="stop when every assigned partition is read to its end")
+    p.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop after SECONDS without a message")
+    p.add_argument("--algorithm", help="reconstruction algorithm (start documents may override it)")
+    return p
+
+
+def main(argv=None) -> int:
+    from tiled.client import from_uri
+
+    from .transport import configure_json_logging, load_config
+
+    args = build_parser().parse_args(argv)
+    configure_json_logging()
+    config = load_config(args.config)
+    changes = {k: v for k, v in (("bootstrap", args.bootstrap), ("beamline", args.beamline)) if v}
+    config = config.replace(**changes) if changes else config
+    client = from_uri(args.tiled_uri, api_key=args.api_key)
+    kwargs = dict(once=args.once, until_idle=args.until_idle, on_error="deadletter")
+    if args.group:
+        kwargs["group_id"] = args.group
+    if args.kind == "reconstruction":
+        settings = ReconSettings(**({"algorithm": args.algorithm} if args.algorithm else {}))
+        stats = run_reconstruction_worker(config, client, settings=settings, **kwargs)
+    else:
+        stats = run_catalog_worker(config, client, **kwargs)
+    log.info("worker done: %s", stats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
