@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.system.conftest_kafka"]
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TOOTH = Path(os.environ.get("TOMOBLUESKY_TOOTH", SHARED / "data" / "tooth.h5"))
 

@@ -1,0 +1,96 @@
+"""Scans through a real Kafka broker to worker processes and a real Tiled server."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+
+from tomobluesky.catalog import PROCESSED, TiledSink, raw_run_writer
+from tomobluesky.devices import PhantomSource, make_sim_beamline
+from tomobluesky.live import MemorySink, live_reconstruction_router
+from tomobluesky.plans import tomo_scan
+from tomobluesky.transport import KafkaPublisher, ensure_topics
+from tomobluesky.workers import run_catalog_worker, run_reconstruction_worker
+
+pytestmark = pytest.mark.system
+
+
+def _phantom():
+    return PhantomSource(n_slices=4, n_columns=64, axis_offset=3.0, seed=5)
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_scan_through_kafka_equals_the_in_process_result(kafka_config, tiled_server, tmp_path):
+    ensure_topics(kafka_config)
+    client = tiled_server.client()
+    RE = RunEngine({})
+    memory = MemorySink()
+    RE.subscribe(live_reconstruction_router(memory))  # the in-process reference, same documents
+    with KafkaPublisher(kafka_config) as publisher:
+        RE.subscribe(publisher)
+        uid, = RE(tomo_scan(*make_sim_beamline(_phantom(), tiled_server.layout.detector), num_projections=90,
+                            num_darks=2, num_flats=2))
+        assert publisher.flush(30) == 0
+    for worker in (run_catalog_worker, run_reconstruction_worker):
+        worker(kafka_config, client, once=True)
+    node = client[PROCESSED][uid]
+    assert node.metadata["status"] == "complete"
+    expected, meta = memory.volumes[uid]
+    np.testing.assert_allclose(node.read(), expected, rtol=1e-5, atol=1e-6)
+    assert node.metadata["center"] == pytest.approx(meta["center"])
+    assert client["raw"][uid]["primary"]["camera_image"].shape == (90, 4, 64)
+    assert client["raw"][uid].metadata["stop"]["exit_status"] == "success"
+
+
+def _worker_process(kind, kafka_config, tiled_server, *extra):
+    cmd = [sys.executable, "-m", "tomobluesky.workers", kind, "--bootstrap", kafka_config.bootstrap,
+           "--beamline", kafka_config.beamline, "--tiled-uri", tiled_server.uri, "--api-key", tiled_server.api_key,
+           *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_worker_restarts_and_writes_exactly_one_complete_volume(kafka_config, tiled_server):
+    ensure_topics(kafka_config)
+    client = tiled_server.client()
+    camera, *rest = beamline = make_sim_beamline(_phantom(), tiled_server.layout.detector)
+    camera.exposure_time.put(0.03)  # a few seconds of scan, to kill the worker in the middle
+    started = []
+    RE = RunEngine({})
+    RE.subscribe(lambda name, doc: started.append(doc) if name == "start" else None)
+    worker = _worker_process("reconstruction", kafka_config, tiled_server)
+    with KafkaPublisher(kafka_config) as publisher:
+        RE.subscribe(publisher)
+        scan = threading.Thread(target=RE, args=(tomo_scan(*beamline, num_projections=120, num_darks=2,
+                                                           num_flats=2),))
+        scan.start()
+        _wait_for(lambda: started and client["live"].get(started[0]["uid"]) is not None, 60,
+                  "the worker's first preview")
+        worker.send_signal(signal.SIGKILL)  # mid-scan, state in memory lost
+        worker.wait(10)
+        scan.join(60)
+        assert publisher.flush(30) == 0
+    uid = started[0]["uid"]
+    assert uid not in client[PROCESSED] or client[PROCESSED][uid].metadata["status"] != "complete"
+    restarted = _worker_process("reconstruction", kafka_config, tiled_server, "--once")
+    assert restarted.wait(120) == 0, restarted.stderr.read()
+    node = client[PROCESSED][uid]
+    assert node.metadata["status"] == "complete" and node.metadata["num_projections"] == 120
+    assert len([k for k in client[PROCESSED] if k == uid]) == 1
+    again = _worker_process("reconstruction", kafka_config, tiled_server, "--once", "--group", "fresh-eyes")
+    assert again.wait(120) == 0  # a second pass over the whole topic skips the complete scan
+    assert client[PROCESSED][uid].metadata["timings"] == node.metadata["timings"]
+    assert abs(node.metadata["center"] - _phantom().center) < 0.5
