@@ -153,7 +153,10 @@ def free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """No one listens on ``port`` (connections in TIME_WAIT don't count: the JVM binds
+    with SO_REUSEADDR, and so do we here)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
