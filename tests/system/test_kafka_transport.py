@@ -105,3 +105,49 @@ def test_a_failing_handler_commits_nothing_of_its_run(RE, documents, kafka_confi
         run_worker(kafka_config, crash_on_fifth_event, group_id="writer", once=True)
     again, stats = kafka_collect(group="writer")
     assert same(again, documents) and stats.runs_finished == 1
+
+
+def test_workers_in_one_group_share_runs_across_partitions(RE, documents, kafka_config):
+    import threading
+
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    from tomobluesky.transport import ensure_topics
+
+    ensure_topics(kafka_config, partitions=4)
+    for _ in range(12):
+        RE(count([det], 3))
+    runs = {}
+    for name, doc in documents:
+        if name == "start":
+            current = doc["uid"]
+        runs.setdefault(current, []).append(pack(name, doc))
+
+    seen = [[], []]
+    stop = threading.Event()
+    workers = [threading.Thread(target=run_worker, args=(kafka_config, lambda n, d, i=i: seen[i].append((n, d))),
+                                kwargs={"group_id": "share", "stop": stop}) for i in range(2)]
+    for w in workers:
+        w.start()
+    with KafkaPublisher(kafka_config) as pub:
+        for name, doc in documents:
+            pub(name, doc)
+        assert pub.flush(30) == 0
+    deadline = __import__("time").monotonic() + 60
+    while sum(1 for s in seen for n, _ in s if n == "stop") < 12 and __import__("time").monotonic() < deadline:
+        stop.wait(0.2)
+    stop.set()
+    for w in workers:
+        w.join()
+    complete = {}
+    for docs in seen:  # per worker: split into runs, each must be whole and in order
+        current = None
+        for name, doc in docs:
+            if name == "start":
+                current = doc["uid"]
+                complete.setdefault(current, []).append([])
+            complete[current][-1].append(pack(name, doc))
+    assert set(complete) == set(runs)
+    for uid, copies in complete.items():
+        assert runs[uid] in copies  # at least once whole (a rebalance may replay a run: at-least-once)
