@@ -17,7 +17,7 @@ class ReconSettings(BaseModel):
     backend: str = "numpy"
     filter_name: str = "shepp"
     center: float | None = Field(None, description="detector column of the axis; None finds it")
-    center_method: str = "vo"
+    center_method: str = "auto"
     ring_removal: bool = False
     phase_retrieval: dict | None = Field(None, description="Paganin parameters: distance, delta_beta")
     preview_every: int = Field(10, ge=1, description="refresh the live slice every N projections")

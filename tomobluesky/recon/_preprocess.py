@@ -1,0 +1,58 @@
+"""Flat/dark normalisation and the negative logarithm."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._backend import get_namespace
+
+#: transmission floor before the logarithm: dead pixels and over-dark frames
+#: would otherwise give infinities
+MIN_TRANSMISSION = 1e-6
+
+
+def _check_finite(xp, name, array):
+    if not bool(xp.isfinite(array).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def normalize(projections, flats, darks, *, out=None):
+    """(projections − dark) / (flat − dark), float32, shape of ``projections``.
+
+    Flats and darks are averaged with the median over their first axis, which
+    ignores the odd zinger a mean would smear into every projection.
+    """
+    xp = get_namespace(projections)
+    projections = xp.asarray(projections, dtype=xp.float32)
+    if flats is None or darks is None or len(flats) == 0 or len(darks) == 0:
+        raise ValueError("normalisation needs at least one flat and one dark frame")
+    flats, darks = xp.asarray(flats, dtype=xp.float32), xp.asarray(darks, dtype=xp.float32)
+    if projections.ndim != 3:
+        raise ValueError(f"projections must be (angles, rows, columns), got shape {projections.shape}")
+    for name, frames in (("flats", flats), ("darks", darks)):
+        if frames.ndim != 3 or frames.shape[1:] != projections.shape[1:]:
+            raise ValueError(f"{name} of shape {frames.shape} do not match projections of shape {projections.shape}")
+    for name, array in (("projections", projections), ("flats", flats), ("darks", darks)):
+        _check_finite(xp, name, array)
+    dark = xp.median(darks, axis=0)
+    beam = xp.median(flats, axis=0) - dark
+    if not bool((beam > 0).any()):
+        raise ValueError("flats are not brighter than darks anywhere: no beam in the flat fields")
+    beam = xp.where(beam > 0, beam, xp.float32(np.inf))  # a dead flat pixel gives transmission 0, not inf
+    if out is None:
+        out = xp.empty_like(projections)
+    xp.subtract(projections, dark, out=out)
+    xp.divide(out, beam, out=out)
+    return out
+
+
+def minus_log(transmission, *, out=None):
+    """−ln(transmission), with transmission clipped to ``MIN_TRANSMISSION``."""
+    xp = get_namespace(transmission)
+    transmission = xp.asarray(transmission, dtype=xp.float32)
+    if out is None:
+        out = xp.empty_like(transmission)
+    xp.maximum(transmission, xp.float32(MIN_TRANSMISSION), out=out)
+    xp.log(out, out=out)
+    xp.negative(out, out=out)
+    return out
