@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
 import numpy as np
+
+try:  # the C classes, by reference: immune to msgpack_numpy.patch() (which bluesky-kafka applies on import)
+    from msgpack._cmsgpack import Packer as _Packer
+    from msgpack._cmsgpack import unpackb as _unpackb
+except ImportError:  # pragma: no cover - pure-Python msgpack
+    from msgpack.fallback import Packer as _Packer
+    from msgpack.fallback import unpackb as _unpackb
 
 
 class CodecError(ValueError):
@@ -67,7 +73,7 @@ def _object_hook(obj: dict) -> Any:
 def pack(name: str, doc: dict) -> bytes:
     """``(name, doc)`` → bytes."""
     try:
-        return msgpack.packb([name, doc], default=_default, use_bin_type=True)
+        return _Packer(default=_default, use_bin_type=True).pack([name, doc])
     except CodecError:
         raise
     except (TypeError, ValueError, OverflowError) as e:
@@ -77,7 +83,7 @@ def pack(name: str, doc: dict) -> bytes:
 def unpack(data: bytes) -> Any:
     """bytes → whatever was packed (normally ``[name, doc]``); :class:`CodecError` if undecodable."""
     try:
-        return msgpack.unpackb(data, object_hook=_object_hook, raw=False, strict_map_key=False)
+        return _unpackb(data, object_hook=_object_hook, raw=False, strict_map_key=False)
     except CodecError:
         raise
     except Exception as e:  # msgpack raises several unrelated types (ExtraData, ValueError, ...)

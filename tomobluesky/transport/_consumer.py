@@ -177,7 +177,7 @@ class DocumentConsumer:
         self._dlq_failed: list = []
         self.ledgers: dict[tuple[str, int], _Ledger] = {}
         self.eof: set[tuple[str, int]] = set()
-        self._keys = RunKeys()
+        self._keys = RunKeys(strict=True)
         self._committed: dict[tuple[str, int], int] = {}
         self.stats = WorkerStats()
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -218,7 +218,11 @@ class DocumentConsumer:
         from confluent_kafka import KafkaError
 
         out: list[Delivery] = []
-        for msg in self._consumer.consume(num_messages=max_messages, timeout=timeout):
+        # wait for the first message only, then take what is already there: low latency
+        msgs = self._consumer.consume(num_messages=1, timeout=timeout)
+        if msgs:
+            msgs += self._consumer.consume(num_messages=max_messages - 1, timeout=0)
+        for msg in msgs:
             tp = (msg.topic(), msg.partition())
             err = msg.error()
             if err is not None:
@@ -237,8 +241,9 @@ class DocumentConsumer:
                 self._deadletter(msg, m)
                 ledger.add(msg.offset(), None, done=True)
                 continue
-            key = msg.key()
-            run = key.decode(errors="replace") if key else self._keys.key(name, doc)
+            # the run is the start uid the documents link to (not the key: bluesky-kafka's
+            # Publisher uses one key for all runs)
+            run = self._keys.key(name, doc)
             entry_run = run
             if name == "start":
                 ledger.started.add(run)

@@ -6,7 +6,10 @@ from __future__ import annotations
 class RunKeys:
     """Follow foreign keys (descriptor, resource, stream_resource → run start) across documents."""
 
-    def __init__(self):
+    def __init__(self, *, strict: bool = False):
+        """``strict``: unknown links give None (a consumer that joined mid-run); otherwise
+        they fall back to the latest start (a publisher: runs come one at a time)."""
+        self.strict = strict
         self._owner: dict[str, str] = {}  # descriptor/resource/stream_resource uid → start uid
         self._by_run: dict[str, list[str]] = {}
         self.last_start: str | None = None
@@ -27,7 +30,7 @@ class RunKeys:
             run = self._owner.get(doc.get("resource"))
         elif name == "stream_datum":
             run = self._owner.get(doc.get("stream_resource")) or self._owner.get(doc.get("descriptor"))
-        if run is None:
+        if run is None and not self.strict:
             run = self.last_start
         if name in ("descriptor", "resource", "stream_resource") and doc.get("uid") and run:
             self._owner[doc["uid"]] = run

@@ -72,3 +72,25 @@ def test_pickled_object_arrays_are_refused():
                          use_bin_type=True)
     with pytest.raises(CodecError):
         unpack(evil)
+
+
+def test_immune_to_msgpack_numpy_patch():
+    """bluesky-kafka calls msgpack_numpy.patch() on import; our codec must not change (or unpickle)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("msgpack_numpy")
+    code = """
+import msgpack, msgpack_numpy, numpy as np
+from tomobluesky.transport import pack, unpack, CodecError
+before = pack("event", {"a": np.arange(3.0)})
+msgpack_numpy.patch()
+assert pack("event", {"a": np.arange(3.0)}) == before
+evil = msgpack.packb({b"nd": True, b"type": "|O", b"kind": b"O", b"shape": [1], b"data": b"x"})
+try:
+    unpack(evil)
+except CodecError:
+    print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr

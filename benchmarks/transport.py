@@ -1,0 +1,229 @@
+"""Transport benchmark: tomobluesky's KafkaPublisher beside bluesky-kafka's Publisher.
+
+Against one real broker (started here, from the Maven jars), with the same real
+RunEngine documents (``count([det], n)``, ``ophyd.sim.det``) for both publishers:
+
+1. burst: every document published as fast as possible → documents/s end to end
+   (first publish call → last receipt by a consumer in another process) and the
+   distribution of publish-call times;
+2. paced at ``--rate`` documents/s → latency from the publish call (RunEngine emit)
+   to receipt by the worker (p50/p99/max);
+3. broker down: the broker is stopped and documents keep coming → publish-call
+   times (then the broker is restarted and delivery checked).
+
+The receiving side is tomobluesky's DocumentConsumer (decode + event_model
+validation) in a separate process for both publishers; bluesky-kafka's messages
+are msgpack-numpy, which it reads too.
+
+    .venv/bin/python benchmarks/transport.py [--docs 20000] [--rate 1000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+
+import numpy as np
+
+
+def record_documents(n_docs: int) -> list[tuple[str, dict]]:
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from ophyd.sim import det  # the simulated point detector
+
+    docs: list = []
+    RE = RunEngine({}, call_returns_result=False)
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    per_run = 1000
+    while len(docs) < n_docs:
+        RE(count([det], min(per_run, max(1, n_docs - len(docs) - 3))))
+    return docs
+
+
+def doc_id(name: str, doc: dict) -> str:
+    return doc.get("uid") or doc.get("datum_id")
+
+
+def consume(bootstrap: str, topic: str, expected: int, ready, out) -> None:
+    """In a child process: receive ``expected`` documents, report (id, receipt ns)."""
+    from tomobluesky.transport import DocumentConsumer, KafkaConfig
+
+    consumer = DocumentConsumer(KafkaConfig(bootstrap=bootstrap, topic=topic), f"bench-{uuid.uuid4().hex[:6]}")
+    seen: dict[str, int] = {}
+    signalled = False
+    deadline = time.monotonic() + 120
+    while len(seen) < expected and time.monotonic() < deadline:
+        for d in consumer.poll(timeout=0.05):
+            seen.setdefault(doc_id(d.name, d.doc), time.monotonic_ns())
+            if d.name == "stop":
+                consumer.finish(d)
+        if consumer.caught_up() and not signalled:  # assigned, fetching, at the end
+            ready.set()
+            signalled = True
+    consumer.close()
+    out.put(seen)
+
+
+def ours(bootstrap: str, topic: str, journal: str):
+    from tomobluesky.transport import KafkaConfig, KafkaPublisher
+
+    pub = KafkaPublisher(KafkaConfig(bootstrap=bootstrap, topic=topic), journal_dir=journal)
+    return pub, lambda: pub.close(120)
+
+
+def theirs(bootstrap: str, topic: str, journal: str):
+    from bluesky_kafka import Publisher
+
+    pub = Publisher(topic=topic, bootstrap_servers=bootstrap, key=str(uuid.uuid4()),
+                    producer_config={"acks": "all", "enable.idempotence": True})
+    return pub, lambda: pub.flush()
+
+
+def percentiles(values_s) -> dict:
+    a = np.asarray(values_s) * 1e3
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "p999_ms": float(np.percentile(a, 99.9)), "max_ms": float(a.max()),
+            "over_10ms": int((a > 10).sum()), "n": int(a.size)}
+
+
+def run_case(make, bootstrap, docs, rate: float | None, ctx) -> dict:
+    from tomobluesky.transport import KafkaConfig, ensure_topics
+
+    topic = f"bench{uuid.uuid4().hex[:8]}.bluesky.runengine.documents"
+    ensure_topics(KafkaConfig(bootstrap=bootstrap, topic=topic), partitions=1)
+    ready, out = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=consume, args=(bootstrap, topic, len(docs), ready, out))
+    proc.start()
+    if not ready.wait(60):
+        raise RuntimeError("the consumer did not join its group in 60 s")
+    pub, finish = make(bootstrap, topic, tempfile.mkdtemp(prefix="journal-"))
+    time.sleep(1.0)  # let the producer connect (and get its idempotent producer id)
+    emit_ns, call_s = {}, np.empty(len(docs))
+    t_start = time.monotonic()
+    for i, (name, doc) in enumerate(docs):
+        if rate:
+            wait = t_start + i / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        t0 = time.perf_counter()
+        emit_ns[doc_id(name, doc)] = time.monotonic_ns()
+        pub(name, doc)
+        call_s[i] = time.perf_counter() - t0
+    finish()
+    received = out.get(timeout=600)
+    proc.join(30)
+    lat = np.array([(received[k] - emit_ns[k]) / 1e9 for k in emit_ns if k in received])
+    first = min(emit_ns.values())
+    last = max(received.values()) if received else first
+    return {"documents": len(docs), "received": len(received),
+            "docs_per_s": len(received) / ((last - first) / 1e9) if received else 0.0,
+            "latency": percentiles(lat) if lat.size else None, "publish_call": percentiles(call_s)}
+
+
+def run_down(make, broker, docs) -> dict:
+    """Publish with the broker stopped; then restart it and count what arrives."""
+    from tomobluesky.transport import KafkaConfig, ensure_topics
+
+    topic = f"down{uuid.uuid4().hex[:8]}.bluesky.runengine.documents"
+    ensure_topics(KafkaConfig(bootstrap=broker.bootstrap, topic=topic), partitions=1)
+    pub, finish = make(broker.bootstrap, topic, tempfile.mkdtemp(prefix="journal-"))
+    pub(*docs[0])  # connected before the outage
+    time.sleep(1.0)
+    broker.stop()
+    call_s = np.empty(len(docs) - 1)
+    try:
+        for i, (name, doc) in enumerate(docs[1:]):
+            t0 = time.perf_counter()
+            pub(name, doc)
+            call_s[i] = time.perf_counter() - t0
+            if i % 100 == 0:
+                time.sleep(0.01)  # a RunEngine does other work between documents
+    finally:
+        broker.start()
+    t = time.monotonic()
+    finish()
+    return {"documents": len(docs), "publish_call": percentiles(call_s),
+            "drain_after_restart_s": time.monotonic() - t}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=20_000, help="documents per case (default: %(default)s)")
+    ap.add_argument("--rate", type=float, default=1000.0, help="paced rate for latency (docs/s, default: %(default)s)")
+    ap.add_argument("--down-docs", type=int, default=5000, help="documents published with the broker down")
+    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--only", choices=["ours", "theirs"], default=None, help="run one publisher only")
+    args = ap.parse_args(argv)
+
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("tomobluesky.transport.librdkafka").setLevel(logging.CRITICAL)
+    from tomobluesky.services import KafkaBroker
+
+    publishers = {"tomobluesky.KafkaPublisher": ours}
+    try:
+        import bluesky_kafka  # noqa: F401
+
+        publishers["bluesky_kafka.Publisher"] = theirs
+    except Exception as e:  # report ours alone
+        print(f"bluesky-kafka not usable here ({type(e).__name__}: {e}); reporting tomobluesky alone", file=sys.stderr)
+    if args.only:
+        publishers = {k: v for k, v in publishers.items() if (v is ours) == (args.only == "ours")}
+    ctx = mp.get_context("spawn")
+    t = time.monotonic()
+    docs = record_documents(args.docs)
+    print(f"recorded {len(docs)} RunEngine documents in {time.monotonic() - t:.1f} s", file=sys.stderr)
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "cases": {}}
+    with KafkaBroker() as broker:
+        results["machine"]["kafka"] = broker.version
+        for label, make in publishers.items():
+            r = results["cases"].setdefault(label, {})
+            r["burst"] = run_case(make, broker.bootstrap, docs, None, ctx)
+            print(label, "burst", json.dumps(r["burst"]), file=sys.stderr)
+            r["paced"] = run_case(make, broker.bootstrap, docs[: int(args.rate * 10)], args.rate, ctx)
+            print(label, "paced", json.dumps(r["paced"]), file=sys.stderr)
+            r["broker_down"] = run_down(make, broker, docs[: args.down_docs])
+            print(label, "down", json.dumps(r["broker_down"]), file=sys.stderr)
+    print(table(results, args))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+def table(results, args) -> str:
+    rows = ["| | " + " | ".join(results["cases"]) + " |", "|---|" + "---|" * len(results["cases"])]
+
+    def row(label, get):
+        cells = []
+        for r in results["cases"].values():
+            try:
+                cells.append(get(r))
+            except (KeyError, TypeError):
+                cells.append("–")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row(f"burst: documents/s end to end ({args.docs} docs)", lambda r: f"{r['burst']['docs_per_s']:,.0f}")
+    row("burst: received / sent", lambda r: f"{r['burst']['received']} / {r['burst']['documents']}")
+    row("burst: publish call p50 / p99 / max (ms)", lambda r: "{p50_ms:.3f} / {p99_ms:.3f} / {max_ms:.2f}".format(
+        **r["burst"]["publish_call"]))
+    row(f"paced {args.rate:.0f}/s: latency p50 / p99 / max (ms)",
+        lambda r: "{p50_ms:.1f} / {p99_ms:.1f} / {max_ms:.1f}".format(**r["paced"]["latency"]))
+    row("paced: publish call p50 / p99 / max (ms)", lambda r: "{p50_ms:.3f} / {p99_ms:.3f} / {max_ms:.2f}".format(
+        **r["paced"]["publish_call"]))
+    row(f"broker down: publish call p50 / p99 / max (ms), {args.down_docs} docs",
+        lambda r: "{p50_ms:.3f} / {p99_ms:.3f} / {max_ms:.2f}".format(**r["broker_down"]["publish_call"]))
+    row("broker down: calls over 10 ms", lambda r: str(r["broker_down"]["publish_call"]["over_10ms"]))
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
