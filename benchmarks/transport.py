@@ -104,6 +104,7 @@ def run_case(make, bootstrap, docs, rate: float | None, ctx) -> dict:
     if not ready.wait(60):
         raise RuntimeError("the consumer did not join its group in 60 s")
     pub, finish = make(bootstrap, topic, tempfile.mkdtemp(prefix="journal-"))
+    stats = getattr(pub, "stats", None)
     time.sleep(1.0)  # let the producer connect (and get its idempotent producer id)
     emit_ns, call_s = {}, np.empty(len(docs))
     t_start = time.monotonic()
@@ -122,6 +123,9 @@ def run_case(make, bootstrap, docs, rate: float | None, ctx) -> dict:
     lat = np.array([(received[k] - emit_ns[k]) / 1e9 for k in emit_ns if k in received])
     first = min(emit_ns.values())
     last = max(received.values()) if received else first
+    lat_by_index = [(received[k] - emit_ns[k]) / 1e6 for k in emit_ns if k in received]
+    slow = [i for i, v in enumerate(lat_by_index) if v > 50]
+    print("slow (>50 ms) at indices", slow[:3], "...", slow[-3:], len(slow), "publisher stats", stats, file=sys.stderr)
     return {"documents": len(docs), "received": len(received),
             "docs_per_s": len(received) / ((last - first) / 1e9) if received else 0.0,
             "latency": percentiles(lat) if lat.size else None, "publish_call": percentiles(call_s)}
