@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from tomobluesky.catalog import PROCESSED, TiledSink, raw_run_writer
+from tomobluesky.catalog import PROCESSED, ensure_layout
 from tomobluesky.devices import PhantomSource, make_sim_beamline
 from tomobluesky.live import MemorySink, live_reconstruction_router
 from tomobluesky.plans import tomo_scan
@@ -65,11 +65,11 @@ def _worker_process(kind, kafka_config, tiled_server, *extra):
 
 def test_killed_worker_restarts_and_writes_exactly_one_complete_volume(kafka_config, tiled_server):
     ensure_topics(kafka_config)
-    client = tiled_server.client()
+    client = ensure_layout(tiled_server.client())
     camera, *rest = beamline = make_sim_beamline(_phantom(), tiled_server.layout.detector)
     camera.exposure_time.put(0.03)  # a few seconds of scan, to kill the worker in the middle
     started = []
-    RE = RunEngine({})
+    RE = RunEngine({}, context_managers=[])  # runs in a thread: no SIGINT handler
     RE.subscribe(lambda name, doc: started.append(doc) if name == "start" else None)
     worker = _worker_process("reconstruction", kafka_config, tiled_server)
     with KafkaPublisher(kafka_config) as publisher:

@@ -53,7 +53,7 @@ def test_live_slices_change_during_the_scan_then_the_volume_shows(tiled_server, 
                                                    tiled_server.layout.detector)
     camera.exposure_time.put(0.06)  # ~8 s of acquisition: time to watch
     started = []
-    RE = RunEngine({})
+    RE = RunEngine({}, context_managers=[])  # runs in a thread: no SIGINT handler
     RE.subscribe(lambda name, doc: started.append(doc["uid"]) if name == "start" else None)
     RE.subscribe(raw_run_writer(client))
     RE.subscribe(live_reconstruction_router(TiledSink(client), ReconSettings(preview_every=5)))
@@ -93,3 +93,29 @@ def test_live_slices_change_during_the_scan_then_the_volume_shows(tiled_server, 
             browser.close()
     finally:
         scan.join(120)
+
+
+def test_viewer_api_lists_scans_and_names_problems(tiled_server):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    client = tiled_server.client()
+    RE = RunEngine({})
+    RE.subscribe(raw_run_writer(client))
+    RE.subscribe(live_reconstruction_router(TiledSink(client), ReconSettings(preview_every=2)))
+    uid, = RE(tomo_scan(*make_sim_beamline(PhantomSource(n_slices=2, n_columns=16, noise=False),
+                                           tiled_server.layout.detector), num_projections=4, num_darks=1, num_flats=1))
+    http = TestClient(create_app(client))
+    rows = http.get("/api/scans").json()
+    mine = next(r for r in rows if r["uid"] == uid)
+    assert mine["volume_status"] == "complete" and mine["live"] is True
+    png = http.get(f"/api/scans/{uid}/volume/1.png")
+    assert png.status_code == 200 and _pixels(png.content).shape == (16, 16)
+    assert http.get(f"/api/scans/{uid}/live/axial.png").status_code == 200
+    assert http.get(f"/api/scans/{uid}/volume/5.png").status_code == 404
+    assert "no volume for scan nope" in http.get("/api/scans/nope/volume").json()["error"]
+    bad = http.get(f"/api/scans/{uid}/volume/0.png?low=90&high=10")
+    assert bad.status_code == 400 and "contrast" in bad.json()["error"]

@@ -38,7 +38,7 @@ def raw_run_writer(client, backup_directory: str | Path | None = None, *, batch_
     """
     from bluesky_tiled_plugins import TiledWriter
 
-    return TiledWriter(client[RAW], batch_size=batch_size,
+    return TiledWriter(ensure_layout(client)[RAW], batch_size=batch_size,
                        backup_directory=str(backup_directory) if backup_directory else None)
 
 

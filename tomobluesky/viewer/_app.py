@@ -43,7 +43,7 @@ def create_app(client, *, poll_interval: float = 0.2) -> Starlette:
     def scans(request):
         processed, live = client["processed"], client["live"]
         rows = []
-        for uid, run in client["raw"].items()[-50:]:
+        for uid, run in client["raw"].items()[-1:-51:-1]:  # the 50 newest
             start = run.metadata.get("start", {})
             volume = processed[uid].metadata if uid in processed else {}
             rows.append({
@@ -106,7 +106,8 @@ def create_app(client, *, poll_interval: float = 0.2) -> Starlette:
         return FileResponse(STATIC / "index.html")
 
     async def on_error(request, exc):
-        return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+        status = 400 if isinstance(exc, ValueError) else 500
+        return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=status)
 
     return Starlette(routes=[
         Route("/", index),
