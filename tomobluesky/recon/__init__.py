@@ -11,11 +11,11 @@ from ._filters import FILTERS, ramp_response
 from ._metrics import circle_mask, rmse_in_circle, ssim_in_circle
 from ._phantom import project, shepp_logan, shepp_logan_3d
 from ._phase import retrieve_phase
-from ._preprocess import minus_log, normalize
+from ._preprocess import MIN_TRANSMISSION, minus_log, normalize
 from ._rings import remove_rings
 
 __all__ = [
-    "ALGORITHMS", "CenterResult", "FILTERS", "circle_mask", "find_center", "find_center_sharpness",
+    "ALGORITHMS", "MIN_TRANSMISSION", "CenterResult", "FILTERS", "circle_mask", "find_center", "find_center_sharpness",
     "find_center_vo", "get_namespace", "minus_log", "normalize", "project", "ramp_response", "reconstruct",
     "remove_rings", "retrieve_phase", "rmse_in_circle", "shepp_logan", "shepp_logan_3d", "ssim_in_circle",
     "to_numpy",

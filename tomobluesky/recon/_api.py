@@ -12,21 +12,12 @@ import numpy as np
 
 from ._backend import get_namespace, to_numpy
 from ._fbp import fbp
+from ._filters import FILTERS, padded_length
 from ._nufft import nufft_fbp
+from ._validate import check_theta as _check_theta
 
 ALGORITHMS = ("nufft", "fbp", "gridrec")
-
-
-def _check_theta(theta, angles):
-    theta = np.asarray(theta, dtype=np.float64).ravel()
-    if theta.size != angles:
-        raise ValueError(f"{theta.size} angles for {angles} projections: give one angle per projection")
-    if not np.isfinite(theta).all():
-        raise ValueError("theta contains NaN or infinite values")
-    if np.ptp(theta) > 2 * np.pi + 0.1:
-        raise ValueError(f"theta spans {np.ptp(theta):.1f}: these look like degrees; pass radians "
-                         "(numpy.radians(theta))")
-    return theta
+BACKENDS = ("numpy", "cupy", "tomopy")
 
 
 def _check_centers(center, slices, columns):
@@ -50,14 +41,22 @@ def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filt
 
     ``algorithm``: ``"nufft"`` (Fourier: FBP as a non-uniform FFT, fast),
     ``"fbp"`` (direct filtered backprojection, the reference) or ``"gridrec"``
-    (tomopy's, when tomopy is importable). ``pad``: zero padding of each row
+    (tomopy's, when tomopy is importable). ``backend``: ``"numpy"``,
+    ``"cupy"`` (the same code on the GPU) or ``"tomopy"`` (hand the work to
+    ``tomopy.recon``: gridrec for ``"nufft"``/``"gridrec"``, its own ``"fbp"``). ``pad``: zero padding of each row
     against wraparound (True: 1.5×, a number: that factor, False: none).
     ``max_memory``: bytes of working memory to stay under; slabs of slices
     are sized for it. ``progress(done, total)`` is called per slab.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
-    xp = get_namespace(backend)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if filter_name not in FILTERS:
+        raise ValueError(f"unknown filter {filter_name!r}; choose one of {FILTERS}")
+    if backend == "tomopy" and algorithm == "nufft":
+        algorithm = "gridrec"
+    xp = get_namespace("numpy" if backend == "tomopy" or algorithm == "gridrec" else backend)
     host = np.asarray(to_numpy(sinograms), dtype=np.float32)
     if host.ndim == 2:
         host = host[None]
@@ -70,10 +69,12 @@ def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filt
         raise ValueError("sinograms contain NaN or infinite values (check flats/darks and the −log step)")
     theta = _check_theta(theta, angles)
     centers = _check_centers(center, slices, columns)
-    if algorithm == "gridrec":
-        return _tomopy_gridrec(host, theta, centers, filter_name, ncore)
+    padded_length(columns, pad)  # validates pad before any work
+    if algorithm == "gridrec" or backend == "tomopy":
+        return _tomopy(host, theta, centers, algorithm, filter_name, ncore)
     per_slice = 4 * (angles * columns * 4 + columns * columns * 2)  # sinogram spectra + image, bytes
-    slab = slices if not max_memory else max(1, int(max_memory // per_slice))
+    # slabs hold whole slice pairs, so the NUFFT packs the same pairs whatever the slab size
+    slab = slices if not max_memory else max(2, int(max_memory // per_slice) // 2 * 2)
     out = np.empty((slices, columns, columns), dtype=np.float32)
     for start in range(0, slices, slab):
         stop = min(start + slab, slices)
@@ -89,13 +90,18 @@ def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filt
     return out
 
 
-def _tomopy_gridrec(sinograms, theta, centers, filter_name, ncore):
+def _tomopy(sinograms, theta, centers, algorithm, filter_name, ncore):
     try:
         import tomopy
     except ImportError as err:
-        raise RuntimeError("algorithm 'gridrec' needs tomopy, which is not on PyPI: "
-                           "conda install -c conda-forge tomopy") from err
+        raise RuntimeError(f"algorithm {algorithm!r} on backend 'tomopy' needs tomopy, which is not on PyPI: "
+                           "conda install -c conda-forge tomopy (see docs/recon.md)") from err
+    import os
+
     tomo = np.swapaxes(sinograms, 0, 1)  # tomopy wants (angles, slices, columns)
-    rec = tomopy.recon(tomo, theta, center=centers, algorithm="gridrec", filter_name=filter_name,
-                       ncore=ncore or 1)
-    return rec.astype(np.float32)
+    kwargs = {"filter_name": filter_name} if algorithm == "gridrec" else {}
+    if algorithm == "fbp":
+        centers = centers + 0.5  # tomopy's ray-driven algorithms put the centre at n/2, gridrec at (n−1)/2
+    rec = tomopy.recon(tomo, theta, center=centers, algorithm=algorithm, sinogram_order=False,
+                       ncore=ncore or os.cpu_count(), **kwargs)
+    return np.ascontiguousarray(rec, dtype=np.float32)

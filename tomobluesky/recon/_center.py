@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import shift as nd_shift
 
+from ._validate import check_theta
+
 
 @dataclass(frozen=True)
 class CenterResult:
@@ -136,7 +138,9 @@ def find_center(sinogram, theta, *, method: str = "vo", **kwargs) -> CenterResul
     ``method``: ``"vo"`` (default), ``"sharpness"``, or ``"auto"`` (both; the
     answer is Vo's, refined by sharpness, and the confidence falls as they disagree).
     """
-    theta = np.asarray(theta, dtype=np.float64)
+    if method not in ("vo", "sharpness", "auto"):
+        raise ValueError(f"unknown centre method {method!r}; choose 'vo', 'sharpness' or 'auto'")
+    theta = check_theta(theta, _as_stack(sinogram).shape[1])
     if method == "vo":
         return find_center_vo(sinogram, theta, **kwargs)
     if method == "sharpness":

@@ -1,0 +1,53 @@
+"""Shared inputs for the reconstruction tests: a small phantom and the tooth scan.
+
+The tooth scan (/work/shared/data/tooth.h5, override with TOMOBLUESKY_TOOTH)
+comes from the tomopy project (APS, BSD-3-Clause, Copyright (c) 2013-2019
+UChicago Argonne LLC).
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tomobluesky import recon
+from tomobluesky.recon.testing import project_shepp_logan
+
+TOOTH = Path(os.environ.get("TOMOBLUESKY_TOOTH", "/work/shared/data/tooth.h5"))
+
+N = 128
+ANGLES = 200
+SLICES = 4
+
+
+@pytest.fixture(scope="session")
+def theta():
+    return np.linspace(0, np.pi, ANGLES, endpoint=False)
+
+
+@pytest.fixture(scope="session")
+def truth():
+    """Area-averaged phantom slices (what a pixel-integrating detector can recover)."""
+    return recon.shepp_logan_3d(SLICES, N, supersample=4)
+
+
+@pytest.fixture(scope="session")
+def sinograms(theta):
+    return project_shepp_logan(SLICES, N, theta)
+
+
+@pytest.fixture(scope="session")
+def tooth():
+    """(sinograms (2, 181, 640), theta in radians) of the tooth, normalised and −log'd."""
+    if not TOOTH.exists():
+        pytest.skip(f"tooth scan not found at {TOOTH}")
+    import h5py
+
+    with h5py.File(TOOTH, "r") as f:
+        data = f["/exchange/data"][...]
+        flats = f["/exchange/data_white"][...]
+        darks = f["/exchange/data_dark"][...]
+        theta = np.radians(f["/exchange/theta"][...])
+    attenuation = recon.minus_log(recon.normalize(data, flats, darks))
+    return np.ascontiguousarray(np.swapaxes(attenuation, 0, 1)), theta

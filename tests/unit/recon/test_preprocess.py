@@ -1,0 +1,83 @@
+"""normalize() and minus_log(): values, the median's robustness, ``out=``, errors."""
+
+import numpy as np
+import pytest
+
+from tomobluesky import recon
+
+
+def _frames(rng, shape=(5, 4, 6)):
+    darks = 100 + rng.random((3,) + shape[1:]).astype(np.float32)
+    flats = 1000 + rng.random((4,) + shape[1:]).astype(np.float32)
+    transmission = rng.uniform(0.1, 1.0, shape).astype(np.float32)
+    dark, flat = np.median(darks, axis=0), np.median(flats, axis=0)
+    projections = (dark + transmission * (flat - dark)).astype(np.float32)
+    return projections, flats, darks, transmission
+
+
+def test_normalize_recovers_transmission():
+    projections, flats, darks, transmission = _frames(np.random.default_rng(0))
+    out = recon.normalize(projections, flats, darks)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == projections.shape
+    np.testing.assert_allclose(out, transmission, rtol=1e-4)
+
+
+def test_median_ignores_a_zinger_in_one_flat():
+    projections, flats, darks, transmission = _frames(np.random.default_rng(1))
+    flats[0, 2, 3] = 60000.0
+    np.testing.assert_allclose(recon.normalize(projections, flats, darks), transmission, rtol=2e-3)
+
+
+def test_out_is_filled_in_place():
+    projections, flats, darks, transmission = _frames(np.random.default_rng(2))
+    out = np.empty_like(projections)
+    assert recon.normalize(projections, flats, darks, out=out) is out
+    assert recon.minus_log(out, out=out) is out
+    np.testing.assert_allclose(out, -np.log(transmission), rtol=1e-3, atol=1e-5)
+
+
+def test_minus_log_clips_before_the_log():
+    values = recon.minus_log(np.array([1.0, 0.5, 0.0, -3.0], np.float32))
+    assert np.isfinite(values).all()
+    np.testing.assert_allclose(values[:2], [0.0, np.log(2)], rtol=1e-6)
+    assert values[2] == values[3] == pytest.approx(-np.log(recon.MIN_TRANSMISSION))
+
+
+def test_dead_flat_pixel_gives_zero_transmission_not_inf():
+    projections, flats, darks, _ = _frames(np.random.default_rng(3))
+    flats[:, 1, 1] = np.median(darks[:, 1, 1])
+    out = recon.normalize(projections, flats, darks)
+    assert np.isfinite(out).all() and (out[:, 1, 1] == 0).all()
+
+
+@pytest.mark.parametrize("which", ["flats", "darks"])
+@pytest.mark.parametrize("missing", [None, "empty"])
+def test_missing_flats_or_darks(which, missing):
+    projections, flats, darks, _ = _frames(np.random.default_rng(4))
+    frames = {"flats": flats, "darks": darks}
+    frames[which] = None if missing is None else frames[which][:0]
+    with pytest.raises(ValueError, match="at least one flat and one dark"):
+        recon.normalize(projections, frames["flats"], frames["darks"])
+
+
+def test_zero_flats():
+    projections, flats, darks, _ = _frames(np.random.default_rng(5))
+    with pytest.raises(ValueError, match="no beam"):
+        recon.normalize(projections, np.zeros_like(flats), darks)
+
+
+def test_shape_mismatch():
+    projections, flats, darks, _ = _frames(np.random.default_rng(6))
+    with pytest.raises(ValueError, match="do not match"):
+        recon.normalize(projections, flats[:, :, :-1], darks)
+    with pytest.raises(ValueError, match="angles, rows, columns"):
+        recon.normalize(projections[0], flats, darks)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_non_finite(bad, which):
+    arrays = list(_frames(np.random.default_rng(7))[:3])
+    arrays[which][0, 0, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        recon.normalize(*arrays)
