@@ -1,5 +1,5 @@
 """The reconstruction engine: normalisation, centre of rotation, Fourier FBP,
-rings, phase. NumPy by default, CuPy through the same code (``backend="cupy"``).
+rings, phase, 360° stitching. NumPy by default, CuPy through the same code (``backend="cupy"``).
 
 This package imports nothing else from tomobluesky.
 """
@@ -13,10 +13,11 @@ from ._phantom import project, shepp_logan, shepp_logan_3d
 from ._phase import retrieve_phase
 from ._preprocess import MIN_TRANSMISSION, minus_log, normalize
 from ._rings import remove_rings
+from ._stitch import Stitched, stitch_360
 
 __all__ = [
     "ALGORITHMS", "MIN_TRANSMISSION", "CenterResult", "FILTERS", "circle_mask", "find_center", "find_center_sharpness",
     "find_center_vo", "get_namespace", "minus_log", "normalize", "project", "ramp_response", "reconstruct",
-    "remove_rings", "retrieve_phase", "rmse_in_circle", "shepp_logan", "shepp_logan_3d", "ssim_in_circle",
+    "remove_rings", "retrieve_phase", "rmse_in_circle", "shepp_logan", "shepp_logan_3d", "ssim_in_circle", "stitch_360", "Stitched",
     "to_numpy",
 ]
