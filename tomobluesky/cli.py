@@ -37,15 +37,19 @@ def _add_demo(sub, settings: Settings):
     p.add_argument("--algorithm", default=settings.recon.algorithm, help="reconstruction algorithm (default: %(default)s)")
     p.add_argument("--port", type=int, default=None, help="Tiled port (default: a free one)")
     p.add_argument("--api-key", default=None, help="Tiled write key (default: the one stored in DATA_DIR, or a new one)")
+    p.add_argument("--kafka", metavar="BOOTSTRAP", default=settings.kafka_bootstrap,
+                   help="send documents through this Kafka broker to worker processes instead of reconstructing "
+                        "in-process (start one with `tomobluesky kafka start`)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a text summary")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args, settings: Settings) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_demo_kafka
 
     recon = settings.recon.model_copy(update={"algorithm": args.algorithm})
-    summary = run_demo(args.data_dir, source=args.source, tooth_file=args.tooth_file, fly=args.fly,
+    demo = (lambda *a, **k: run_demo_kafka(*a, args.kafka, **k)) if args.kafka else run_demo
+    summary = demo(args.data_dir, source=args.source, tooth_file=args.tooth_file, fly=args.fly,
                        num_projections=args.num_projections, phantom_size=args.phantom_size, port=args.port,
                        api_key=args.api_key, progress=not args.json and sys.stderr.isatty(), settings=recon)
     if args.json:

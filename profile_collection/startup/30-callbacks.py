@@ -11,9 +11,10 @@ from tomobluesky.live import live_reconstruction_router
 log = logging.getLogger("tomobluesky.profile")
 
 if settings.kafka_bootstrap:
-    from tomobluesky.transport import KafkaPublisher
+    from tomobluesky.transport import KafkaPublisher, load_config
 
-    publisher = KafkaPublisher.from_settings(settings)
+    # /etc/bluesky/kafka.yml (or $TOMOBLUESKY_KAFKA_CONFIG) with environment overrides
+    publisher = KafkaPublisher(load_config().replace(beamline=settings.beamline), bootstrap=settings.kafka_bootstrap)
     RE.subscribe(publisher)
     atexit.register(publisher.close)
     print(f"documents → Kafka at {settings.kafka_bootstrap}")

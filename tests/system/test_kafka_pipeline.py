@@ -94,3 +94,17 @@ def test_killed_worker_restarts_and_writes_exactly_one_complete_volume(kafka_con
     assert again.wait(120) == 0  # a second pass over the whole topic skips the complete scan
     assert client[PROCESSED][uid].metadata["timings"] == node.metadata["timings"]
     assert abs(node.metadata["center"] - _phantom().center) < 0.5
+
+
+def test_cli_demo_over_kafka(kafka_broker, tmp_path):
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "tomobluesky.cli", "demo", "--data-dir", str(tmp_path),
+                          "--kafka", kafka_broker.bootstrap, "--source", "phantom", "--phantom-size", "64",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["transport"].startswith("kafka")
+    assert summary["volume_shape"] == [8, 64, 64]
+    assert abs(summary["center"] - PhantomSource(n_columns=64, axis_offset=6.5).center) < 0.5
+    assert set(summary["timings"]) >= {"acquisition", "reconstruction", "registration"}
