@@ -6,7 +6,7 @@ import atexit
 import logging
 
 from tomobluesky.catalog import TiledServer, TiledSink, raw_run_writer
-from tomobluesky.live import live_reconstruction_router
+from tomobluesky.live import SliceFigureSink, live_reconstruction_router
 
 log = logging.getLogger("tomobluesky.profile")
 
@@ -29,5 +29,8 @@ else:
         tiled = tiled_server.client()
         print(f"Tiled catalogue at {tiled_server.uri} (key in {tiled_server.layout.key_file})")
     RE.subscribe(raw_run_writer(tiled, settings.data_dir / "backup"))
-    live_recon = live_reconstruction_router(TiledSink(tiled), settings.recon)
+    # the live figure (three slices + angular coverage) updates during RE(...);
+    # headless (TOMOBLUESKY_HEADLESS=1) it saves PNGs in the data dir instead
+    live_figure = SliceFigureSink(TiledSink(tiled), png_dir=settings.data_dir / "live-png")
+    live_recon = live_reconstruction_router(live_figure, settings.recon)
     RE.subscribe(live_recon)

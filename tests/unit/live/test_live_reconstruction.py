@@ -119,3 +119,19 @@ def test_a_scan_without_flats_is_recorded_as_failed(RE, documents, tmp_path):
     reconstruct_documents(kept, sink)
     (reason, _), = sink.failures.values()
     assert "0 flats" in reason
+
+
+def test_headless_live_figure_saves_a_png_per_preview(RE, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tomobluesky.live import SliceFigureSink
+
+    inner = MemorySink()
+    figure = SliceFigureSink(inner, png_dir=tmp_path / "png")
+    source = PhantomSource(n_slices=4, n_columns=32, noise=False)
+    _scan(RE, source, tmp_path, figure, settings=ReconSettings(preview_every=10), num_projections=30,
+          num_darks=1, num_flats=1)
+    assert [p.name[-9:] for p in figure.saved] == ["00010.png", "00020.png", "00030.png"]
+    assert all(p.stat().st_size > 5000 for p in figure.saved)
+    assert len(inner.previews[next(iter(inner.volumes))]) == 3 and len(inner.volumes) == 1
