@@ -13,7 +13,7 @@ import numpy as np
 from ._backend import get_namespace, to_numpy
 from ._fbp import fbp
 from ._filters import FILTERS, padded_length
-from ._nufft import nufft_fbp
+from ._nufft import DEFAULT_EPS, nufft_fbp
 from ._validate import check_theta as _check_theta
 
 ALGORITHMS = ("nufft", "fbp", "gridrec")
@@ -36,7 +36,7 @@ def _check_centers(center, slices, columns):
 
 def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filter_name: str = "shepp",
                 backend: str = "numpy", pad=True, ncore: int | None = None, max_memory: float | None = None,
-                progress=None, eps: float = 1e-3):
+                progress=None, eps: float = DEFAULT_EPS):
     """Reconstruct parallel-beam sinograms slice by slice.
 
     ``algorithm``: ``"nufft"`` (Fourier: FBP as a non-uniform FFT, fast),
@@ -81,10 +81,11 @@ def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filt
         chunk = xp.asarray(host[start:stop])
         if algorithm == "nufft":
             image = nufft_fbp(chunk, theta, centers[start:stop], filter_name=filter_name, pad=pad, eps=eps,
-                              ncore=ncore)
+                              ncore=ncore, out=out[start:stop] if xp is np else None)
         else:
             image = fbp(chunk, theta, centers[start:stop], filter_name=filter_name, pad=pad)
-        out[start:stop] = to_numpy(image)
+        if image is not out[start:stop]:
+            out[start:stop] = to_numpy(image)
         if progress:
             progress(stop, slices)
     return out
