@@ -56,14 +56,28 @@ def test_scan_through_kafka_equals_the_in_process_result(kafka_config, tiled_ser
     assert client["raw"][uid].metadata["stop"]["exit_status"] == "success"
 
 
-def _worker_process(kind, kafka_config, tiled_server, *extra):
+@pytest.fixture
+def processes():
+    """Worker processes started by a test; none outlives it, whatever happens."""
+    started = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def _worker_process(kind, kafka_config, tiled_server, *extra, processes=None):
     cmd = [sys.executable, "-m", "tomobluesky.workers", kind, "--bootstrap", kafka_config.bootstrap,
            "--beamline", kafka_config.beamline, "--tiled-uri", tiled_server.uri, "--api-key", tiled_server.api_key,
            *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if processes is not None:
+        processes.append(proc)
+    return proc
 
 
-def test_killed_worker_restarts_and_writes_exactly_one_complete_volume(kafka_config, tiled_server):
+def test_killed_worker_restarts_and_writes_exactly_one_complete_volume(kafka_config, tiled_server, processes):
     ensure_topics(kafka_config)
     client = ensure_layout(tiled_server.client())
     camera, *rest = beamline = make_sim_beamline(_phantom(), tiled_server.layout.detector)
@@ -71,7 +85,7 @@ def test_killed_worker_restarts_and_writes_exactly_one_complete_volume(kafka_con
     started = []
     RE = RunEngine({}, context_managers=[])  # runs in a thread: no SIGINT handler
     RE.subscribe(lambda name, doc: started.append(doc) if name == "start" else None)
-    worker = _worker_process("reconstruction", kafka_config, tiled_server)
+    worker = _worker_process("reconstruction", kafka_config, tiled_server, processes=processes)
     with KafkaPublisher(kafka_config) as publisher:
         RE.subscribe(publisher)
         scan = threading.Thread(target=RE, args=(tomo_scan(*beamline, num_projections=120, num_darks=2,
@@ -85,12 +99,13 @@ def test_killed_worker_restarts_and_writes_exactly_one_complete_volume(kafka_con
         assert publisher.flush(30) == 0
     uid = started[0]["uid"]
     assert uid not in client[PROCESSED] or client[PROCESSED][uid].metadata["status"] != "complete"
-    restarted = _worker_process("reconstruction", kafka_config, tiled_server, "--once")
+    restarted = _worker_process("reconstruction", kafka_config, tiled_server, "--once", processes=processes)
     assert restarted.wait(120) == 0, restarted.stderr.read()
     node = client[PROCESSED][uid]
     assert node.metadata["status"] == "complete" and node.metadata["num_projections"] == 120
     assert len([k for k in client[PROCESSED] if k == uid]) == 1
-    again = _worker_process("reconstruction", kafka_config, tiled_server, "--once", "--group", "fresh-eyes")
+    again = _worker_process("reconstruction", kafka_config, tiled_server, "--once", "--group", "fresh-eyes",
+                            processes=processes)
     assert again.wait(120) == 0  # a second pass over the whole topic skips the complete scan
     assert client[PROCESSED][uid].metadata["timings"] == node.metadata["timings"]
     assert abs(node.metadata["center"] - _phantom().center) < 0.5
