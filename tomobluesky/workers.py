@@ -27,9 +27,16 @@ RECON_GROUP = "tomobluesky-reconstruction"
 CATALOG_GROUP = "tomobluesky-catalog"
 
 
-def reconstruction_router(client, settings: ReconSettings | None = None, *, on_start=None) -> RunRouter:
-    """Per-run LiveReconstruction into Tiled, skipping runs already complete there."""
+def reconstruction_router(client, settings: ReconSettings | None = None, *, on_start=None,
+                          live_config=None) -> RunRouter:
+    """Per-run LiveReconstruction into Tiled, skipping runs already complete there.
+    With ``live_config`` (a KafkaConfig) previews also go to ``<beamline>.tomobluesky.live``."""
     sink = TiledSink(client)
+    out = sink
+    if live_config is not None:
+        from .live import KafkaLiveSink
+
+        out = KafkaLiveSink(live_config, sink)
 
     def factory(name, start):
         if not is_tomography_run(start):
@@ -37,7 +44,7 @@ def reconstruction_router(client, settings: ReconSettings | None = None, *, on_s
         if sink.volume_status(start["uid"]) == "complete":
             log.info("volume of %s is already complete; skipping the replayed run", start["uid"])
             return [], []
-        cb = LiveReconstruction(sink, settings)
+        cb = LiveReconstruction(out, settings)
         if on_start:
             on_start(cb)
         return [cb], []
@@ -70,7 +77,8 @@ def run_reconstruction_worker(config, client, *, settings: ReconSettings | None 
                               **run_worker_kwargs):
     from .transport import run_worker
 
-    return run_worker(config, reconstruction_router(client, settings), group_id=group_id, **run_worker_kwargs)
+    router = reconstruction_router(client, settings, live_config=config)
+    return run_worker(config, router, group_id=group_id, **run_worker_kwargs)
 
 
 def run_catalog_worker(config, client, *, group_id: str = CATALOG_GROUP, backup_directory=None, **run_worker_kwargs):

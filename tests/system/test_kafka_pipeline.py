@@ -123,3 +123,39 @@ def test_cli_demo_over_kafka(kafka_broker, tmp_path):
     assert summary["volume_shape"] == [8, 64, 64]
     assert abs(summary["center"] - PhantomSource(n_columns=64, axis_offset=6.5).center) < 0.5
     assert set(summary["timings"]) >= {"acquisition", "reconstruction", "registration"}
+
+
+def test_live_slices_stream_on_the_live_topic(kafka_config, tmp_path):
+    from confluent_kafka import Consumer
+
+    from tomobluesky.live import KafkaLiveSink, live_topic
+    from tomobluesky.schema import ReconSettings
+    from tomobluesky.transport import unpack
+
+    ensure_topics(kafka_config.replace(topic=live_topic(kafka_config.beamline)))
+    memory = MemorySink()
+    sink = KafkaLiveSink(kafka_config, memory)
+    RE = RunEngine({})
+    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_every=10)))
+    uid, = RE(tomo_scan(*make_sim_beamline(_phantom(), tmp_path), num_projections=40, num_darks=1, num_flats=1))
+    assert sink.flush(10) == 0 and not sink.errors
+    consumer = Consumer({"bootstrap.servers": kafka_config.bootstrap, "group.id": "live-viewer",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([live_topic(kafka_config.beamline)])
+    messages, deadline = [], time.monotonic() + 30
+    while len(messages) < 4 and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            messages.append(msg)
+    consumer.close()
+    assert [m.key().decode() for m in messages] == [uid] * 4
+    name, doc = unpack(messages[-1].value())
+    assert name == "live" and doc["metadata"]["projections"] == 40
+    assert doc["slices"]["axial"].dtype == np.uint8 and doc["slices"]["axial"].shape == (64, 64)
+    assert doc["slices"]["vertical_x"].shape == (4, 64)
+    # the 8-bit image is the float preview, rescaled
+    lo, hi = doc["range"]["axial"]
+    preview = memory.previews[uid][-1][0]["axial"]
+    restored = lo + doc["slices"]["axial"] / 255.0 * (hi - lo)
+    inside = (preview > lo) & (preview < hi)
+    assert np.abs(restored - preview)[inside].max() <= (hi - lo) / 255 + 1e-6
