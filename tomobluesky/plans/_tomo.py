@@ -70,6 +70,28 @@ def _check_source_range(camera, angles):
         )
 
 
+def _tomography(scan_type, camera, rotation, shutter, sample, projections, *, num_projections, start,
+                angular_range, num_darks, num_flats, recon, md, **extra_args):
+    """Validate, describe, then darks → flats → ``projections(angles)`` → shutter closed,
+    inside one staged run. The scan types differ only in how projections are taken."""
+    angles = scan_angles(start, num_projections, angular_range)
+    _check_counts(num_darks, num_flats)
+    _check_source_range(camera, angles)
+    plan_args = dict(num_projections=num_projections, start=start, angular_range=angular_range,
+                     num_darks=num_darks, num_flats=num_flats, **extra_args)
+    meta = _start_metadata(scan_type, camera, rotation, angles, num_darks, num_flats, plan_args, recon, md)
+
+    @bpp.stage_decorator([camera])
+    @bpp.run_decorator(md=meta)
+    def inner():
+        yield from take_darks(camera, rotation, shutter, num_darks)
+        yield from take_flats(camera, rotation, shutter, sample, num_flats)
+        yield from projections(angles)
+        yield from bps.mv(shutter, "closed")
+
+    return (yield from inner())
+
+
 def tomo_scan(camera, rotation, shutter, sample, *, num_projections: int = 181, start: float = 0.0,
               angular_range: float = 180.0, num_darks: int = 10, num_flats: int = 10,
               recon: dict | None = None, md: dict | None = None):
@@ -78,22 +100,10 @@ def tomo_scan(camera, rotation, shutter, sample, *, num_projections: int = 181, 
     Streams: ``dark``, ``flat``, ``primary`` (projections, with the angle).
     ``recon`` carries per-scan reconstruction settings (see ``ReconSettings``).
     """
-    angles = scan_angles(start, num_projections, angular_range)
-    _check_counts(num_darks, num_flats)
-    _check_source_range(camera, angles)
-    plan_args = dict(num_projections=num_projections, start=start, angular_range=angular_range,
-                     num_darks=num_darks, num_flats=num_flats)
-    meta = _start_metadata("step", camera, rotation, angles, num_darks, num_flats, plan_args, recon, md)
-
-    @bpp.stage_decorator([camera])
-    @bpp.run_decorator(md=meta)
-    def inner():
-        yield from take_darks(camera, rotation, shutter, num_darks)
-        yield from take_flats(camera, rotation, shutter, sample, num_flats)
-        yield from step_projections(camera, rotation, angles)
-        yield from bps.mv(shutter, "closed")
-
-    return (yield from inner())
+    return (yield from _tomography(
+        "step", camera, rotation, shutter, sample, lambda angles: step_projections(camera, rotation, angles),
+        num_projections=num_projections, start=start, angular_range=angular_range, num_darks=num_darks,
+        num_flats=num_flats, recon=recon, md=md))
 
 
 def tomo_fly_scan(camera, rotation, shutter, sample, *, num_projections: int = 181, start: float = 0.0,
@@ -107,19 +117,7 @@ def tomo_fly_scan(camera, rotation, shutter, sample, *, num_projections: int = 1
     """
     if not velocity > 0:
         raise PlanArgumentError(f"velocity must be positive (deg/s), not {velocity!r}")
-    angles = scan_angles(start, num_projections, angular_range)
-    _check_counts(num_darks, num_flats)
-    _check_source_range(camera, angles)
-    plan_args = dict(num_projections=num_projections, start=start, angular_range=angular_range,
-                     velocity=velocity, num_darks=num_darks, num_flats=num_flats)
-    meta = _start_metadata("fly", camera, rotation, angles, num_darks, num_flats, plan_args, recon, md)
-
-    @bpp.stage_decorator([camera])
-    @bpp.run_decorator(md=meta)
-    def inner():
-        yield from take_darks(camera, rotation, shutter, num_darks)
-        yield from take_flats(camera, rotation, shutter, sample, num_flats)
-        yield from fly_projections(camera, rotation, angles, velocity)
-        yield from bps.mv(shutter, "closed")
-
-    return (yield from inner())
+    return (yield from _tomography(
+        "fly", camera, rotation, shutter, sample, lambda angles: fly_projections(camera, rotation, angles, velocity),
+        num_projections=num_projections, start=start, angular_range=angular_range, num_darks=num_darks,
+        num_flats=num_flats, recon=recon, md=md, velocity=velocity))
