@@ -1,0 +1,45 @@
+"""The IPython profile's startup files, executed in order as IPython would,
+against a real Tiled server they start themselves."""
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+pytestmark = pytest.mark.system
+STARTUP = Path(__file__).resolve().parents[2] / "profile_collection" / "startup"
+
+
+def _start_session(monkeypatch, data_dir):
+    monkeypatch.setenv("TOMOBLUESKY_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TOMOBLUESKY_HEADLESS", "1")
+    monkeypatch.setenv("TOMOBLUESKY_SOURCE", "phantom")
+    monkeypatch.delenv("TOMOBLUESKY_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.delenv("TOMOBLUESKY_TILED_URI", raising=False)
+    matplotlib.use("Agg")
+    namespace = {"__name__": "__main__"}
+    for script in sorted(STARTUP.glob("*.py")):
+        exec(compile(script.read_text(), str(script), "exec"), namespace)
+    return namespace
+
+
+def test_profile_scans_reconstructs_and_keeps_counting(monkeypatch, tmp_path):
+    ns = _start_session(monkeypatch, tmp_path)
+    try:
+        RE = ns["RE"]
+        uid, = RE(ns["tomo_scan"](num_projections=30, num_darks=2, num_flats=2))
+        volume = ns["tiled"]["processed"][uid]
+        assert volume.metadata["status"] == "complete" and volume.shape == (16, 128, 128)
+        assert ns["tiled"]["raw"][uid]["primary"]["camera_image"].shape[0] == 30
+        assert len(ns["live_figure"].saved) == 3  # headless: the live figure went to PNGs
+        first_id = RE.md["scan_id"]
+    finally:
+        ns["tiled_server"].stop()
+    ns = _start_session(monkeypatch, tmp_path)  # a restarted IPython session
+    try:
+        RE = ns["RE"]
+        RE(ns["tomo_fly_scan"](num_projections=20, num_darks=1, num_flats=1, velocity=720))
+        assert RE.md["scan_id"] == first_id + 1
+    finally:
+        ns["tiled_server"].stop()
