@@ -32,5 +32,13 @@ else:
     # the live figure (three slices + angular coverage) updates during RE(...);
     # headless (TOMOBLUESKY_HEADLESS=1) it saves PNGs in the data dir instead
     live_figure = SliceFigureSink(TiledSink(tiled), png_dir=settings.data_dir / "live-png")
-    live_recon = live_reconstruction_router(live_figure, settings.recon)
+    _live_runs = []
+    live_recon = live_reconstruction_router(live_figure, settings.recon, on_start=_live_runs.append)
     RE.subscribe(live_recon)
+
+    def live_row(row: int):
+        """Move the live axial slice to detector row ``row`` during a scan
+        (from another thread, e.g. a second IPython cell with RE running in the background)."""
+        if not _live_runs or _live_runs[-1].slices is None:
+            raise RuntimeError("no scan with live slices yet")
+        _live_runs[-1].slices.set_row(row)
