@@ -16,15 +16,11 @@ import numpy as np
 
 
 def ramp_filter(columns: int, window: str = "shepp") -> tuple[np.ndarray, int]:
-    """Frequency response of the ramp filter on a zero-padded row, and the padded length."""
+    """The engine's windowed ramp for a real FFT of a row zero-padded to a power of two ≥ 2×columns."""
+    from tomobluesky.recon import ramp_response
+
     length = 1 << int(math.ceil(math.log2(2 * columns)))
-    freq = np.fft.rfftfreq(length)  # cycles per pixel
-    response = np.abs(freq)
-    if window == "shepp":
-        response = response * np.sinc(freq)
-    elif window not in ("ramp", "ram-lak"):
-        raise ValueError(f"unknown filter window {window!r}; use 'shepp' or 'ramp'")
-    return response.astype(np.float32), length
+    return ramp_response(length, window)[: length // 2 + 1], length
 
 
 class IncrementalSlices:

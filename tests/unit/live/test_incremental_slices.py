@@ -63,5 +63,5 @@ def test_moving_the_axial_slice_and_bad_input():
     assert s.row == 1 and not s.axial.any()
     with pytest.raises(ValueError, match="outside"):
         s.set_row(9)
-    with pytest.raises(ValueError, match="window"):
+    with pytest.raises(ValueError, match="unknown filter"):
         ramp_filter(32, "hann-ish")
