@@ -7,10 +7,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import httpx
-import numpy as np
 import pytest
 from bluesky import RunEngine
 from tiled.client import from_uri

@@ -1,6 +1,5 @@
 """Scans through a real Kafka broker to worker processes and a real Tiled server."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """The IPython profile's startup files, executed in order as IPython would,
 against a real Tiled server they start themselves."""
 
-import os
 from pathlib import Path
 
 import matplotlib

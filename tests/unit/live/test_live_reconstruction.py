@@ -1,10 +1,9 @@
 """The live reconstruction callback, fed by a real RunEngine in-process."""
 
 import numpy as np
-import pytest
 
 from tomobluesky.devices import PhantomSource, ReplaySource, make_sim_beamline
-from tomobluesky.live import LiveReconstruction, MemorySink, live_reconstruction_router, reconstruct_documents
+from tomobluesky.live import MemorySink, live_reconstruction_router, reconstruct_documents
 from tomobluesky.plans import tomo_fly_scan, tomo_scan
 from tomobluesky.recon import rmse_in_circle, ssim_in_circle
 from tomobluesky.schema import ReconSettings

@@ -1,6 +1,5 @@
 """YAML (the /etc/bluesky/kafka.yml convention) with environment overrides."""
 
-from pathlib import Path
 
 import pytest
 
