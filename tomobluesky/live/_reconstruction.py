@@ -74,6 +74,8 @@ class LiveReconstruction(DocumentRouter):
         self._last_preview_n: int | None = None
         self.slices: IncrementalSlices | None = None
         self._in_slices: set[int] = set()
+        self._attenuation: dict[int, np.ndarray] = {}
+        self._normalised_with: tuple[int, int] | None = None
         self._last_frame_time = time.time()
         self.result: dict | None = None
 
@@ -171,13 +173,6 @@ class LiveReconstruction(DocumentRouter):
             raise ValueError(f"run has {len(darks.frames)} darks and {len(flats.frames)} flats; both are needed")
         return flats.stack(sorted(flats.frames)), darks.stack(sorted(darks.frames))
 
-    def projections(self):
-        """(angles_deg, projections) sorted by acquisition order, complete pairs only."""
-        primary = self._streams["primary"]
-        seqs = primary.complete_seq_nums(need_angles=True)
-        angles = np.array([primary.angles[s] for s in seqs])
-        return angles, (primary.stack(seqs) if seqs else None)
-
     def _after_projection(self):
         primary = self._streams["primary"]
         ready = primary.complete_seq_nums(need_angles=True)
@@ -206,7 +201,9 @@ class LiveReconstruction(DocumentRouter):
             except ValueError as err:
                 self.preview_errors.append(str(err))
                 return
-            self._flat, self._dark = flats.mean(axis=0), darks.mean(axis=0)
+            # medians, as recon.normalize takes them, so these frames can be reused at the stop
+            self._flat, self._dark = np.median(flats, axis=0), np.median(darks, axis=0)
+            self._normalised_with = self._flat_dark_counts()
             rows, columns = self.meta.detector_shape
             theta = np.asarray(self.meta.theta)
             self.slices = IncrementalSlices(rows, columns, center=self._known_center(columns),
@@ -215,8 +212,23 @@ class LiveReconstruction(DocumentRouter):
         primary = self._streams["primary"]
         frame = primary.frames[seq][None]
         attenuation = recon.minus_log(recon.normalize(frame, self._flat[None], self._dark[None]))[0]
+        self._attenuation[seq] = attenuation
         self.slices.add(attenuation, primary.angles[seq])
         self._last_frame_time = time.time()
+
+    def _flat_dark_counts(self):
+        return len(self._streams["flat"].frames), len(self._streams["dark"].frames)
+
+    def _normalised(self, seqs) -> np.ndarray:
+        """−log of the normalised projections ``seqs``. The live slices already
+        normalised each frame as it came; those are reused unless flats or darks
+        arrived since (then everything is normalised again, the same way)."""
+        from tomobluesky import recon
+
+        if self._normalised_with == self._flat_dark_counts() and all(s in self._attenuation for s in seqs):
+            return np.stack([self._attenuation[s] for s in seqs])
+        flats, darks = self._flat_dark()
+        return recon.minus_log(recon.normalize(self._streams["primary"].stack(seqs), flats, darks))
 
     @staticmethod
     def _angular_range(theta_deg) -> float:
@@ -246,11 +258,12 @@ class LiveReconstruction(DocumentRouter):
 
         timings = {}
         t0 = time.perf_counter()
-        angles, projections = self.projections()
-        if projections is None or len(angles) < 2:
-            raise ValueError(f"run has {0 if projections is None else len(angles)} projections with angles")
-        flats, darks = self._flat_dark()
-        data = recon.minus_log(recon.normalize(projections, flats, darks))
+        primary = self._streams["primary"]
+        seqs = primary.complete_seq_nums(need_angles=True)
+        if len(seqs) < 2:
+            raise ValueError(f"run has {len(seqs)} projections with angles; a reconstruction needs at least 2")
+        angles = np.array([primary.angles[s] for s in seqs])
+        data = self._normalised(seqs)
         sinograms = np.ascontiguousarray(np.swapaxes(data, 0, 1))
         theta = np.radians(angles)
         if self.settings.ring_removal:

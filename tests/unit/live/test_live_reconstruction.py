@@ -134,3 +134,22 @@ def test_headless_live_figure_saves_a_png_per_preview(RE, tmp_path):
     assert [p.name[-9:] for p in figure.saved] == ["00010.png", "00020.png", "00030.png"]
     assert all(p.stat().st_size > 5000 for p in figure.saved)
     assert len(inner.previews[next(iter(inner.volumes))]) == 3 and len(inner.volumes) == 1
+
+
+def test_live_volume_equals_a_batch_reconstruction_of_the_detector_file(RE, tmp_path):
+    import h5py
+
+    from tomobluesky import recon
+
+    source = PhantomSource(n_slices=3, n_columns=48, axis_offset=2.0, seed=3)
+    camera, *rest = beamline = make_sim_beamline(source, tmp_path)
+    sink = MemorySink()
+    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_every=7)))
+    RE(tomo_scan(*beamline, num_projections=60, num_darks=3, num_flats=4))
+    (volume, meta), = sink.volumes.values()
+    with h5py.File(camera.last_file) as f:
+        data = recon.minus_log(recon.normalize(f["/exchange/data"][:], f["/exchange/data_white"][:],
+                                               f["/exchange/data_dark"][:]))
+        theta = np.radians(f["/exchange/theta"][:])
+    batch = recon.reconstruct(np.swapaxes(data, 0, 1), theta, meta["center"])
+    np.testing.assert_allclose(volume, batch, rtol=1e-5, atol=1e-6)
