@@ -44,9 +44,10 @@ def test_phantom_scan_lands_in_tiled_raw_and_processed(tiled_server, tiled_clien
 
 def test_tiled_down_keeps_the_scan_and_its_documents(tmp_path):
     server = TiledServer(tmp_path).start()
-    client = server.client()
-    writer = raw_run_writer(client, server.layout.backup)
-    server.stop()
+    try:
+        writer = raw_run_writer(server.client(), server.layout.backup)
+    finally:
+        server.stop()  # Tiled goes down before the scan starts
     RE = RunEngine({})
     RE.subscribe(writer)
     source = PhantomSource(n_slices=2, n_columns=32, noise=False)
