@@ -39,9 +39,9 @@ class _Stream:
         self.frames: dict[int, np.ndarray] = {}
         self.angles: dict[int, float] = {}
 
-    def complete_seq_nums(self, need_angles: bool):
-        seqs = sorted(self.frames)
-        return [s for s in seqs if s in self.angles] if need_angles else seqs
+    def complete_seq_nums(self):
+        """Sequence numbers that have both their frame and their angle, in order."""
+        return [s for s in sorted(self.frames) if s in self.angles]
 
     def stack(self, seqs) -> np.ndarray:
         return np.stack([self.frames[s] for s in seqs]).astype(np.float32, copy=False)
@@ -68,7 +68,6 @@ class LiveReconstruction(DocumentRouter):
         self._resources: dict[str, dict] = {}
         self._streams = {name: _Stream() for name in STREAMS}
         self._errors: list[str] = []
-        self._t_first_frame: float | None = None
         self.preview_updates = 0
         self.preview_errors: list[str] = []
         self._last_preview_n: int | None = None
@@ -136,8 +135,6 @@ class LiveReconstruction(DocumentRouter):
         if resource["data_key"] == desc["image"]:
             self._check_shape(data)
             stream.frames.update(zip(seqs, data))
-            if self._t_first_frame is None:
-                self._t_first_frame = time.perf_counter()
         elif resource["data_key"] == desc["theta"]:
             stream.angles.update(zip(seqs, (float(a) for a in data)))
         if desc["stream"] == "primary":
@@ -175,7 +172,7 @@ class LiveReconstruction(DocumentRouter):
 
     def _after_projection(self):
         primary = self._streams["primary"]
-        ready = primary.complete_seq_nums(need_angles=True)
+        ready = primary.complete_seq_nums()
         for seq in ready:
             if seq not in self._in_slices:
                 self._add_to_slices(seq)
@@ -259,7 +256,7 @@ class LiveReconstruction(DocumentRouter):
         timings = {}
         t0 = time.perf_counter()
         primary = self._streams["primary"]
-        seqs = primary.complete_seq_nums(need_angles=True)
+        seqs = primary.complete_seq_nums()
         if len(seqs) < 2:
             raise ValueError(f"run has {len(seqs)} projections with angles; a reconstruction needs at least 2")
         angles = np.array([primary.angles[s] for s in seqs])
