@@ -80,12 +80,13 @@ class TiledSink:
         node = live[scan_uid]
         for name, image in slices.items():
             image = np.ascontiguousarray(image, dtype=np.float32)
-            if name in node and tuple(node[name].shape) == image.shape:
-                node[name].write(image)
-            else:
-                if name in node:
-                    self._delete(node, name)
-                node.write_array(image, key=name)
+            existing = node.get(name)  # one request, not a membership test and a lookup
+            if existing is not None and tuple(existing.shape) == image.shape:
+                existing.write(image)
+                continue
+            if existing is not None:
+                self._delete(node, name)
+            node.write_array(image, key=name)
         node.update_metadata(metadata=metadata)
 
     def volume_status(self, scan_uid) -> str | None:
