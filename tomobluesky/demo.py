@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import PROCESSED, TiledServer, TiledSink, raw_run_writer
+from .catalog import PROCESSED, TiledServer, TiledSink, ensure_layout, raw_run_writer
 from .devices import PhantomSource, ReplaySource, make_sim_beamline
 from .live import live_reconstruction_router
 from .plans import tomo_fly_scan, tomo_scan
@@ -49,6 +49,26 @@ def run_scan(RE, source, write_dir, *, fly=False, num_projections=None, recon=No
         kwargs["velocity"] = 180.0
     uids = RE(plan(camera, rotation, shutter, sample, **kwargs))
     return uids[0], camera
+
+
+def _summary(server, frame_source, RE, camera, scan_uid, volume, center_info, *, source, fly, timings,
+             preview_updates, png_note="") -> dict:
+    """Save the PNG of the central slices and build the summary both demos print."""
+    png = save_slices_png(volume, server.layout.root / "png" / f"{scan_uid}.png",
+                          title=f"{frame_source.metadata()['sample_name']}  scan {scan_uid[:8]}  "
+                                f"centre {center_info['center']:.2f}{png_note}")
+    summary = {
+        "scan_uid": scan_uid, "scan_id": RE.md.get("scan_id"), "source": source,
+        "scan_type": "fly" if fly else "step",
+        "center": round(center_info["center"], 3), "center_method": center_info["center_method"],
+        "center_confidence": round(center_info["center_confidence"], 3), "volume_shape": list(volume.shape),
+        "tiled_uri": server.uri, "api_key_file": str(server.layout.key_file), "data_dir": str(server.layout.root),
+        "detector_file": str(camera.last_file), "png": str(png), "preview_updates": preview_updates,
+        "timings": timings, "volume_range": [float(np.min(volume)), float(np.max(volume))],
+    }
+    if source == "phantom":
+        summary["true_center"] = frame_source.center
+    return summary
 
 
 def _start_workers(kafka_bootstrap, beamline, server, algorithm):
@@ -103,7 +123,7 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
     ensure_topics(config)
     with TiledServer(data_dir, port=port, api_key=api_key) as server:
         client = server.client()
-        TiledSink(client)  # creates the catalogue layout before the workers look
+        ensure_layout(client)  # before the workers look for it
         workers = _start_workers(kafka_bootstrap, config.beamline, server, (settings or ReconSettings()).algorithm)
         try:
             RE = make_run_engine(server.layout.root / "runengine-md")
@@ -117,11 +137,7 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
                     raise RuntimeError("documents are still waiting for the broker (kept in the journal)")
             md = _wait_for_volume(client, scan_uid, timeout, workers)
             t_done = time.perf_counter() - t0
-            node = client[PROCESSED].search(Key("scan_uid") == scan_uid).values().first()
-            volume = node.read()
-            png = save_slices_png(volume, server.layout.root / "png" / f"{scan_uid}.png",
-                                  title=f"{frame_source.metadata()['sample_name']}  scan {scan_uid[:8]}  "
-                                        f"centre {md['center']:.2f} (via Kafka)")
+            volume = client[PROCESSED].search(Key("scan_uid") == scan_uid).values().first().read()
         finally:
             for p in workers:
                 p.terminate()
@@ -129,20 +145,15 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
                 p.wait(20)
         t = md["timings"]
         reconstruction = t["preprocess"] + t["center"] + t["reconstruct"]
-        return {
-            "scan_uid": scan_uid, "scan_id": RE.md.get("scan_id"), "source": source,
-            "scan_type": "fly" if fly else "step", "transport": f"kafka {kafka_bootstrap} topic {config.document_topic}",
-            "center": round(md["center"], 3), "center_method": md["center_method"],
-            "center_confidence": round(md["center_confidence"], 3), "volume_shape": list(volume.shape),
-            "tiled_uri": server.uri, "api_key_file": str(server.layout.key_file), "data_dir": str(server.layout.root),
-            "detector_file": str(camera.last_file), "png": str(png), "preview_updates": md.get("preview_updates"),
-            # registration here: what the stop-to-volume time spent beyond reconstructing
-            # (documents through the broker, the volume into Tiled)
-            "timings": {"acquisition": round(t_scan, 3), "reconstruction": round(reconstruction, 3),
-                        "registration": round(max(t_done - t_scan - reconstruction, 0.0), 3),
-                        "stop_to_volume": round(t_done - t_scan, 3)},
-            "volume_range": [float(np.min(volume)), float(np.max(volume))],
-        }
+        # registration here: what the stop-to-volume time spent beyond reconstructing
+        # (documents through the broker, the volume into Tiled)
+        timings = {"acquisition": round(t_scan, 3), "reconstruction": round(reconstruction, 3),
+                   "registration": round(max(t_done - t_scan - reconstruction, 0.0), 3),
+                   "stop_to_volume": round(t_done - t_scan, 3)}
+        summary = _summary(server, frame_source, RE, camera, scan_uid, volume, md, source=source, fly=fly,
+                           timings=timings, preview_updates=md.get("preview_updates"), png_note=" (via Kafka)")
+        summary["transport"] = f"kafka {kafka_bootstrap} topic {config.document_topic}"
+        return summary
 
 
 def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fly: bool = False,
@@ -186,34 +197,12 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
         volume = node.read()
         raw_primary = reader["raw"][scan_uid]["primary"]["camera_image"]
         t_readback = time.perf_counter() - t1
-        png = save_slices_png(volume, server.layout.root / "png" / f"{scan_uid}.png",
-                              title=f"{frame_source.metadata()['sample_name']}  scan {scan_uid[:8]}  "
-                                    f"centre {result['center']:.2f}")
         timings = result["timings"]
         reconstruction = timings["preprocess"] + timings["center"] + timings["reconstruct"]
-        summary = {
-            "scan_uid": scan_uid,
-            "scan_id": RE.md.get("scan_id"),
-            "source": source,
-            "scan_type": "fly" if fly else "step",
-            "center": round(result["center"], 3),
-            "center_method": result["center_method"],
-            "center_confidence": round(result["center_confidence"], 3),
-            "volume_shape": list(volume.shape),
-            "raw_frames_in_tiled": int(raw_primary.shape[0]),
-            "tiled_uri": server.uri,
-            "api_key_file": str(server.layout.key_file),
-            "data_dir": str(server.layout.root),
-            "detector_file": str(camera.last_file),
-            "png": str(png),
-            "preview_updates": runs[-1].preview_updates,
-            "timings": {
-                "acquisition": round(t_scan - reconstruction - timings["register"], 3),
-                "reconstruction": round(reconstruction, 3),
-                "registration": round(timings["register"] + t_readback, 3),
-            },
-            "volume_range": [float(np.min(volume)), float(np.max(volume))],
-        }
-        if source == "phantom":
-            summary["true_center"] = frame_source.center
+        summary = _summary(server, frame_source, RE, camera, scan_uid, volume, result, source=source, fly=fly,
+                           preview_updates=runs[-1].preview_updates, timings={
+                               "acquisition": round(t_scan - reconstruction - timings["register"], 3),
+                               "reconstruction": round(reconstruction, 3),
+                               "registration": round(timings["register"] + t_readback, 3)})
+        summary["raw_frames_in_tiled"] = int(raw_primary.shape[0])
     return summary
