@@ -111,32 +111,31 @@ def skimage_iradon(sino, theta, case, threads):
 
 
 def _peers():
+    """Ours, then each peer whose package imports here."""
+    import importlib
+
+    def importable(module):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+        return True
+
     found = [("ours nufft shepp", ours("shepp"), 3), ("ours nufft cosine", ours("cosine"), 3)]
-    try:
-        import tomopy  # noqa: F401
-
-        found += [("tomopy gridrec unpadded", tomopy_gridrec(False), 3),
-                  ("tomopy gridrec padded 2x", tomopy_gridrec(True), 3)]
-    except ImportError:
-        print("tomopy: not importable here (not on PyPI); reference numbers in docs/benchmarks.md")
-    try:
-        import astra  # noqa: F401
-
-        found.append(("astra CPU FBP", astra_fbp, 1))
-    except ImportError:
-        print("astra-toolbox: not installed")
-    try:
-        import algotom  # noqa: F401
-
-        found += [("algotom FBP", algotom_rec("fbp"), 1), ("algotom DFI", algotom_rec("dfi"), 1)]
-    except ImportError:
-        print("algotom: not installed")
-    try:
-        import skimage  # noqa: F401
-
-        found.append(("skimage iradon", skimage_iradon, 1))
-    except ImportError:
-        print("scikit-image: not installed")
+    peers = [
+        ("tomopy", "tomopy: not importable here (not on PyPI); reference numbers in docs/benchmarks.md",
+         lambda: [("tomopy gridrec unpadded", tomopy_gridrec(False), 3),
+                  ("tomopy gridrec padded 2x", tomopy_gridrec(True), 3)]),
+        ("astra", "astra-toolbox: not installed", lambda: [("astra CPU FBP", astra_fbp, 1)]),
+        ("algotom", "algotom: not installed",
+         lambda: [("algotom FBP", algotom_rec("fbp"), 1), ("algotom DFI", algotom_rec("dfi"), 1)]),
+        ("skimage", "scikit-image: not installed", lambda: [("skimage iradon", skimage_iradon, 1)]),
+    ]
+    for module, missing, entries in peers:
+        if not importable(module):
+            print(missing)
+        else:
+            found += entries()
     return found
 
 
