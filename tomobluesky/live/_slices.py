@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from tomobluesky.recon._interp import interp_padded, pad_rows
+
 
 def ramp_filter(columns: int, window: str = "shepp") -> tuple[np.ndarray, int]:
     """The engine's windowed ramp for a real FFT of a row zero-padded to a power of two ≥ 2×columns."""
@@ -64,31 +66,17 @@ class IncrementalSlices:
         spectrum *= self._filter
         return fft.irfft(spectrum, n=self._length, axis=-1, workers=-1)[..., : self.columns]
 
-    @staticmethod
-    def _sample(padded: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Linear interpolation of each zero-padded row at ``positions`` (columns).
-
-        The pad (one zero column before, two after) makes clipped positions
-        read zeros, which saves a mask pass on the hot path.
-        """
-        t = np.clip(positions + 1, 0, padded.shape[-1] - 2)
-        left = t.astype(np.int32)  # t >= 0, so truncation is floor
-        w = t - left
-        lo = np.take(padded, left, axis=-1)
-        hi = np.take(padded, left + 1, axis=-1)
-        return lo + w * (hi - lo)
-
     def add(self, attenuation: np.ndarray, angle_deg: float):
         """Add one projection (rows × columns, already −log of the normalised frame)."""
         theta = math.radians(angle_deg)
         c, s = np.float32(math.cos(theta)), np.float32(math.sin(theta))
-        q = np.zeros((self.rows, self.columns + 3), np.float32)
-        q[:, 1:self.columns + 1] = self._filtered(np.asarray(attenuation, dtype=np.float32))
+        # padded once, read three times: zeros beyond the detector's edges
+        q = pad_rows(self._filtered(np.asarray(attenuation, dtype=np.float32)).astype(np.float32, copy=False))
         q *= np.float32(self.weight)
         t_axial = self._x * c + self._y * s + np.float32(self.center)
-        self.axial += self._sample(q[self.row], t_axial)
-        self.vertical_x += self._sample(q, self._coords * c + np.float32(self.center))
-        self.vertical_y += self._sample(q, self._coords[::-1] * s + np.float32(self.center))
+        self.axial += interp_padded(q[self.row], t_axial)
+        self.vertical_x += interp_padded(q, self._coords * c + np.float32(self.center))
+        self.vertical_y += interp_padded(q, self._coords[::-1] * s + np.float32(self.center))
         self.angles_deg.append(float(angle_deg))
 
     def coverage_deg(self) -> float:

@@ -8,6 +8,7 @@ from ._api import ALGORITHMS, reconstruct
 from ._backend import get_namespace, to_numpy
 from ._center import CenterResult, find_center, find_center_sharpness, find_center_vo
 from ._filters import FILTERS, ramp_response
+from ._interp import interp_linear
 from ._metrics import circle_mask, rmse_in_circle, ssim_in_circle
 from ._phantom import project, shepp_logan, shepp_logan_3d
 from ._phase import retrieve_phase
@@ -17,7 +18,8 @@ from ._stitch import Stitched, stitch_360
 
 __all__ = [
     "ALGORITHMS", "MIN_TRANSMISSION", "CenterResult", "FILTERS", "circle_mask", "find_center", "find_center_sharpness",
-    "find_center_vo", "get_namespace", "minus_log", "normalize", "project", "ramp_response", "reconstruct",
+    "find_center_vo", "get_namespace", "interp_linear", "minus_log", "normalize", "project", "ramp_response",
+    "reconstruct",
     "remove_rings", "retrieve_phase", "rmse_in_circle", "shepp_logan", "shepp_logan_3d", "ssim_in_circle", "stitch_360", "Stitched",
     "to_numpy",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 
 from ._backend import get_namespace
 from ._filters import padded_length, ramp_response
+from ._interp import interp_padded, pad_rows
 
 
 def filter_sinograms(sinograms, filter_name="shepp", pad=True):
@@ -32,18 +33,11 @@ def backproject(filtered, theta, centers, *, progress=None):
     coords = xp.arange(n, dtype=xp.float32) - (n - 1) / 2
     x, y = coords[None, :], -coords[:, None]
     out = xp.zeros((slices, n, n), dtype=xp.float32)
-    padded = xp.zeros((slices, angles, n + 3), dtype=xp.float32)  # zeros outside the detector
-    padded[..., 1:n + 1] = filtered
+    padded = pad_rows(filtered.astype(xp.float32, copy=False))  # zeros outside the detector
     centers = xp.asarray(centers, dtype=xp.float32)[:, None, None]
     for a, th in enumerate(np.asarray(theta, dtype=np.float64)):
         t = x * np.float32(np.cos(th)) + y * np.float32(np.sin(th))
-        pos = xp.clip(t[None] + centers + 1, 0, n + 1)
-        left = pos.astype(xp.int32)
-        w = pos - left
-        row, idx = padded[:, a, :], left.reshape(slices, -1)
-        lo = xp.take_along_axis(row, idx, axis=1).reshape(slices, n, n)
-        hi = xp.take_along_axis(row, idx + 1, axis=1).reshape(slices, n, n)
-        out += lo + w * (hi - lo)
+        out += interp_padded(padded[:, a, :], t[None] + centers, per_row=True)
         if progress:
             progress(a + 1, angles)
     return out * np.float32(np.pi / angles)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._interp import interp_linear
 from ._validate import check_theta
 
 
@@ -38,24 +39,12 @@ def _pairs(theta: np.ndarray):
     return first, later
 
 
-def _mirror(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Linear interpolation of each row (last axis) at fractional ``positions``, zero outside."""
-    cols = rows.shape[-1]
-    left = np.floor(positions).astype(int)
-    w = (positions - left).astype(np.float32)
-    padded = np.concatenate([np.zeros(rows.shape[:-1] + (1,), rows.dtype), rows,
-                             np.zeros(rows.shape[:-1] + (2,), rows.dtype)], axis=-1)
-    lo = padded[..., np.clip(left + 1, 0, cols + 2)]
-    hi = padded[..., np.clip(left + 2, 0, cols + 2)]
-    return lo + w * (hi - lo)
-
-
 def _stitch_right(direct, opposite, center):
     """Axis near the right edge at ``center``; output column u ↔ t = u − center."""
     cols = direct.shape[-1]
     width = int(round(2 * center)) + 1
     u = np.arange(width)
-    mirrored = _mirror(opposite, 2 * center - u)  # p(θ+π, −t) = p(θ, t)
+    mirrored = interp_linear(opposite, 2 * center - u)  # p(θ+π, −t) = p(θ, t)
     out = np.zeros(direct.shape[:-1] + (width,), np.float32)
     out[..., :cols] = direct[..., :width] if width < cols else direct
     lo, hi = 2 * center - (cols - 1), cols - 1  # the overlap, in output columns
@@ -67,7 +56,7 @@ def _stitch_right(direct, opposite, center):
 def _overlap_mismatch(direct, opposite, center):
     cols = direct.shape[-1]
     u = np.arange(int(np.ceil(2 * center - (cols - 1))), cols)
-    mirrored = _mirror(opposite, 2 * center - u)
+    mirrored = interp_linear(opposite, 2 * center - u)
     a, b = direct[..., u], mirrored
     energy = np.mean(a ** 2) + np.mean(b ** 2)
     if energy < 1e-2 * 2 * np.mean(direct ** 2):  # an empty overlap agrees trivially: no evidence
