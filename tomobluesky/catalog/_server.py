@@ -5,7 +5,8 @@ process, so ``tomobluesky serve`` can serve a demo's results again:
 
     DIR/catalog.db     SQLite catalogue (nodes and metadata)
     DIR/tabular.db     SQLite store for event columns (TiledWriter appends rows)
-    DIR/arrays/        writable array storage (reconstructions, previews)
+    DIR/arrays/        writable array storage (previews, uploaded arrays)
+    DIR/volumes/       multiscale Zarr stores of reconstructions; served read-only
     DIR/detector/      detector HDF5 files; served read-only to clients
     DIR/backup/        JSON-lines copies of runs Tiled could not take
     DIR/api_key        the key that allows writes (mode 0600)
@@ -52,13 +53,14 @@ class CatalogLayout:
         self.catalog_db = self.root / "catalog.db"
         self.tabular_uri = f"sqlite:///{self.root / 'tabular.db'}"
         self.arrays = self.root / "arrays"
+        self.volumes = self.root / "volumes"
         self.detector = self.root / "detector"
         self.backup = self.root / "backup"
         self.key_file = self.root / "api_key"
         self.log_file = self.root / "tiled-server.log"
 
     def create(self) -> "CatalogLayout":
-        for d in (self.root, self.arrays, self.detector, self.backup):
+        for d in (self.root, self.arrays, self.volumes, self.detector, self.backup):
             d.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -83,6 +85,7 @@ def tiled_command(layout: CatalogLayout, port: int, api_key: str, *, host="127.0
     cmd = [
         _tiled_executable(), "serve", "catalog", str(layout.catalog_db), "--init",
         "-w", str(layout.arrays), "-w", layout.tabular_uri, "-r", str(layout.detector),
+        "-r", str(layout.volumes),
         "--api-key", api_key, "--host", host, "--port", str(port),
     ]
     return cmd + (["--public"] if public else [])
@@ -147,6 +150,12 @@ class TiledServer:
         from tiled.client import from_uri
 
         return from_uri(self.uri, api_key=self.api_key, **kwargs)
+
+    def sink(self, **kwargs):
+        """A TiledSink that writes volumes into this catalogue's ``volumes`` directory."""
+        from ._writers import TiledSink
+
+        return TiledSink(self.client(**kwargs), volume_dir=self.layout.volumes)
 
     @property
     def running(self) -> bool:

@@ -1,9 +1,11 @@
 """Writing to the catalogue: raw runs through TiledWriter, reconstructions as
-per-slice chunked arrays in ``processed``, live previews in ``live``."""
+multiscale Zarr stores registered in ``processed``, live previews in ``live``."""
 
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -42,35 +44,65 @@ def raw_run_writer(client, backup_directory: str | Path | None = None, *, batch_
                        backup_directory=str(backup_directory) if backup_directory else None)
 
 
-def _slice_chunks(shape):
-    return ((1,) * shape[0], *((n,) for n in shape[1:]))
+# A scan uid names a directory on the server's disk and comes from documents:
+# accept nothing that could climb out of it or hide in it.
+_UID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
-def _new_array(container, key, array, metadata):
+class VolumeExists(Exception):
+    """``processed/<scan uid>`` is already complete: the volume is not made twice."""
+
+
+def _chunks(shape, chunk_shape):
+    """Tiled's explicit chunk sizes per axis for a Zarr array's regular chunks."""
+    return tuple((c,) * (n // c) + ((n % c,) if n % c else ()) for n, c in zip(shape, chunk_shape))
+
+
+def _external_array(container, key, array, uri):
+    """Register one Zarr array as an external child: Tiled reads the files, no pixel is uploaded."""
+    from tiled.structures.array import ArrayStructure, BuiltinDtype
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import Asset, DataSource, Management
+
+    structure = ArrayStructure(data_type=BuiltinDtype.from_numpy_dtype(np.dtype(array.dtype)), shape=array.shape,
+                               chunks=_chunks(array.shape, array.chunks), dims=("z", "y", "x"))
+    source = DataSource(structure_family=StructureFamily.array, mimetype="application/x-zarr", structure=structure,
+                        management=Management.external,
+                        assets=[Asset(data_uri=uri, is_directory=True, parameter="data_uri", num=None)])
+    return container.new(StructureFamily.array, [source], key=key)
+
+
+def _upload_array(container, key, array):
+    """An array uploaded over HTTP, one chunk per slice so that a slice reads alone."""
     from tiled.structures.array import ArrayStructure
     from tiled.structures.core import StructureFamily
     from tiled.structures.data_source import DataSource
 
-    structure = ArrayStructure.from_array(array)
-    structure.chunks = _slice_chunks(array.shape)
-    node = container.new(StructureFamily.array, [DataSource(structure=structure, structure_family="array")],
-                         key=key, metadata=metadata)
+    structure = ArrayStructure.from_array(array, chunks=((1,) * array.shape[0], *((n,) for n in array.shape[1:])))
+    node = container.new(StructureFamily.array, [DataSource(structure=structure, structure_family="array")], key=key)
     node.write(array)
-    return node
 
 
 class TiledSink:
     """Puts live reconstruction results into a Tiled catalogue.
 
-    The volume of a scan lives at ``processed/<scan uid>``; it is written with
-    ``status: "writing"`` and flipped to ``"complete"`` only after every slice
-    has landed, so a reader (or a restarted worker) can tell a partial volume
-    from a finished one. A complete volume is never written twice; a partial
-    one is replaced.
+    The volume of a scan is a multiscale Zarr store at
+    ``volume_dir/<scan uid>.zarr`` (written by the stop path, slab by slab),
+    registered as the container ``processed/<scan uid>`` whose children "0"
+    (full resolution), "1", … are the pyramid's levels. ``volume_dir`` must
+    be one of the Tiled server's readable roots (``-r``).
+
+    The protocol: ``begin_volume`` marks the node ``status: "writing"`` and
+    returns where to write; ``complete_volume`` registers the levels and flips
+    it to ``"complete"``. A reader (or a restarted worker) thus tells a
+    partial volume from a finished one. A complete volume is never written
+    twice (``begin_volume`` raises ``VolumeExists``); a partial or failed one
+    is replaced.
     """
 
-    def __init__(self, client):
+    def __init__(self, client, volume_dir: str | Path | None = None):
         self.client = ensure_layout(client)
+        self.volume_dir = Path(volume_dir).resolve() if volume_dir is not None else None
 
     def write_preview(self, scan_uid, slices, metadata):
         """Live slices go to ``live/<scan uid>/<name>``, overwritten in place."""
@@ -90,23 +122,92 @@ class TiledSink:
         node.update_metadata(metadata=metadata)
 
     def volume_status(self, scan_uid) -> str | None:
+        node = self.client[PROCESSED].get(scan_uid)
+        return None if node is None else node.metadata.get("status")
+
+    def volume_path(self, scan_uid) -> Path:
+        """Where the store of ``scan_uid`` goes; refuses a uid that is not a plain key."""
+        if self.volume_dir is None:
+            raise ValueError("this TiledSink has no volume_dir: give it a directory the Tiled server can read")
+        if not isinstance(scan_uid, str) or not _UID.fullmatch(scan_uid):
+            raise ValueError(f"refusing scan uid {scan_uid!r}: only letters, digits, '-', '_' and '.' "
+                             "(not first), at most 128 characters")
+        return self._inside(self.volume_dir / f"{scan_uid}.zarr")
+
+    def _inside(self, path) -> Path:
+        path = Path(path).resolve()
+        if self.volume_dir is not None and not path.is_relative_to(self.volume_dir):
+            raise ValueError(f"{path} is outside the volume directory {self.volume_dir}")
+        return path
+
+    def begin_volume(self, scan_uid, metadata) -> Path:
+        """Mark ``processed/<scan uid>`` as being written; return the (not yet created) store path."""
+        path = self.volume_path(scan_uid)
         processed = self.client[PROCESSED]
-        if scan_uid not in processed:
-            return None
-        return processed[scan_uid].metadata.get("status")
+        status = self.volume_status(scan_uid) if scan_uid in processed else None
+        if status == "complete":
+            raise VolumeExists(f"the volume of {scan_uid} is already complete")
+        if scan_uid in processed:
+            log.warning("replacing %s volume of %s", status, scan_uid)
+            self._delete(processed, scan_uid)
+        shutil.rmtree(path, ignore_errors=True)
+        processed.create_container(scan_uid, metadata={**metadata, "status": "writing"})
+        return path
+
+    def complete_volume(self, scan_uid, store_path, metadata):
+        """Register every level of the written store under ``processed/<scan uid>`` and mark it complete."""
+        from tiled.utils import ensure_uri
+
+        from ..store import open_multiscale
+
+        store_path = self._inside(store_path)
+        node = self.client[PROCESSED][scan_uid]
+        levels = open_multiscale(store_path)
+        for k, array in enumerate(levels):
+            _external_array(node, str(k), array, ensure_uri(str(store_path / str(k))))
+        multiscales = _group_attrs(store_path)["ome"]["multiscales"]
+        node.update_metadata(metadata={**metadata, "status": "complete", "multiscales": multiscales,
+                                       "levels": [list(a.shape) for a in levels], "zarr_store": str(store_path)})
+        return node
 
     def write_volume(self, scan_uid, volume, metadata):
+        """A whole in-memory volume: begin, write chunk-aligned slabs, complete (small volumes, tests).
+
+        A sink without ``volume_dir`` uploads the levels over HTTP instead,
+        in the same layout: a stopgap for callers that have no directory the
+        server reads, never for beamline-size volumes."""
+        from ..store import MultiscaleWriter
+
+        if self.volume_dir is None:
+            return self._upload_volume(scan_uid, np.asarray(volume, dtype=np.float32), metadata)
+        try:
+            path = self.begin_volume(scan_uid, metadata)
+        except VolumeExists:
+            log.info("volume for %s is already complete; not writing it again", scan_uid)
+            return self.client[PROCESSED][scan_uid]
+        writer = MultiscaleWriter(path, np.shape(volume), pixel_size=metadata.get("pixel_size"))
+        height = writer.slab_height(64)
+        for z0 in range(0, writer.shape[0], height):
+            writer.write_slab(z0, volume[z0:z0 + height])
+        return self.complete_volume(scan_uid, path, metadata)
+
+    def _upload_volume(self, scan_uid, volume, metadata):
+        from ..store import downsample2, level_shapes, multiscales
+
         processed = self.client[PROCESSED]
         status = self.volume_status(scan_uid)
         if status == "complete":
-            log.info("volume for %s is already complete; not writing it again", scan_uid)
             return processed[scan_uid]
-        if status is not None:
-            log.warning("replacing %s volume of %s", status, scan_uid)
+        if scan_uid in processed:
             self._delete(processed, scan_uid)
-        volume = np.ascontiguousarray(volume, dtype=np.float32)
-        node = _new_array(processed, scan_uid, volume, {**metadata, "status": "writing"})
-        node.update_metadata(metadata={**metadata, "status": "complete"})
+        node = processed.create_container(scan_uid, metadata={**metadata, "status": "writing"})
+        shapes = level_shapes(volume.shape)
+        for k in range(len(shapes)):
+            level = volume if k == 0 else downsample2(level)
+            _upload_array(node, str(k), level)
+        block = multiscales(shapes, pixel_size=metadata.get("pixel_size"))
+        node.update_metadata(metadata={**metadata, "status": "complete", "multiscales": [block],
+                                       "levels": [list(s) for s in shapes]})
         return node
 
     def record_failure(self, scan_uid, reason, metadata):
@@ -116,8 +217,22 @@ class TiledSink:
             return
         if scan_uid in processed:
             self._delete(processed, scan_uid)
+        self._remove_store(scan_uid)
         processed.create_container(scan_uid, metadata={**metadata, "status": "failed", "reason": reason})
+
+    def _remove_store(self, scan_uid):
+        try:
+            path = self.volume_path(scan_uid)
+        except ValueError:
+            return  # no volume directory, or a uid that never had a store
+        shutil.rmtree(path, ignore_errors=True)
 
     @staticmethod
     def _delete(container, key):
         container.delete_contents(key, recursive=True, external_only=False)
+
+
+def _group_attrs(path) -> dict:
+    import zarr
+
+    return dict(zarr.open_group(Path(path), mode="r").attrs)
