@@ -136,7 +136,7 @@ def _cmd_ls(args, settings: Settings) -> int:
     for key, node in rows:
         md = node.metadata
         row = {"scan_uid": key, "scan_id": md.get("scan_id"), "sample": md.get("sample_name"),
-               "status": md.get("status"), "shape": list(getattr(node, "shape", ()) or ()),
+               "status": md.get("status"), "shape": (md.get("levels") or [[]])[0],
                "center": md.get("center"), "reason": md.get("reason")}
         if args.json:
             print(json.dumps(row))
@@ -163,7 +163,7 @@ def _add_export(sub, settings: Settings):
 def _cmd_export(args, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from .catalog import PROCESSED, export_volume
+    from .catalog import PROCESSED, export_volume, full_resolution
 
     processed = _client(args)[PROCESSED]
     if args.scan_uid not in processed:
@@ -172,7 +172,7 @@ def _cmd_export(args, settings: Settings) -> int:
     if node.metadata.get("status") != "complete":
         raise ValueError(f"volume of {args.scan_uid} is {node.metadata.get('status')}: "
                          f"{node.metadata.get('reason', 'not complete')}")
-    with tqdm(total=node.shape[0], unit="slice", disable=not sys.stderr.isatty()) as bar:
+    with tqdm(total=full_resolution(node).shape[0], unit="slice", disable=not sys.stderr.isatty()) as bar:
         path = export_volume(node, args.output, args.format, progress=lambda i, n: bar.update(i - bar.n))
     print(path)
     return 0

@@ -1,9 +1,9 @@
 """The Tiled catalogue: a real ``tiled serve`` process, raw runs and reconstructions."""
 
-from ._analysis import export_volume, find_volumes, raw_run
+from ._analysis import export_volume, find_volumes, full_resolution, raw_run
 from ._server import CatalogError, CatalogLayout, TiledServer, free_port, tiled_command
 from ._writers import LIVE, PROCESSED, RAW, TiledSink, VolumeExists, ensure_layout, raw_run_writer
 
 __all__ = ["CatalogError", "CatalogLayout", "LIVE", "PROCESSED", "RAW", "TiledServer", "TiledSink",
            "VolumeExists",
-           "ensure_layout", "export_volume", "find_volumes", "raw_run", "free_port", "raw_run_writer", "tiled_command"]
+           "ensure_layout", "export_volume", "find_volumes", "full_resolution", "raw_run", "free_port", "raw_run_writer", "tiled_command"]

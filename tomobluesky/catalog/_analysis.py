@@ -25,24 +25,46 @@ def raw_run(client, volume_node):
     return client[RAW][volume_node.metadata["scan_uid"]]
 
 
-def export_volume(node, path: str | Path, fmt: str = "tiff", *, progress=None) -> Path:
-    """Write a volume read slice by slice from Tiled to ``path``.
+def full_resolution(node):
+    """Level "0" of a volume container (an array node is taken as it is)."""
+    return node["0"] if node.structure_family == "container" else node
 
+
+# Slabs read per request: whole level-0 chunks when they are small, else fewer
+# slices, so that one response stays well inside Tiled's size limit.
+_SLAB_BYTES = 64 * 2**20
+
+
+def export_volume(node, path: str | Path, fmt: str = "tiff", *, progress=None) -> Path:
+    """Write a volume read slab by slab from Tiled to ``path``.
+
+    ``node`` is ``processed/<scan uid>``; its full-resolution level "0" is
+    exported, one chunk-deep slab per request, so memory stays one slab.
     ``fmt``: ``tiff`` (a folder of one float32 TIFF per slice), ``nxtomo``
     (NeXus NXentry with an NXdata ``reconstruction``) or ``dxchange`` (Data
-    Exchange ``/exchange/data``). ``progress(i, n)`` is called per slice.
+    Exchange ``/exchange/data``). ``progress(done, n)`` is called per slab.
     """
     path = Path(path)
-    n = node.shape[0]
     writers = {"tiff": _TiffStack, "nxtomo": _NXtomo, "dxchange": _DXchange}
     if fmt not in writers:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(writers)}")
-    with writers[fmt](path, node.shape, dict(node.metadata)) as out:
-        for i in range(n):
-            out.write(i, np.asarray(node[i], dtype=np.float32))
+    level = full_resolution(node)
+    shape = tuple(level.shape)
+    height = _slab_height(level)
+    with writers[fmt](path, shape, dict(node.metadata)) as out:
+        for z0 in range(0, shape[0], height):
+            slab = np.asarray(level[z0:z0 + height], dtype=np.float32)
+            for i, image in enumerate(slab, start=z0):
+                out.write(i, image)
             if progress:
-                progress(i + 1, n)
+                progress(z0 + len(slab), shape[0])
     return path
+
+
+def _slab_height(level) -> int:
+    depth = level.structure().chunks[0][0]
+    per_slice = 4 * int(np.prod(level.shape[1:]))
+    return max(1, min(depth, _SLAB_BYTES // per_slice))
 
 
 class _TiffStack:

@@ -37,6 +37,14 @@ def _percentiles(request) -> tuple[float, float]:
     return low, high
 
 
+def _level_for(levels, size: int) -> int:
+    """The coarsest pyramid level whose slices are still at least ``size`` pixels
+    on both sides (level 0 when ``size`` is 0): a 2048² slice shown in a
+    512-pixel image needs a sixteenth of the bytes from level 2."""
+    fits = [k for k, shape in enumerate(levels) if min(shape[1:]) >= size]
+    return fits[-1] if fits else 0
+
+
 def create_app(client, *, poll_interval: float = 0.2) -> Starlette:
     """The viewer's ASGI app over a Tiled ``client`` (with read access)."""
 
@@ -61,15 +69,19 @@ def create_app(client, *, poll_interval: float = 0.2) -> Starlette:
             return JSONResponse({"error": f"no volume for scan {uid}"}, status_code=404)
         node = client["processed"][uid]
         md = dict(node.metadata)
-        md.pop("theta", None)
-        return JSONResponse({"shape": list(getattr(node, "shape", []) or []), "metadata": md})
+        for bulky in ("theta", "multiscales"):
+            md.pop(bulky, None)
+        shape = list(node["0"].shape) if "0" in node else []
+        return JSONResponse({"shape": shape, "metadata": md})
 
     def volume_slice(request):
         uid, index = request.path_params["uid"], int(request.path_params["index"])
         node = client["processed"][uid]
-        if not 0 <= index < node.shape[0]:
-            return JSONResponse({"error": f"slice {index} outside 0..{node.shape[0] - 1}"}, status_code=404)
-        return Response(to_png(node[index], *_percentiles(request)), media_type="image/png")
+        levels = node.metadata.get("levels") or [list(node["0"].shape)]
+        if not 0 <= index < levels[0][0]:
+            return JSONResponse({"error": f"slice {index} outside 0..{levels[0][0] - 1}"}, status_code=404)
+        k = _level_for(levels, int(request.query_params.get("size", 0)))
+        return Response(to_png(node[str(k)][index >> k], *_percentiles(request)), media_type="image/png")
 
     def live_slice(request):
         uid, name = request.path_params["uid"], request.path_params["name"]
