@@ -21,11 +21,12 @@ for scan_uid, volume in tooth.items():
     md = volume.metadata
     # by scan id finds the same volume
     assert scan_uid in processed.search(Key("scan_id") == md["scan_id"])
-    # one axial slice, fetched alone (volumes are chunked one slice per chunk)
-    middle = volume.shape[0] // 2
-    axial = volume[middle]
-    print(f"scan {md['scan_id']} {scan_uid}: shape {volume.shape}, centre {md['center']:.2f}, "
-          f"slice {middle} mean {axial.mean():.4g}")
+    # one axial slice of the full-resolution level "0": only the chunks holding it are read
+    full = volume["0"]
+    middle = full.shape[0] // 2
+    axial = full[middle]
+    print(f"scan {md['scan_id']} {scan_uid}: shape {full.shape}, centre {md['center']:.2f}, "
+          f"slice {middle} mean {axial.mean():.4g}, {len(md['levels'])} pyramid level(s)")
     # back to the raw run it came from
     run = c["raw"][md["scan_uid"]]
     print(f"  raw run: plan {run.metadata['start']['plan_name']}, "

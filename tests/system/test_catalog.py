@@ -10,35 +10,113 @@ import pytest
 from tiled.client import from_uri
 from tiled.queries import Key
 
-from tomobluesky.catalog import PROCESSED, CatalogError, TiledServer, TiledSink
+from tomobluesky.catalog import PROCESSED, CatalogError, TiledServer, TiledSink, VolumeExists
+from tomobluesky.store import MultiscaleWriter
 
 pytestmark = pytest.mark.system
 
 
-def test_volume_is_found_by_scan_uid_and_read_one_slice_at_a_time(tiled_server, tiled_client):
-    sink = TiledSink(tiled_client)
-    volume = np.random.default_rng(1).random((6, 20, 20), dtype=np.float32)
-    sink.write_volume("scan-a", volume, {"scan_uid": "scan-a", "center": 9.5})
+def block_mean(a):
+    z, y, x = (n // 2 for n in a.shape)  # even sizes only here
+    return a.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5))
+
+
+@pytest.fixture
+def sink(tiled_server, tiled_client):
+    return TiledSink(tiled_client, volume_dir=tiled_server.layout.volumes)
+
+
+def test_store_written_slab_by_slab_is_read_over_http_at_every_level(tiled_server, sink):
+    volume = np.random.default_rng(1).random((16, 300, 260), dtype=np.float32)
+    md = {"scan_uid": "scan-a", "center": 9.5, "pixel_size": 0.65}
+    path = sink.begin_volume("scan-a", md)
+    assert path == tiled_server.layout.volumes / "scan-a.zarr" and not path.exists()
     reader = from_uri(tiled_server.uri, api_key=tiled_server.api_key)
-    node = reader[PROCESSED].search(Key("scan_uid") == "scan-a").values().first()
+    assert reader[PROCESSED]["scan-a"].metadata["status"] == "writing"
+    writer = MultiscaleWriter(path, volume.shape, pixel_size=0.65, chunks=(4, 128, 128))
+    for z0 in (8, 0, 12, 4):  # any order
+        writer.write_slab(z0, volume[z0:z0 + 4])
+    sink.complete_volume("scan-a", path, md)
+
+    node = from_uri(tiled_server.uri, api_key=tiled_server.api_key)[PROCESSED]["scan-a"]
     assert node.metadata["status"] == "complete" and node.metadata["center"] == 9.5
-    assert node.structure().chunks[0] == (1,) * 6  # one chunk per slice: a slice reads alone
-    np.testing.assert_array_equal(node[4], volume[4])
+    assert node.metadata["levels"] == [[16, 300, 260], [8, 150, 130]] and list(node) == ["0", "1"]
+    assert node.metadata["multiscales"][0]["axes"][0] == {"name": "z", "type": "space", "unit": "micrometer"}
+    assert node["0"].structure().chunks[1] == (128, 128, 44)  # the store's own chunks, served as they are
+    np.testing.assert_array_equal(node["0"][5], volume[5])
+    np.testing.assert_array_equal(node["0"][:, 200, :], volume[:, 200, :])
+    np.testing.assert_allclose(node["1"].read(), block_mean(volume), rtol=1e-6)
+    assert node.metadata["zarr_store"] == str(path)
+    import dask.array as da  # a Dask user on the same file system opens the store lazily
+
+    np.testing.assert_array_equal(da.from_zarr(str(path), component="1")[3].compute(), node["1"][3])
 
 
-def test_complete_volume_is_not_rewritten_partial_is_replaced_failure_recorded(tiled_client):
-    sink = TiledSink(tiled_client)
+def test_found_by_scan_uid_with_the_convenience_writer(tiled_server, sink):
+    volume = np.random.default_rng(2).random((6, 20, 20), dtype=np.float32)
+    sink.write_volume("scan-f", volume, {"scan_uid": "scan-f"})
+    node = from_uri(tiled_server.uri, api_key=tiled_server.api_key)[PROCESSED].search(
+        Key("scan_uid") == "scan-f").values().first()
+    assert node.metadata["status"] == "complete" and node.metadata["levels"] == [[6, 20, 20]]
+    np.testing.assert_array_equal(node["0"][4], volume[4])
+
+
+def test_complete_volume_is_not_rewritten_partial_is_replaced_failure_recorded(tiled_client, sink):
     first = np.ones((2, 4, 4), np.float32)
     sink.write_volume("scan-b", first, {"scan_uid": "scan-b"})
     sink.write_volume("scan-b", 2 * first, {"scan_uid": "scan-b"})
-    np.testing.assert_array_equal(tiled_client[PROCESSED]["scan-b"].read(), first)
-    # a partial volume (left by a worker killed mid-write) is replaced
+    np.testing.assert_array_equal(tiled_client[PROCESSED]["scan-b"]["0"].read(), first)
+    with pytest.raises(VolumeExists):
+        sink.begin_volume("scan-b", {"scan_uid": "scan-b"})
+    # a partial volume (left by a worker killed mid-write) is replaced, store and all
     tiled_client[PROCESSED]["scan-b"].update_metadata(metadata={"status": "writing"})
+    stale = sink.volume_path("scan-b") / "stale-file"
+    stale.write_text("left by the killed worker")
     sink.write_volume("scan-b", 3 * first, {"scan_uid": "scan-b"})
-    np.testing.assert_array_equal(tiled_client[PROCESSED]["scan-b"].read(), 3 * first)
+    np.testing.assert_array_equal(tiled_client[PROCESSED]["scan-b"]["0"].read(), 3 * first)
+    assert not stale.exists()
+    # a failure keeps a complete volume ...
+    sink.record_failure("scan-b", "late error", {"scan_uid": "scan-b"})
+    assert tiled_client[PROCESSED]["scan-b"].metadata["status"] == "complete"
+    # ... and otherwise replaces the node (and its store) with a failed container
+    sink.begin_volume("scan-c", {"scan_uid": "scan-c"})
+    MultiscaleWriter(sink.volume_path("scan-c"), (2, 4, 4))
     sink.record_failure("scan-c", "no flats", {"scan_uid": "scan-c"})
     failed = tiled_client[PROCESSED].search(Key("scan_uid") == "scan-c").values().first()
     assert failed.metadata["status"] == "failed" and failed.metadata["reason"] == "no flats"
+    assert not sink.volume_path("scan-c").exists()
+
+
+@pytest.mark.parametrize("uid", ["../x", "/etc", ".hidden", "a/b", "x" * 129, "", "a b", "..", 7])
+def test_hostile_scan_uid_is_refused_before_anything_is_written(tiled_client, sink, uid):
+    stores, volumes = set(sink.volume_dir.iterdir()), len(tiled_client[PROCESSED])
+    with pytest.raises(ValueError, match="refusing scan uid"):
+        sink.begin_volume(uid, {"scan_uid": uid})
+    assert set(sink.volume_dir.iterdir()) == stores and len(tiled_client[PROCESSED]) == volumes
+
+
+def test_a_store_path_that_resolves_outside_the_volume_directory_is_refused(tmp_path, sink):
+    (sink.volume_dir / "scan-link.zarr").symlink_to(tmp_path)
+    try:
+        with pytest.raises(ValueError, match="outside the volume directory"):
+            sink.begin_volume("scan-link", {})
+    finally:
+        (sink.volume_dir / "scan-link.zarr").unlink()
+
+
+def test_a_store_outside_the_volume_directory_is_not_registered(tmp_path, sink):
+    sink.begin_volume("scan-g", {})
+    MultiscaleWriter(tmp_path / "elsewhere.zarr", (2, 4, 4))
+    with pytest.raises(ValueError, match="outside the volume directory"):
+        sink.complete_volume("scan-g", tmp_path / "elsewhere.zarr", {})
+
+
+def test_sink_without_volume_dir_uploads_the_same_layout(tiled_client):
+    volume = np.arange(4 * 6 * 6, dtype=np.float32).reshape(4, 6, 6)
+    TiledSink(tiled_client).write_volume("scan-h", volume, {"scan_uid": "scan-h"})
+    node = tiled_client[PROCESSED]["scan-h"]
+    assert node.metadata["status"] == "complete" and node.metadata["levels"] == [[4, 6, 6]]
+    np.testing.assert_array_equal(node["0"][1], volume[1])
 
 
 def test_preview_is_overwritten_in_place(tiled_client):
@@ -62,22 +140,22 @@ def test_reads_and_writes_without_the_key_are_refused(tiled_server):
 
 def test_public_server_reads_without_key_but_refuses_anonymous_writes(tmp_path):
     with TiledServer(tmp_path, public=True) as server:
-        TiledSink(server.client()).write_volume("s", np.zeros((1, 2, 2), np.float32), {"scan_uid": "s"})
+        server.sink().write_volume("s", np.zeros((1, 2, 2), np.float32), {"scan_uid": "s"})
         anonymous = from_uri(server.uri)
-        assert anonymous[PROCESSED]["s"].read().shape == (1, 2, 2)
+        assert anonymous[PROCESSED]["s"]["0"].read().shape == (1, 2, 2)
         with pytest.raises(Exception) as err:
             anonymous[PROCESSED].create_container("intruder")
         assert "401" in str(err.value) or "403" in str(err.value) or "scope" in str(err.value).lower()
 
 
-def test_a_separate_process_reads_a_slice(tiled_server, tiled_client):
-    TiledSink(tiled_client).write_volume("scan-e", np.arange(3 * 4 * 4, dtype=np.float32).reshape(3, 4, 4),
+def test_a_separate_process_reads_a_slice(tiled_server, sink):
+    sink.write_volume("scan-e", np.arange(3 * 4 * 4, dtype=np.float32).reshape(3, 4, 4),
                                          {"scan_uid": "scan-e"})
     code = textwrap.dedent(f"""
         from tiled.client import from_uri
         from tiled.queries import Key
         c = from_uri("{tiled_server.uri}", api_key="{tiled_server.api_key}")
-        print(float(c["processed"].search(Key("scan_uid") == "scan-e").values().first()[2].sum()))
+        print(float(c["processed"].search(Key("scan_uid") == "scan-e").values().first()["0"][2].sum()))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) == float(np.arange(32, 48).sum())
@@ -88,24 +166,24 @@ def test_server_that_cannot_start_names_the_problem(tmp_path, tiled_server):
         TiledServer(tmp_path, port=tiled_server.port, startup_timeout=20).start()
 
 
-def test_ls_and_export_cli(tiled_server, tiled_client, tmp_path):
+def test_ls_and_export_cli(tiled_server, sink, tmp_path):
     import h5py
     import tifffile
 
-    volume = np.random.default_rng(2).random((3, 6, 6), dtype=np.float32)
-    TiledSink(tiled_client).write_volume("scan-x", volume, {"scan_uid": "scan-x", "sample_name": "bone",
+    volume = np.random.default_rng(2).random((70, 6, 6), dtype=np.float32)  # several export slabs
+    sink.write_volume("scan-x", volume, {"scan_uid": "scan-x", "sample_name": "bone",
                                                             "scan_id": 7, "center": 2.5})
     base = [sys.executable, "-m", "tomobluesky.cli"]
     opts = ["--uri", tiled_server.uri, "--api-key", tiled_server.api_key]
     out = subprocess.run(base + ["ls", "--sample", "bone", "--json", *opts], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     rows = [__import__("json").loads(line) for line in out.stdout.splitlines()]
-    assert [r["scan_uid"] for r in rows] == ["scan-x"] and rows[0]["shape"] == [3, 6, 6]
+    assert [r["scan_uid"] for r in rows] == ["scan-x"] and rows[0]["shape"] == [70, 6, 6]
     for fmt, target in (("tiff", tmp_path / "tiffs"), ("nxtomo", tmp_path / "v.nxs"), ("dxchange", tmp_path / "v.h5")):
         out = subprocess.run(base + ["export", "scan-x", str(target), "--format", fmt, *opts],
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "tiffs" / "slice_1.tiff"), volume[1])
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "tiffs" / "slice_69.tiff"), volume[69])
     with h5py.File(tmp_path / "v.nxs") as f:
         np.testing.assert_array_equal(f["/entry/reconstruction/data"][:], volume)
         assert f["/entry/process/center_of_rotation"][()] == 2.5

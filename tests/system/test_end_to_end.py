@@ -38,7 +38,7 @@ def test_phantom_scan_lands_in_tiled_raw_and_processed(tiled_server, tiled_clien
     assert node.metadata["status"] == "complete"
     assert abs(node.metadata["center"] - source.center) < 0.5
     # Poisson noise at 20k counts caps SSIM near 0.65 at this size; a wrong centre gives < 0.3
-    assert ssim_in_circle(node[2], source.volume[2]) > 0.55
+    assert ssim_in_circle(node["0"][2], source.volume[2]) > 0.55
     assert reader["live"][uid].metadata["projections"] == 90
 
 
@@ -92,7 +92,7 @@ def test_demo_on_the_tooth_then_serve_again(tmp_path):
             from tiled.queries import Key
             c = from_uri("http://127.0.0.1:{port}", api_key="{key}")
             vol = c["processed"].search(Key("scan_uid") == "{summary['scan_uid']}").values().first()
-            s = vol[1]
+            s = vol["0"][1]
             print(vol.metadata["center"], s.shape, float(s.std()))
         """)
         read = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -49,7 +49,7 @@ def test_scan_through_kafka_equals_the_in_process_result(kafka_config, tiled_ser
     node = client[PROCESSED][uid]
     assert node.metadata["status"] == "complete"
     expected, meta = memory.volumes[uid]
-    np.testing.assert_allclose(node.read(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(node["0"].read(), expected, rtol=1e-5, atol=1e-6)
     assert node.metadata["center"] == pytest.approx(meta["center"])
     assert client["raw"][uid]["primary"]["camera_image"].shape == (90, 4, 64)
     assert client["raw"][uid].metadata["stop"]["exit_status"] == "success"

@@ -29,7 +29,7 @@ def test_profile_scans_reconstructs_and_keeps_counting(monkeypatch, tmp_path):
         RE = ns["RE"]
         uid, = RE(ns["tomo_scan"](num_projections=30, num_darks=2, num_flats=2))
         volume = ns["tiled"]["processed"][uid]
-        assert volume.metadata["status"] == "complete" and volume.shape == (16, 128, 128)
+        assert volume.metadata["status"] == "complete" and volume["0"].shape == (16, 128, 128)
         assert ns["tiled"]["raw"][uid]["primary"]["camera_image"].shape[0] == 30
         assert len(ns["live_figure"].saved) == 3  # headless: the live figure went to PNGs
         first_id = RE.md["scan_id"]
