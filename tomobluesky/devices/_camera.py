@@ -13,7 +13,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus, Status
 
-from ._hdf5 import DARK, FLAT, PROJECTION, DXchangeWriter
+from ._hdf5 import DARK, FLAT, PROJECTION, DXchangeWriter, frame_dtype
 from ._motion import FastShutter, RotationStage, SampleStage
 
 
@@ -24,14 +24,18 @@ class TomoCamera(Device):
     shutter closed gives a dark, sample out gives a flat, otherwise a
     projection at the stage's current angle. Step scans ``trigger`` it; fly
     scans ``kickoff`` it with the angles to capture while the stage rotates.
+
+    ``dtype`` is the pixel type of the file: float32 (default) or uint16, as
+    real detectors write; sources give float32 counts and the writer converts.
     """
 
     exposure_time = Cpt(Signal, value=0.0, kind="config")
     image_key = Cpt(Signal, value=PROJECTION, kind="normal")
 
     def __init__(self, source, rotation: RotationStage, shutter: FastShutter, sample: SampleStage,
-                 write_dir: str | Path, *, name: str = "camera", **kwargs):
+                 write_dir: str | Path, *, name: str = "camera", dtype="float32", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.dtype = frame_dtype(dtype)
         self.source = source
         self.rotation = rotation
         self.shutter = shutter
@@ -58,7 +62,7 @@ class TomoCamera(Device):
     def stage(self):
         path = self.write_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}.h5"
         # angles are described as a stream only when a fly scan records them
-        self._writer = DXchangeWriter(path, self.frame_shape, self.image_data_key)
+        self._writer = DXchangeWriter(path, self.frame_shape, self.image_data_key, dtype=self.dtype)
         self.last_file = path
         return super().stage()
 
@@ -105,7 +109,7 @@ class TomoCamera(Device):
             "source": f"sim:{self.name}",
             "shape": list(self.frame_shape),
             "dtype": "array",
-            "dtype_numpy": "<f4",
+            "dtype_numpy": self.dtype.str,
             "external": "STREAM:",
         }
         return desc
@@ -144,10 +148,11 @@ class TomoCamera(Device):
         return {self.image_data_key: image, self.theta_data_key: theta}
 
 
-def make_sim_beamline(source, write_dir: str | Path):
-    """The four devices of a simulated tomography end station, wired together."""
+def make_sim_beamline(source, write_dir: str | Path, *, dtype="float32"):
+    """The four devices of a simulated tomography end station, wired together
+    (``dtype``: the camera's pixel type in the file, float32 or uint16)."""
     rotation = RotationStage(name="rotation")
     shutter = FastShutter(name="shutter")
     sample = SampleStage(name="sample")
-    camera = TomoCamera(source, rotation, shutter, sample, write_dir, name="camera")
+    camera = TomoCamera(source, rotation, shutter, sample, write_dir, name="camera", dtype=dtype)
     return camera, rotation, shutter, sample

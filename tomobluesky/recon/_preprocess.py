@@ -16,24 +16,36 @@ def _check_finite(xp, name, array):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def _may_hold_nan(array) -> bool:
+    """False only for arrays of an integer or boolean type (lists and floats may)."""
+    kind = getattr(getattr(array, "dtype", None), "kind", "f")
+    return kind not in "biu"
+
+
 def normalize(projections, flats, darks, *, out=None):
     """(projections − dark) / (flat − dark), float32, shape of ``projections``.
 
     Flats and darks are averaged with the median over their first axis, which
     ignores the odd zinger a mean would smear into every projection.
+
+    Any real pixel type is accepted (detectors write uint16); the arithmetic
+    and the result are float32. Integer frames skip the NaN/inf check, which
+    they cannot fail.
     """
     xp = get_namespace(projections)
-    projections = xp.asarray(projections, dtype=xp.float32)
     if flats is None or darks is None or len(flats) == 0 or len(darks) == 0:
         raise ValueError("normalisation needs at least one flat and one dark frame")
-    flats, darks = xp.asarray(flats, dtype=xp.float32), xp.asarray(darks, dtype=xp.float32)
+    arrays = {"projections": projections, "flats": flats, "darks": darks}
+    may_be_nan = {name: _may_hold_nan(array) for name, array in arrays.items()}
+    projections, flats, darks = (xp.asarray(array, dtype=xp.float32) for array in arrays.values())
     if projections.ndim != 3:
         raise ValueError(f"projections must be (angles, rows, columns), got shape {projections.shape}")
     for name, frames in (("flats", flats), ("darks", darks)):
         if frames.ndim != 3 or frames.shape[1:] != projections.shape[1:]:
             raise ValueError(f"{name} of shape {frames.shape} do not match projections of shape {projections.shape}")
     for name, array in (("projections", projections), ("flats", flats), ("darks", darks)):
-        _check_finite(xp, name, array)
+        if may_be_nan[name]:
+            _check_finite(xp, name, array)
     dark = xp.median(darks, axis=0)
     beam = xp.median(flats, axis=0) - dark
     if not bool((beam > 0).any()):

@@ -81,3 +81,19 @@ def test_non_finite(bad, which):
     arrays[which][0, 0, 0] = bad
     with pytest.raises(ValueError, match="NaN or infinite"):
         recon.normalize(*arrays)
+
+
+def test_uint16_frames_normalise_to_float32():
+    # counts a uint16 detector could write: dark ~100, flat ~20100, no rounding in the truth
+    rng = np.random.default_rng(8)
+    darks = rng.integers(95, 106, (3, 4, 6)).astype(np.uint16)
+    flats = rng.integers(20000, 20200, (4, 4, 6)).astype(np.uint16)
+    dark = np.median(darks.astype(np.float64), axis=0)
+    beam = np.median(flats.astype(np.float64), axis=0) - dark
+    projections = rng.integers(200, 20000, (5, 4, 6)).astype(np.uint16)
+    out = recon.normalize(projections, flats, darks)
+    assert out.dtype == np.float32 and out.shape == (5, 4, 6)
+    np.testing.assert_allclose(out, (projections - dark) / beam, rtol=1e-6)
+    # a projection darker than the dark gives a negative transmission, not a uint16 wrap-around
+    projections[0, 0, 0] = 0
+    assert recon.normalize(projections, flats, darks)[0, 0, 0] == pytest.approx(-dark[0, 0] / beam[0, 0], rel=1e-6)
