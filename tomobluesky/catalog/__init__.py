@@ -4,6 +4,6 @@ from ._analysis import export_volume, find_volumes, full_resolution, raw_run
 from ._server import CatalogError, CatalogLayout, TiledServer, free_port, tiled_command
 from ._writers import LIVE, PROCESSED, RAW, TiledSink, VolumeExists, ensure_layout, raw_run_writer
 
-__all__ = ["CatalogError", "CatalogLayout", "LIVE", "PROCESSED", "RAW", "TiledServer", "TiledSink",
-           "VolumeExists",
-           "ensure_layout", "export_volume", "find_volumes", "full_resolution", "raw_run", "free_port", "raw_run_writer", "tiled_command"]
+__all__ = ["CatalogError", "CatalogLayout", "LIVE", "PROCESSED", "RAW", "TiledServer", "TiledSink", "VolumeExists",
+           "ensure_layout", "export_volume", "find_volumes", "free_port", "full_resolution", "raw_run",
+           "raw_run_writer", "tiled_command"]

@@ -144,10 +144,11 @@ class TiledSink:
         """Mark ``processed/<scan uid>`` as being written; return the (not yet created) store path."""
         path = self.volume_path(scan_uid)
         processed = self.client[PROCESSED]
-        status = self.volume_status(scan_uid) if scan_uid in processed else None
-        if status == "complete":
-            raise VolumeExists(f"the volume of {scan_uid} is already complete")
-        if scan_uid in processed:
+        existing = processed.get(scan_uid)
+        if existing is not None:
+            status = existing.metadata.get("status")
+            if status == "complete":
+                raise VolumeExists(f"the volume of {scan_uid} is already complete")
             log.warning("replacing %s volume of %s", status, scan_uid)
             self._delete(processed, scan_uid)
         shutil.rmtree(path, ignore_errors=True)
