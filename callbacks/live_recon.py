@@ -59,10 +59,12 @@ def main(argv=None) -> int:
         from tomobluesky.workers import run_reconstruction_worker
 
         config = KafkaConfig(bootstrap=args.kafka, beamline=args.beamline)
-        run_reconstruction_worker(config, client, settings=settings.recon,
+        run_reconstruction_worker(config, client, settings=settings.recon, volume_dir=settings.volumes,
+                                  memory_budget=settings.memory_budget_gb * 1e9,
                                   until_idle=30.0 if args.until_idle else None, on_error="deadletter")
         return 0
-    router = live_reconstruction_router(TiledSink(client), settings.recon)
+    router = live_reconstruction_router(TiledSink(client, volume_dir=settings.volumes), settings.recon,
+                                        memory_budget=settings.memory_budget_gb * 1e9)
     for path in args.files:
         for name, doc in read_jsonl(path):
             router(name, doc)

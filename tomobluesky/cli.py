@@ -40,6 +40,8 @@ def _add_demo(sub, settings: Settings):
     p.add_argument("--kafka", metavar="BOOTSTRAP", default=settings.kafka_bootstrap,
                    help="send documents through this Kafka broker to worker processes instead of reconstructing "
                         "in-process (start one with `tomobluesky kafka start`)")
+    p.add_argument("--memory-budget", type=float, metavar="GB", default=settings.memory_budget_gb,
+                   help="peak resident memory of the stop path, in GB; slabs are sized to fit (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a text summary")
     p.set_defaults(func=_cmd_demo)
 
@@ -48,10 +50,13 @@ def _cmd_demo(args, settings: Settings) -> int:
     from .demo import run_demo, run_demo_kafka
 
     recon = settings.recon.model_copy(update={"algorithm": args.algorithm})
-    demo = (lambda *a, **k: run_demo_kafka(*a, args.kafka, **k)) if args.kafka else run_demo
-    summary = demo(args.data_dir, source=args.source, tooth_file=args.tooth_file, fly=args.fly,
-                       num_projections=args.num_projections, phantom_size=args.phantom_size, port=args.port,
-                       api_key=args.api_key, progress=not args.json and sys.stderr.isatty(), settings=recon)
+    common = dict(source=args.source, tooth_file=args.tooth_file, fly=args.fly, num_projections=args.num_projections,
+                  phantom_size=args.phantom_size, port=args.port, api_key=args.api_key,
+                  progress=not args.json and sys.stderr.isatty(), settings=recon)
+    if args.kafka:  # the worker processes take their budget from TOMOBLUESKY_MEMORY_BUDGET_GB
+        summary = run_demo_kafka(args.data_dir, args.kafka, **common)
+    else:
+        summary = run_demo(args.data_dir, memory_budget=args.memory_budget * 1e9, **common)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -63,6 +68,8 @@ def _cmd_demo(args, settings: Settings) -> int:
     print(f"  live previews       {summary['preview_updates']}")
     print(f"  timings             acquisition {t['acquisition']:.2f} s, reconstruction {t['reconstruction']:.2f} s, "
           f"registration {t['registration']:.2f} s")
+    print(f"  stop to volume      {summary['stop_to_volume_s']:.2f} s, peak memory {summary['peak_rss_mb']:.0f} MB, "
+          f"read amplification {summary['read_amplification']}")
     print(f"  central slices      {summary['png']}")
     print(f"Serve it again with:  tomobluesky serve --data-dir {summary['data_dir']}")
     return 0

@@ -25,3 +25,10 @@ class Settings(BaseSettings):
     beamline: str = "tomo"
     kafka_bootstrap: str | None = None
     recon: ReconSettings = Field(default_factory=ReconSettings)
+    volume_dir: Path | None = Field(None, description="where reconstructed volumes (Zarr stores) are written; "
+                                    "the Tiled server must be able to read it (default: <data_dir>/volumes)")
+    memory_budget_gb: float = Field(2.0, gt=0, description="peak resident memory of the stop path, GB")
+
+    @property
+    def volumes(self) -> Path:
+        return self.volume_dir or self.data_dir / "volumes"

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import PROCESSED, TiledServer, TiledSink, ensure_layout, raw_run_writer
+from .catalog import PROCESSED, TiledServer, ensure_layout, raw_run_writer
 from .devices import PhantomSource, ReplaySource, make_sim_beamline
 from .live import live_reconstruction_router
 from .plans import tomo_fly_scan, tomo_scan
 from .schema import ReconSettings
-from .viz import save_slices_png
+from .pipeline import DEFAULT_BUDGET, peak_rss_mb, process_peak_rss_mb
+from .viz import central_slices, save_slices_png
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,13 @@ def run_scan(RE, source, write_dir, *, fly=False, num_projections=None, recon=No
 
 def _summary(server, frame_source, RE, camera, scan_uid, volume, center_info, *, source, fly, timings,
              preview_updates, png_note="") -> dict:
-    """Save the PNG of the central slices and build the summary both demos print."""
-    png = save_slices_png(volume, server.layout.root / "png" / f"{scan_uid}.png",
+    """Save the PNG of the central slices and build the summary both demos print.
+    ``volume`` may be lazy (level 0 in Tiled): only the central slices are read."""
+    slices = central_slices(volume)
+    png = save_slices_png(volume, server.layout.root / "png" / f"{scan_uid}.png", slices=slices,
                           title=f"{frame_source.metadata()['sample_name']}  scan {scan_uid[:8]}  "
                                 f"centre {center_info['center']:.2f}{png_note}")
+    values = np.concatenate([s.ravel() for s in slices.values()])
     summary = {
         "scan_uid": scan_uid, "scan_id": RE.md.get("scan_id"), "source": source,
         "scan_type": "fly" if fly else "step",
@@ -64,11 +68,15 @@ def _summary(server, frame_source, RE, camera, scan_uid, volume, center_info, *,
         "center_confidence": round(center_info["center_confidence"], 3), "volume_shape": list(volume.shape),
         "tiled_uri": server.uri, "api_key_file": str(server.layout.key_file), "data_dir": str(server.layout.root),
         "detector_file": str(camera.last_file), "png": str(png), "preview_updates": preview_updates,
-        "timings": timings, "volume_range": [float(np.min(volume)), float(np.max(volume))],
+        "timings": timings, "slices_range": [float(values.min()), float(values.max())],
+        "levels": center_info.get("levels"), "read_amplification": center_info.get("read_amplification"),
     }
     if source == "phantom":
         summary["true_center"] = frame_source.center
     return summary
+
+
+WORKER_KINDS = ("catalog", "reconstruction")
 
 
 def _start_workers(kafka_bootstrap, beamline, server, algorithm):
@@ -77,10 +85,10 @@ def _start_workers(kafka_bootstrap, beamline, server, algorithm):
     import sys
 
     procs = []
-    for kind in ("catalog", "reconstruction"):
+    for kind in WORKER_KINDS:
         cmd = [sys.executable, "-m", "tomobluesky.workers", kind, "--bootstrap", kafka_bootstrap,
                "--beamline", beamline, "--tiled-uri", server.uri, "--api-key", server.api_key,
-               "--group", f"demo-{kind}-{beamline}"]
+               "--group", f"demo-{kind}-{beamline}", "--volume-dir", str(server.layout.volumes)]
         if kind == "reconstruction" and algorithm:
             cmd += ["--algorithm", algorithm]
         log_file = open(server.layout.root / f"worker-{kind}.log", "ab")
@@ -137,28 +145,33 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
                     raise RuntimeError("documents are still waiting for the broker (kept in the journal)")
             md = _wait_for_volume(client, scan_uid, timeout, workers)
             t_done = time.perf_counter() - t0
-            volume = client[PROCESSED].search(Key("scan_uid") == scan_uid).values().first().read()
+            volume = client[PROCESSED].search(Key("scan_uid") == scan_uid).values().first()["0"]
+            peaks = {"demo": peak_rss_mb(), "tiled": process_peak_rss_mb(server.pid)}
+            peaks.update({f"{kind}_worker": process_peak_rss_mb(p.pid) for kind, p in zip(WORKER_KINDS, workers)})
+            summary = _summary(server, frame_source, RE, camera, scan_uid, volume, md, source=source, fly=fly,
+                               timings={}, preview_updates=md.get("preview_updates"), png_note=" (via Kafka)")
         finally:
             for p in workers:
                 p.terminate()
             for p in workers:
                 p.wait(20)
         t = md["timings"]
-        reconstruction = t["preprocess"] + t["center"] + t["reconstruct"]
         # registration here: what the stop-to-volume time spent beyond reconstructing
         # (documents through the broker, the volume into Tiled)
-        timings = {"acquisition": round(t_scan, 3), "reconstruction": round(reconstruction, 3),
-                   "registration": round(max(t_done - t_scan - reconstruction, 0.0), 3),
-                   "stop_to_volume": round(t_done - t_scan, 3)}
-        summary = _summary(server, frame_source, RE, camera, scan_uid, volume, md, source=source, fly=fly,
-                           timings=timings, preview_updates=md.get("preview_updates"), png_note=" (via Kafka)")
+        summary["timings"] = {"acquisition": round(t_scan, 3), "reconstruction": round(t["total"], 3),
+                              "registration": round(max(t_done - t_scan - t["total"], 0.0), 3),
+                              "stop_to_volume": round(t_done - t_scan, 3)}
+        summary["stop_to_volume_s"] = summary["timings"]["stop_to_volume"]
+        summary["peak_rss_mb"] = round(max(v for v in peaks.values() if v is not None), 1)
+        summary["peak_rss_mb_by_process"] = {k: (round(v, 1) if v is not None else None) for k, v in peaks.items()}
         summary["transport"] = f"kafka {kafka_bootstrap} topic {config.document_topic}"
         return summary
 
 
 def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fly: bool = False,
              num_projections: int | None = None, phantom_size: int = 128, port: int | None = None,
-             api_key: str | None = None, progress: bool = True, settings: ReconSettings | None = None) -> dict:
+             api_key: str | None = None, progress: bool = True, settings: ReconSettings | None = None,
+             memory_budget: float | None = None) -> dict:
     """Start Tiled in ``data_dir``, scan, reconstruct live, register, save a PNG.
 
     Returns the summary the CLI prints (see ``tomobluesky demo --help``).
@@ -170,21 +183,24 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
     frame_source = make_source(source, tooth_file, phantom_size)
     with TiledServer(data_dir, port=port, api_key=api_key) as server:
         client = server.client()
-        sink = TiledSink(client)
         RE = make_run_engine(server.layout.root / "runengine-md")
         bar = tqdm(total=None, desc="projections", unit="frame", disable=not progress, leave=False)
-        runs = []
+        runs, stops = [], {}
 
         def on_projection(n, total):
             bar.total = total
             bar.update(n - bar.n)
 
+        # subscribed first, so it sees the stop document before the writers act on it
+        RE.subscribe(lambda name, doc: stops.setdefault(doc["run_start"], time.perf_counter()), "stop")
         RE.subscribe(raw_run_writer(client, server.layout.backup))
-        RE.subscribe(live_reconstruction_router(sink, settings, on_projection=on_projection, on_start=runs.append))
+        RE.subscribe(live_reconstruction_router(server.sink(), settings, on_projection=on_projection,
+                                                on_start=runs.append,
+                                                memory_budget=memory_budget or DEFAULT_BUDGET))
         t0 = time.perf_counter()
         scan_uid, camera = run_scan(RE, frame_source, server.layout.detector, fly=fly,
                                     num_projections=num_projections)
-        t_scan = time.perf_counter() - t0
+        t_done = time.perf_counter()  # every callback has handled the stop: the volume is complete
         bar.close()
         result = runs[-1].result if runs else None
         if not result or "error" in result:
@@ -194,15 +210,22 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
         t1 = time.perf_counter()
         reader = from_uri(server.uri, api_key=server.api_key)
         node = reader[PROCESSED].search(Key("scan_uid") == scan_uid).values().first()
-        volume = node.read()
         raw_primary = reader["raw"][scan_uid]["primary"]["camera_image"]
         t_readback = time.perf_counter() - t1
         timings = result["timings"]
-        reconstruction = timings["preprocess"] + timings["center"] + timings["reconstruct"]
-        summary = _summary(server, frame_source, RE, camera, scan_uid, volume, result, source=source, fly=fly,
+        summary = _summary(server, frame_source, RE, camera, scan_uid, node["0"], result, source=source, fly=fly,
                            preview_updates=runs[-1].preview_updates, timings={
-                               "acquisition": round(t_scan - reconstruction - timings["register"], 3),
-                               "reconstruction": round(reconstruction, 3),
-                               "registration": round(timings["register"] + t_readback, 3)})
+                               "acquisition": round(stops[scan_uid] - t0, 3),
+                               "reconstruction": round(timings["total"], 3),
+                               "registration": round(timings["register"] + t_readback, 3),
+                               "stop_to_volume": round(t_done - stops[scan_uid], 3)})
         summary["raw_frames_in_tiled"] = int(raw_primary.shape[0])
+        summary["stop_to_volume_s"] = summary["timings"]["stop_to_volume"]
+        summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        summary["peak_rss_mb_by_process"] = {"demo": summary["peak_rss_mb"],
+                                             "tiled": _round(process_peak_rss_mb(server.pid))}
     return summary
+
+
+def _round(value):
+    return None if value is None else round(value, 1)

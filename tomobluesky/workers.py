@@ -19,6 +19,7 @@ from event_model import RunRouter
 
 from .catalog import RAW, TiledSink, ensure_layout
 from .live import LiveReconstruction, is_tomography_run
+from .pipeline import DEFAULT_BUDGET
 from .schema import ReconSettings
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,11 @@ CATALOG_GROUP = "tomobluesky-catalog"
 
 
 def reconstruction_router(client, settings: ReconSettings | None = None, *, on_start=None,
-                          live_config=None) -> RunRouter:
+                          live_config=None, volume_dir=None, memory_budget: float = DEFAULT_BUDGET) -> RunRouter:
     """Per-run LiveReconstruction into Tiled, skipping runs already complete there.
-    With ``live_config`` (a KafkaConfig) previews also go to ``<beamline>.tomobluesky.live``."""
-    sink = TiledSink(client)
+    With ``live_config`` (a KafkaConfig) previews also go to ``<beamline>.tomobluesky.live``.
+    Volumes are written as Zarr stores in ``volume_dir``, a directory the Tiled server reads."""
+    sink = TiledSink(client, volume_dir=volume_dir)
     out = sink
     if live_config is not None:
         from .live import KafkaLiveSink
@@ -44,7 +46,7 @@ def reconstruction_router(client, settings: ReconSettings | None = None, *, on_s
         if sink.volume_status(start["uid"]) == "complete":
             log.info("volume of %s is already complete; skipping the replayed run", start["uid"])
             return [], []
-        cb = LiveReconstruction(out, settings)
+        cb = LiveReconstruction(out, settings, memory_budget=memory_budget)
         if on_start:
             on_start(cb)
         return [cb], []
@@ -74,10 +76,11 @@ def catalog_router(client, backup_directory=None) -> RunRouter:
 
 
 def run_reconstruction_worker(config, client, *, settings: ReconSettings | None = None, group_id: str = RECON_GROUP,
-                              **run_worker_kwargs):
+                              volume_dir=None, memory_budget: float = DEFAULT_BUDGET, **run_worker_kwargs):
     from .transport import run_worker
 
-    router = reconstruction_router(client, settings, live_config=config)
+    router = reconstruction_router(client, settings, live_config=config, volume_dir=volume_dir,
+                                   memory_budget=memory_budget)
     return run_worker(config, router, group_id=group_id, **run_worker_kwargs)
 
 
@@ -102,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="stop when every assigned partition is read to its end")
     p.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop after SECONDS without a message")
     p.add_argument("--algorithm", help="reconstruction algorithm (start documents may override it)")
+    p.add_argument("--volume-dir", help="reconstruction: directory for the volumes' Zarr stores; the Tiled server must "
+                   "serve it as a readable root (env TOMOBLUESKY_VOLUME_DIR; default <data_dir>/volumes)")
+    p.add_argument("--memory-budget", type=float, metavar="GB",
+                   help="reconstruction: peak resident memory of the stop path in GB (default 2)")
     return p
 
 
@@ -120,8 +127,14 @@ def main(argv=None) -> int:
     if args.group:
         kwargs["group_id"] = args.group
     if args.kind == "reconstruction":
+        from .config import Settings
+
+        defaults = Settings()
         settings = ReconSettings(**({"algorithm": args.algorithm} if args.algorithm else {}))
-        stats = run_reconstruction_worker(config, client, settings=settings, **kwargs)
+        stats = run_reconstruction_worker(config, client, settings=settings,
+                                          volume_dir=args.volume_dir or defaults.volumes,
+                                          memory_budget=(args.memory_budget or defaults.memory_budget_gb) * 1e9,
+                                          **kwargs)
     else:
         stats = run_catalog_worker(config, client, **kwargs)
     log.info("worker done: %s", stats)

@@ -23,17 +23,20 @@ else:
         from tiled.client import from_uri
 
         tiled = from_uri(settings.tiled_uri, api_key=settings.tiled_api_key)
+        volume_dir = settings.volumes  # must be a readable root of that server
     else:
         tiled_server = TiledServer(settings.data_dir).start()
         atexit.register(tiled_server.stop)
         tiled = tiled_server.client()
+        volume_dir = tiled_server.layout.volumes
         print(f"Tiled catalogue at {tiled_server.uri} (key in {tiled_server.layout.key_file})")
     RE.subscribe(raw_run_writer(tiled, settings.data_dir / "backup"))
     # the live figure (three slices + angular coverage) updates during RE(...);
     # headless (TOMOBLUESKY_HEADLESS=1) it saves PNGs in the data dir instead
-    live_figure = SliceFigureSink(TiledSink(tiled), png_dir=settings.data_dir / "live-png")
+    live_figure = SliceFigureSink(TiledSink(tiled, volume_dir=volume_dir), png_dir=settings.data_dir / "live-png")
     _live_runs = []
-    live_recon = live_reconstruction_router(live_figure, settings.recon, on_start=_live_runs.append)
+    live_recon = live_reconstruction_router(live_figure, settings.recon, on_start=_live_runs.append,
+                                            memory_budget=settings.memory_budget_gb * 1e9)
     RE.subscribe(live_recon)
 
     def live_row(row: int):

@@ -5,8 +5,9 @@ from ._kafka_sink import KafkaLiveSink, live_topic
 from ._frames import FrameReadError, read_frames
 from ._reconstruction import (LiveReconstruction, is_tomography_run, live_reconstruction_router,
                               reconstruct_documents)
-from ._sinks import MemorySink, ReconstructionSink
+from ._accumulator import ScanDocuments
+from ._sinks import ForwardingSink, MemorySink, ReconstructionSink
 from ._slices import IncrementalSlices
 
-__all__ = ["FrameReadError", "IncrementalSlices", "KafkaLiveSink", "LiveReconstruction", "SliceFigureSink", "MemorySink", "ReconstructionSink", "is_tomography_run",
+__all__ = ["FrameReadError", "ForwardingSink", "IncrementalSlices", "ScanDocuments", "KafkaLiveSink", "LiveReconstruction", "SliceFigureSink", "MemorySink", "ReconstructionSink", "is_tomography_run",
            "live_reconstruction_router", "live_topic", "read_frames", "reconstruct_documents"]

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._sinks import ForwardingSink
 
-class SliceFigureSink:
+
+class SliceFigureSink(ForwardingSink):
     """A sink that draws each preview: axial slice, two vertical slices through
     the axis, and the angular coverage so far, like BestEffortCallback's live
     plots. Wrap another sink to keep writing to Tiled as well:
@@ -76,10 +78,4 @@ class SliceFigureSink:
         if self.inner is not None:
             self.inner.write_preview(scan_uid, slices, metadata)
 
-    def write_volume(self, scan_uid, volume, metadata):
-        if self.inner is not None:
-            self.inner.write_volume(scan_uid, volume, metadata)
 
-    def record_failure(self, scan_uid, reason, metadata):
-        if self.inner is not None:
-            self.inner.record_failure(scan_uid, reason, metadata)

@@ -9,9 +9,7 @@ from urllib.parse import urlparse
 import h5py
 import numpy as np
 
-
-class FrameReadError(RuntimeError):
-    """A referenced frame could not be read (missing file, dataset, or index)."""
+from ..pipeline._scan import FrameReadError
 
 
 def resource_path(stream_resource: dict) -> Path:

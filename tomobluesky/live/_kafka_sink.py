@@ -12,6 +12,8 @@ import logging
 
 import numpy as np
 
+from ._sinks import ForwardingSink
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,7 @@ def to_uint8(image: np.ndarray) -> tuple[np.ndarray, list[float]]:
     return np.clip((image - lo) * scale, 0, 255).astype(np.uint8), [lo, hi]
 
 
-class KafkaLiveSink:
+class KafkaLiveSink(ForwardingSink):
     """Publishes each preview to the live topic, then hands everything to ``inner``."""
 
     def __init__(self, config, inner=None, *, producer_config: dict | None = None):
@@ -56,15 +58,14 @@ class KafkaLiveSink:
         if self.inner is not None:
             self.inner.write_preview(scan_uid, slices, metadata)
 
-    def write_volume(self, scan_uid, volume, metadata):
-        self._producer.flush(10)
-        if self.inner is not None:
-            self.inner.write_volume(scan_uid, volume, metadata)
+
+    def complete_volume(self, scan_uid, store, metadata):
+        self._producer.flush(10)  # the last live slices land before the volume
+        super().complete_volume(scan_uid, store, metadata)
 
     def record_failure(self, scan_uid, reason, metadata):
         self._producer.flush(10)
-        if self.inner is not None:
-            self.inner.record_failure(scan_uid, reason, metadata)
+        super().record_failure(scan_uid, reason, metadata)
 
     def flush(self, timeout: float = 10.0) -> int:
         return self._producer.flush(timeout)

@@ -1,7 +1,16 @@
-"""Where a live reconstruction puts its results: the protocol and an in-memory sink."""
+"""Where a live reconstruction puts its results: the protocol and an in-memory sink.
+
+A volume is never handed over as one array. The stop path asks the sink
+where to write (``begin_volume`` → a path for a Zarr store), writes the
+store slab by slab, then hands the finished store back (``complete_volume``),
+which registers it (Tiled) or keeps it (memory).
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -14,25 +23,88 @@ class ReconstructionSink(Protocol):
     def write_preview(self, scan_uid: str, slices: dict[str, np.ndarray], metadata: dict) -> None:
         """Live slices by name (``axial``, ``vertical_x``, ``vertical_y``); replaces the previous ones."""
 
-    def write_volume(self, scan_uid: str, volume: np.ndarray, metadata: dict) -> None: ...
+    def volume_status(self, scan_uid: str) -> str | None:
+        """``"writing"``, ``"complete"``, ``"failed"`` or None when the scan has no volume yet."""
+
+    def begin_volume(self, scan_uid: str, metadata: dict) -> Path:
+        """Mark the volume as being written; return where its multiscale Zarr store goes."""
+
+    def complete_volume(self, scan_uid: str, store: Path, metadata: dict) -> None:
+        """Take the finished store: the volume is now complete."""
 
     def record_failure(self, scan_uid: str, reason: str, metadata: dict) -> None: ...
 
 
-class MemorySink:
-    """Keeps results in dictionaries: for in-process use, notebooks and tests."""
+class ForwardingSink:
+    """Base for sinks that add something (a figure, a Kafka topic) and pass everything on to ``inner``."""
 
-    def __init__(self):
+    inner = None
+
+    def write_preview(self, scan_uid, slices, metadata):
+        if self.inner is not None:
+            self.inner.write_preview(scan_uid, slices, metadata)
+
+    def volume_status(self, scan_uid):
+        return self.inner.volume_status(scan_uid) if self.inner is not None else None
+
+    def begin_volume(self, scan_uid, metadata):
+        if self.inner is None:
+            raise RuntimeError(f"{type(self).__name__} has no inner sink to write the volume of {scan_uid} into")
+        return self.inner.begin_volume(scan_uid, metadata)
+
+    def complete_volume(self, scan_uid, store, metadata):
+        if self.inner is not None:
+            self.inner.complete_volume(scan_uid, store, metadata)
+
+    def record_failure(self, scan_uid, reason, metadata):
+        if self.inner is not None:
+            self.inner.record_failure(scan_uid, reason, metadata)
+
+
+class MemorySink:
+    """Keeps results in dictionaries: for in-process use, notebooks and tests.
+
+    Stores are written under ``volume_dir`` (a temporary directory by
+    default); ``volumes[uid]`` holds level 0 read back into memory, so keep
+    this sink for volumes that fit in memory.
+    """
+
+    def __init__(self, volume_dir: str | Path | None = None):
         self.previews: dict[str, list[tuple[dict[str, np.ndarray], dict]]] = {}
         self.volumes: dict[str, tuple[np.ndarray, dict]] = {}
+        self.stores: dict[str, Path] = {}
         self.failures: dict[str, tuple[str, dict]] = {}
+        self._status: dict[str, str] = {}
+        self.volume_dir = Path(volume_dir) if volume_dir else Path(tempfile.mkdtemp(prefix="tomobluesky-volumes-"))
 
     def write_preview(self, scan_uid, slices, metadata):
         copies = {name: np.array(image) for name, image in slices.items()}
         self.previews.setdefault(scan_uid, []).append((copies, dict(metadata)))
 
-    def write_volume(self, scan_uid, volume, metadata):
-        self.volumes[scan_uid] = (np.asarray(volume), dict(metadata))
+    def volume_status(self, scan_uid):
+        return self._status.get(scan_uid)
+
+    def begin_volume(self, scan_uid, metadata):
+        path = self.volume_dir / f"{_plain_key(scan_uid)}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        self._status[scan_uid] = "writing"
+        return path
+
+    def complete_volume(self, scan_uid, store, metadata):
+        from ..store import read_level
+
+        self.stores[scan_uid] = Path(store)
+        self.volumes[scan_uid] = (read_level(store, 0), dict(metadata))
+        self._status[scan_uid] = "complete"
 
     def record_failure(self, scan_uid, reason, metadata):
         self.failures[scan_uid] = (reason, dict(metadata))
+        self._status.setdefault(scan_uid, "failed")
+        if self._status[scan_uid] != "complete":
+            self._status[scan_uid] = "failed"
+
+
+def _plain_key(scan_uid: str) -> str:
+    """A file name for ``scan_uid`` that cannot leave the volume directory (uids come from documents)."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(scan_uid))[:128]
+    return safe or "_"

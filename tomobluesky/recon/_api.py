@@ -36,7 +36,7 @@ def _check_centers(center, slices, columns):
 
 def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filter_name: str = "shepp",
                 backend: str = "numpy", pad=True, ncore: int | None = None, max_memory: float | None = None,
-                progress=None, eps: float = DEFAULT_EPS):
+                progress=None, eps: float = DEFAULT_EPS, batch_pairs: int = 8):
     """Reconstruct parallel-beam sinograms slice by slice.
 
     ``algorithm``: ``"nufft"`` (Fourier: FBP as a non-uniform FFT, fast),
@@ -47,6 +47,7 @@ def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filt
     against wraparound (True: 1.5×, a number: that factor, False: none).
     ``max_memory``: bytes of working memory to stay under; slabs of slices
     are sized for it. ``progress(done, total)`` is called per slab.
+    ``batch_pairs``: slice pairs per NUFFT call (the NUFFT's working memory grows with it).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
@@ -81,7 +82,7 @@ def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filt
         chunk = xp.asarray(host[start:stop])
         if algorithm == "nufft":
             image = nufft_fbp(chunk, theta, centers[start:stop], filter_name=filter_name, pad=pad, eps=eps,
-                              ncore=ncore, out=out[start:stop] if xp is np else None)
+                              ncore=ncore, batch_pairs=batch_pairs, out=out[start:stop] if xp is np else None)
         else:
             image = fbp(chunk, theta, centers[start:stop], filter_name=filter_name, pad=pad)
         if image is not out[start:stop]:

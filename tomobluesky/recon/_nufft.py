@@ -37,6 +37,32 @@ def make_plan(xp, n: int, n_trans: int, eps: float = DEFAULT_EPS, ncore: int | N
     return cufinufft.Plan(1, (n, n), n_trans=n_trans, eps=eps, isign=1, dtype="complex64")
 
 
+_PLAN_CACHE: dict = {}
+
+
+def cached_plan(xp, n, n_trans, eps, ncore, theta, length):
+    """A plan with its points set, kept for the next call with the same geometry.
+
+    The stop path calls the NUFFT once per slab with the same angles and
+    sizes; sorting the polar points (``setpts``) costs ~0.15 s at 1500 angles
+    × 2048 columns, which a scan in 100 slabs would otherwise pay 100 times.
+    One plan is kept (it holds the fine grid); ``clear_plan_cache`` frees it.
+    """
+    key = (xp.__name__, n, n_trans, eps, ncore, length, np.asarray(theta, dtype=np.float64).tobytes())
+    plan = _PLAN_CACHE.get(key)
+    if plan is None:
+        _PLAN_CACHE.clear()
+        plan = make_plan(xp, n, n_trans, eps, ncore)
+        plan.setpts(*polar_points(theta, length, xp))
+        _PLAN_CACHE[key] = plan
+    return plan
+
+
+def clear_plan_cache():
+    """Free the kept NUFFT plan (and its fine grid)."""
+    _PLAN_CACHE.clear()
+
+
 def polar_points(theta, length, xp=np):
     """NUFFT points (radians per pixel) of every FFT frequency of every angle,
     ordered (row, column) so that the NUFFT's first output axis is the image's rows."""
@@ -119,8 +145,7 @@ def nufft_fbp(sinograms, theta, centers, *, filter_name="shepp", pad=True, eps=D
         packed = packed_spectra(sinograms[start:stop], centers[start:stop], weights, length, ncore=ncore,
                                 shared=shared)
         if plan_trans != packed.shape[0]:
-            plan, plan_trans = make_plan(xp, n, packed.shape[0], eps, ncore), packed.shape[0]
-            plan.setpts(*polar_points(theta, length, xp))
+            plan, plan_trans = cached_plan(xp, n, packed.shape[0], eps, ncore, theta, length), packed.shape[0]
         images = plan.execute(packed).reshape(-1, n, n)
         out[start:stop:2] = images.real
         out[start + 1:stop:2] = images.imag[: (stop - start) // 2]
@@ -129,4 +154,4 @@ def nufft_fbp(sinograms, theta, centers, *, filter_name="shepp", pad=True, eps=D
     return out
 
 
-__all__ = ["make_plan", "nufft_fbp", "packed_spectra", "polar_points"]
+__all__ = ["cached_plan", "clear_plan_cache", "make_plan", "nufft_fbp", "packed_spectra", "polar_points"]

@@ -68,8 +68,12 @@ def test_start_document_settings_override_the_worker(RE, tmp_path):
 def test_plain_function_replays_recorded_documents(RE, documents, tmp_path):
     source = PhantomSource(n_slices=2, n_columns=32, noise=False)
     RE(tomo_scan(*make_sim_beamline(source, tmp_path), num_projections=40, num_darks=1, num_flats=1))
-    results = reconstruct_documents(documents)
-    assert len(results) == 1 and results[0]["volume"].shape == (2, 32, 32)
+    sink = MemorySink()
+    results = reconstruct_documents(documents, sink)
+    assert len(results) == 1 and results[0]["volume_shape"] == [2, 32, 32]
+    (uid, (volume, meta)), = sink.volumes.items()
+    assert volume.shape == (2, 32, 32) and results[0]["store"] == str(sink.stores[uid])
+    assert meta["status"] == "complete" and meta["center"] == results[0]["center"]
 
 
 def test_missing_detector_file_is_recorded_as_a_failure_and_the_scan_survives(RE, documents, tmp_path):

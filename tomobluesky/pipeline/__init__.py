@@ -1,0 +1,14 @@
+"""The stop path: a scan on disk to a multiscale volume, slab by slab, within a memory budget.
+
+``reconstruct_scan(scan, settings, output)`` is the one function every route
+calls (in-process, the Kafka worker, a re-reconstruction of a file).
+"""
+
+from ._plan import SlabPlan, plan_slabs
+from ._resources import bytes_read, current_rss_bytes, peak_rss_mb, process_peak_rss_mb
+from ._scan import DXCHANGE, FrameReadError, FrameRun, HDF5Scan, runs_from_indices
+from ._stop import DEFAULT_BUDGET, center_rows, read_sinograms, reconstruct_scan
+
+__all__ = ["DEFAULT_BUDGET", "DXCHANGE", "FrameReadError", "FrameRun", "HDF5Scan", "SlabPlan", "bytes_read",
+           "center_rows", "current_rss_bytes", "peak_rss_mb", "plan_slabs", "process_peak_rss_mb", "read_sinograms", "reconstruct_scan",
+           "runs_from_indices"]

@@ -1,0 +1,213 @@
+"""The stop path: a scan's detector file in, a multiscale Zarr volume out, slab by slab.
+
+One plain function, :func:`reconstruct_scan`, serves every route: the
+in-process live reconstruction, the Kafka worker and a re-reconstruction of
+a file. It never holds the scan: each slab of detector rows is read,
+normalised, reconstructed and written before the next but one is read
+(tomocupy's conveyor: the next slab is read and the last one written while
+this one computes), so its memory follows the budget, not the scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .. import recon
+from ..schema import ReconSettings
+from ._plan import SlabPlan, plan_slabs
+from ._resources import current_rss_bytes, peak_rss_mb
+from ._scan import DARKS, FLATS, PROJECTIONS, HDF5Scan
+
+log = logging.getLogger(__name__)
+
+#: the stop path's default memory budget (peak resident memory of the process)
+DEFAULT_BUDGET = 2e9
+#: detector rows the centre finder looks at
+CENTER_ROWS = 5
+
+
+class _Timer(dict):
+    """Seconds per stage, summed over slabs (stages overlap, so they may add up to more than the wall time)."""
+
+    def add(self, stage, since):
+        now = time.perf_counter()
+        self[stage] = self.get(stage, 0.0) + now - since
+        return now
+
+
+def flat_dark(scan: HDF5Scan, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Median dark and dark-subtracted beam of detector ``rows`` (as ``recon.normalize`` takes them)."""
+    darks = scan.read_rows(DARKS, rows).astype(np.float32, copy=False)
+    flats = scan.read_rows(FLATS, rows).astype(np.float32, copy=False)
+    dark = np.median(darks, axis=0)
+    beam = np.median(flats, axis=0) - dark
+    if not (beam > 0).any():
+        raise ValueError(f"flats are not brighter than darks anywhere in detector rows {rows}: no beam in the flats")
+    return dark, np.where(beam > 0, beam, np.float32(np.inf)).astype(np.float32)
+
+
+def read_sinograms(scan: HDF5Scan, rows, *, frame_block: int = 32) -> np.ndarray:
+    """−log of the normalised projections of detector ``rows`` as sinograms (rows, angles, columns) float32.
+
+    Equal to ``minus_log(normalize(projections, flats, darks))`` restricted to
+    those rows: the same medians, the same floor, the same order of operations.
+    """
+    dark, beam = flat_dark(scan, rows)
+    height = dark.shape[0]
+    out = np.empty((height, scan.num_projections, scan.detector_shape[1]), dtype=np.float32)
+    for first, block in scan.iter_rows(PROJECTIONS, rows, frame_block=frame_block):
+        block = block.astype(np.float32)  # a copy: normalised in place below
+        np.subtract(block, dark, out=block)
+        np.divide(block, beam, out=block)
+        recon.minus_log(block, out=block)
+        if not np.isfinite(block).all():
+            raise ValueError(f"projections {first}..{first + len(block)} contain NaN or infinite values")
+        out[:, first:first + len(block), :] = block.transpose(1, 0, 2)
+    return out
+
+
+def center_rows(rows: int, count: int = CENTER_ROWS) -> list[int]:
+    """A few detector rows spread over the middle of the detector (the ends often see only the holder)."""
+    if rows <= count:
+        return list(range(rows))
+    return sorted(set(np.linspace(0.2 * (rows - 1), 0.8 * (rows - 1), count).round().astype(int).tolist()))
+
+
+def find_scan_center(scan: HDF5Scan, settings: ReconSettings) -> tuple[float, dict]:
+    """The axis from a few rows, or the one the settings give."""
+    if settings.center is not None:
+        return float(settings.center), {"center_method": "given", "center_confidence": 1.0}
+    rows = center_rows(scan.detector_shape[0])
+    sinograms = read_sinograms(scan, rows)
+    found = recon.find_center(sinograms, np.radians(scan.theta_deg), method=settings.center_method)
+    return float(found.center), {"center_method": found.method, "center_confidence": float(found.confidence),
+                                 "center_rows": rows}
+
+
+def _pipeline_multiple(shape, min_size) -> int:
+    """Slab heights keep NUFFT slice pairs and the pyramid's 2× blocks whole."""
+    from ..store import level_shapes
+
+    return math.lcm(2, 2 ** (len(level_shapes(shape, min_size)) - 1))
+
+
+def _chunk_depth(slab_rows: int, deepest: int) -> int:
+    """The deepest power-of-two chunk (≤ ``deepest``) that slab boundaries never cut:
+    a slab that wrote part of a chunk would make the next one read and rewrite it."""
+    depth = slab_rows & -slab_rows  # the largest power of two dividing slab_rows
+    return max(1, min(depth, deepest))
+
+
+def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str | Path, *,
+                     memory_budget: float = DEFAULT_BUDGET, pixel_size: float | None = None,
+                     attributes: dict | None = None, progress=None, writer_options: dict | None = None) -> dict:
+    """Reconstruct ``scan`` into a multiscale Zarr store at ``output``; return what it did.
+
+    ``memory_budget``: bytes of resident memory the process may reach (what
+    it already uses counts against it); slabs are sized to fit.
+    ``progress(rows_done, rows_total)`` is called after every slab.
+    The returned dict has the centre, the slab plan, per-stage timings,
+    ``read_amplification`` (bytes read from the file / bytes of the scan) and
+    ``peak_rss_mb``.
+    """
+    from ..recon._nufft import clear_plan_cache
+    from ..store import DEFAULT_CHUNKS, MultiscaleWriter
+
+    _import_engines()  # before the budget is measured: the libraries' own memory is not the slabs'
+    settings = settings or ReconSettings()
+    t_start = time.perf_counter()
+    timer = _Timer()
+    rows, columns = scan.detector_shape
+    theta = np.radians(scan.theta_deg)
+    if scan.num_projections < 2:
+        raise ValueError(f"scan has {scan.num_projections} projections; a reconstruction needs at least 2")
+    read_before = scan.bytes_read
+    t = time.perf_counter()
+    center, center_info = find_scan_center(scan, settings)
+    t = timer.add("center", t)
+    shape = (rows, columns, columns)
+    options = {**(writer_options or {})}
+    available = memory_budget - current_rss_bytes()
+    plan = plan_slabs(rows, scan.num_projections, columns, budget_bytes=max(available, 0),
+                      multiple=_pipeline_multiple(shape, options.get("min_size", 256)),
+                      flats_darks=_frame_count(scan), ring_removal=settings.ring_removal,
+                      itemsize=scan.dtype.itemsize)
+    chunks = options.pop("chunks", DEFAULT_CHUNKS)
+    chunks = (_chunk_depth(plan.slab_rows, chunks[0]), *chunks[1:])
+    writer = MultiscaleWriter(output, shape, pixel_size=pixel_size, attributes=attributes, chunks=chunks, **options)
+    log.info("stop path: %s rows × %s angles × %s columns in %r", rows, scan.num_projections, columns, plan)
+    try:
+        _run_slabs(scan, settings, writer, plan, theta, center, timer, progress)
+    finally:
+        clear_plan_cache()
+    info = {
+        "center": center, **center_info,
+        "volume_shape": [rows, columns, columns],
+        "levels": [list(s) for s in writer.levels],
+        "chunks": list(writer.chunks), "slab_rows": plan.slab_rows, "slabs": len(plan.slabs), "overlap": plan.overlap,
+        "memory_budget_mb": round(memory_budget / 1e6), "plan_estimate_mb": round(plan.estimate_bytes / 1e6),
+        "read_amplification": round((scan.bytes_read - read_before) / max(scan.raw_bytes, 1), 3),
+        "timings": {**{k: round(v, 4) for k, v in timer.items()},
+                    "total": round(time.perf_counter() - t_start, 4)},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    return info
+
+
+def _import_engines():
+    import finufft  # noqa: F401
+    import scipy.fft  # noqa: F401
+    import zarr  # noqa: F401
+
+
+def _frame_count(scan):
+    return sum(len(r) for kind in (FLATS, DARKS) for r in getattr(scan, kind))
+
+
+def _run_slabs(scan, settings, writer, plan: SlabPlan, theta, center, timer, progress):
+    """Read → (rings) → reconstruct → write, with reading and writing beside the compute when the plan allows."""
+
+    def load(slab):
+        t0 = time.perf_counter()
+        sinograms = read_sinograms(scan, slice(*slab), frame_block=plan.frame_block)
+        if settings.ring_removal:
+            sinograms = recon.remove_rings(sinograms)
+        timer.add("read", t0)
+        return sinograms
+
+    def write(r0, volume):
+        t0 = time.perf_counter()
+        writer.write_slab(r0, volume)
+        timer.add("write", t0)
+
+    workers = 1 if plan.overlap else 0
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writing:
+        pending_read = reader.submit(load, plan.slabs[0]) if workers else None
+        pending_write = None
+        for i, slab in enumerate(plan.slabs):
+            sinograms = pending_read.result() if workers else load(slab)
+            if workers and i + 1 < len(plan.slabs):
+                pending_read = reader.submit(load, plan.slabs[i + 1])
+            t0 = time.perf_counter()
+            volume = recon.reconstruct(sinograms, theta, center, algorithm=settings.algorithm,
+                                       filter_name=settings.filter_name, backend=settings.backend,
+                                       batch_pairs=plan.batch_pairs)
+            del sinograms
+            timer.add("reconstruct", t0)
+            if pending_write is not None:
+                pending_write.result()  # one slab being written at a time bounds the memory
+            if workers:
+                pending_write = writing.submit(write, slab[0], volume)
+            else:
+                write(slab[0], volume)
+            del volume
+            if progress:
+                progress(slab[1], scan.detector_shape[0])
+        if pending_write is not None:
+            pending_write.result()
