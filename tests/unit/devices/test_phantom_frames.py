@@ -66,6 +66,9 @@ def test_running_integral_is_closed_form_ellipse_areas_and_projections():
     np.testing.assert_allclose(slope, point, atol=2e-3)
     # the grid path and the elementwise path agree
     np.testing.assert_allclose(cumulative_projection(grid[None, ::7], theta, n)[0], running[::7], atol=1e-9)
+    # the identity the simulator rests on: a row scaled by s has running integral s² C(u / s)
+    np.testing.assert_allclose(cumulative_projection(grid, theta, n, scale=0.7),
+                               0.49 * cumulative_projection(grid / 0.7, theta, n), rtol=1e-12, atol=1e-9)
 
 
 def test_counting_noise_has_mean_and_variance_of_the_counts():
