@@ -158,6 +158,11 @@ class TiledServer:
         return TiledSink(self.client(**kwargs), volume_dir=self.layout.volumes)
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (for measuring its memory)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
