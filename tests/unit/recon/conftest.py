@@ -1,20 +1,16 @@
 """Shared inputs for the reconstruction tests: a small phantom and the tooth scan.
 
-The tooth scan (/work/shared/data/tooth.h5, override with TOMOBLUESKY_TOOTH)
-comes from the tomopy project (APS, BSD-3-Clause, Copyright (c) 2013-2019
-UChicago Argonne LLC).
+The tooth scan (shared/data/tooth.h5 beside the checkout, override with
+TOMOBLUESKY_TOOTH) is located by the ``tooth_path`` fixture of
+tests/conftest.py, which fails when it is missing. It comes from the tomopy
+project (APS, BSD-3-Clause, Copyright (c) 2013-2019 UChicago Argonne LLC).
 """
-
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tomobluesky import recon
 from tomobluesky.recon.testing import project_shepp_logan
-
-TOOTH = Path(os.environ.get("TOMOBLUESKY_TOOTH", "/work/shared/data/tooth.h5"))
 
 N = 128
 ANGLES = 200
@@ -38,13 +34,11 @@ def sinograms(theta):
 
 
 @pytest.fixture(scope="session")
-def tooth():
+def tooth(tooth_path):
     """(sinograms (2, 181, 640), theta in radians) of the tooth, normalised and −log'd."""
-    if not TOOTH.exists():
-        pytest.skip(f"tooth scan not found at {TOOTH}")
     import h5py
 
-    with h5py.File(TOOTH, "r") as f:
+    with h5py.File(tooth_path, "r") as f:
         data = f["/exchange/data"][...]
         flats = f["/exchange/data_white"][...]
         darks = f["/exchange/data_dark"][...]
