@@ -28,6 +28,7 @@ class SlabPlan:
     overlap: bool  # read the next slab and write the last one while this one computes
     estimate_bytes: int  # working memory the plan expects at its peak
     slabs: tuple[tuple[int, int], ...]
+    fits: bool = True  # False: even the smallest slab exceeds the budget
 
     def __repr__(self):
         return (f"SlabPlan({len(self.slabs)} slabs of {self.slab_rows} rows, {self.batch_pairs} pairs per NUFFT, "
@@ -69,11 +70,12 @@ def plan_slabs(rows: int, angles: int, columns: int, *, budget_bytes: float, mul
         height = int((budget - fixed) // per_row) // multiple * multiple
         if height >= multiple:
             break
+    fits = height >= multiple
     height = max(multiple, min(height, _round_up(rows, multiple)))
     slabs = tuple((r0, min(r0 + height, rows)) for r0 in range(0, rows, height))
     estimate = int(fixed + height * _per_row(angles, columns, flats_darks, ring_removal, 2 if overlap else 1,
                                              itemsize))
-    return SlabPlan(height, pairs, FRAME_BLOCK, overlap, estimate, slabs)
+    return SlabPlan(height, pairs, FRAME_BLOCK, overlap, estimate, slabs, fits)
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -29,9 +29,10 @@ def current_rss_bytes() -> int:
 
 
 def bytes_read() -> int:
-    """Bytes this process has read through read() calls (page cache included), or -1 if unknown."""
+    """Bytes the calling thread has read through read() calls (page cache included), or -1 if unknown.
+    Per thread: the stop path's writer thread reads too (Zarr chunks) while the reader thread works."""
     try:
-        with open("/proc/self/io") as f:
+        with open("/proc/thread-self/io") as f:
             for line in f:
                 if line.startswith("rchar:"):
                     return int(line.split()[1])

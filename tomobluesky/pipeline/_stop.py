@@ -133,12 +133,8 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     t = timer.add("center", t)
     shape = (rows, columns, columns)
     options = {**(writer_options or {})}
-    available = memory_budget - current_rss_bytes()
-    plan = plan_slabs(rows, scan.num_projections, columns, budget_bytes=max(available, 0),
-                      multiple=_pipeline_multiple(shape, options.get("min_size", 256)),
-                      flats_darks=_frame_count(scan), ring_removal=settings.ring_removal,
-                      itemsize=scan.dtype.itemsize)
-    chunks = options.pop("chunks", DEFAULT_CHUNKS)
+    chunks = tuple(options.pop("chunks", DEFAULT_CHUNKS))
+    plan = _plan(scan, settings, shape, memory_budget, options.get("min_size", 256), chunks[0])
     chunks = (_chunk_depth(plan.slab_rows, chunks[0]), *chunks[1:])
     writer = MultiscaleWriter(output, shape, pixel_size=pixel_size, attributes=attributes, chunks=chunks, **options)
     log.info("stop path: %s rows × %s angles × %s columns in %r", rows, scan.num_projections, columns, plan)
@@ -158,6 +154,20 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     return info
+
+
+def _plan(scan, settings, shape, memory_budget, min_size, chunk_depth) -> SlabPlan:
+    """Slabs that fit the budget; whole level-0 chunks deep when the budget allows (a slab that ends inside
+    a chunk makes the next one read and rewrite it, and shallow chunks make many small files)."""
+    available = max(memory_budget - current_rss_bytes(), 0)
+    base = _pipeline_multiple(shape, min_size)
+    kwargs = dict(budget_bytes=available, flats_darks=_frame_count(scan), ring_removal=settings.ring_removal,
+                  itemsize=scan.dtype.itemsize)
+    rows, angles, columns = shape[0], scan.num_projections, shape[2]
+    deep = plan_slabs(rows, angles, columns, multiple=math.lcm(base, chunk_depth), **kwargs)
+    if deep.fits:
+        return deep
+    return plan_slabs(rows, angles, columns, multiple=base, **kwargs)
 
 
 def _import_engines():
