@@ -44,4 +44,4 @@ else:
         (from another thread, e.g. a second IPython cell with RE running in the background)."""
         if not _live_runs or _live_runs[-1].slices is None:
             raise RuntimeError("no scan with live slices yet")
-        _live_runs[-1].slices.set_row(row)
+        _live_runs[-1].set_live_row(row)

@@ -27,7 +27,7 @@ def test_phantom_scan_lands_in_tiled_raw_and_processed(tiled_server, tiled_clien
     source = PhantomSource(n_slices=4, n_columns=64, axis_offset=4.0)
     RE = RunEngine({})
     RE.subscribe(raw_run_writer(tiled_client))
-    RE.subscribe(live_reconstruction_router(TiledSink(tiled_client)))
+    RE.subscribe(live_reconstruction_router(TiledSink(tiled_client, volume_dir=tiled_server.layout.volumes)))
     uid, = RE(tomo_scan(*make_sim_beamline(source, tiled_server.layout.detector), num_projections=90,
                         num_darks=3, num_flats=3))
     reader = from_uri(tiled_server.uri, api_key=tiled_server.api_key)
@@ -75,7 +75,12 @@ def test_demo_on_the_tooth_then_serve_again(tmp_path):
     assert abs(summary["center"] - 295) <= 1.5
     assert summary["volume_shape"] == [2, 640, 640]
     assert summary["preview_updates"] >= 10
-    assert set(summary["timings"]) == {"acquisition", "reconstruction", "registration"}
+    assert set(summary["timings"]) == {"acquisition", "reconstruction", "registration", "stop_to_volume"}
+    # the cost of the stop: from the stop document to a complete volume, and the process's peak memory
+    assert 0 < summary["stop_to_volume_s"] == summary["timings"]["stop_to_volume"] < 60
+    assert summary["timings"]["reconstruction"] <= summary["stop_to_volume_s"]
+    assert 100 < summary["peak_rss_mb"] < 2000 and summary["peak_rss_mb_by_process"]["tiled"] > 50
+    assert summary["levels"] == [[2, 640, 640], [1, 320, 320], [1, 160, 160]]
     assert os.path.getsize(summary["png"]) > 10_000
     # the server is gone after the demo
     with pytest.raises(httpx.HTTPError):

@@ -44,8 +44,8 @@ def test_scan_through_kafka_equals_the_in_process_result(kafka_config, tiled_ser
         uid, = RE(tomo_scan(*make_sim_beamline(_phantom(), tiled_server.layout.detector), num_projections=90,
                             num_darks=2, num_flats=2))
         assert publisher.flush(30) == 0
-    for worker in (run_catalog_worker, run_reconstruction_worker):
-        worker(kafka_config, client, once=True)
+    run_catalog_worker(kafka_config, client, once=True)
+    run_reconstruction_worker(kafka_config, client, once=True, volume_dir=tiled_server.layout.volumes)
     node = client[PROCESSED][uid]
     assert node.metadata["status"] == "complete"
     expected, meta = memory.volumes[uid]
@@ -69,7 +69,7 @@ def processes():
 def _worker_process(kind, kafka_config, tiled_server, *extra, processes=None):
     cmd = [sys.executable, "-m", "tomobluesky.workers", kind, "--bootstrap", kafka_config.bootstrap,
            "--beamline", kafka_config.beamline, "--tiled-uri", tiled_server.uri, "--api-key", tiled_server.api_key,
-           *extra]
+           *(["--volume-dir", str(tiled_server.layout.volumes)] if kind == "reconstruction" else []), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if processes is not None:
         processes.append(proc)

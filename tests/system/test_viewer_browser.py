@@ -56,7 +56,8 @@ def test_live_slices_change_during_the_scan_then_the_volume_shows(tiled_server, 
     RE = RunEngine({}, context_managers=[])  # runs in a thread: no SIGINT handler
     RE.subscribe(lambda name, doc: started.append(doc["uid"]) if name == "start" else None)
     RE.subscribe(raw_run_writer(client))
-    RE.subscribe(live_reconstruction_router(TiledSink(client), ReconSettings(preview_every=5)))
+    RE.subscribe(live_reconstruction_router(TiledSink(client, volume_dir=tiled_server.layout.volumes),
+                                            ReconSettings(preview_every=5)))
     scan = threading.Thread(target=RE, args=(tomo_scan(*beamline, num_projections=120, num_darks=2,
                                                        num_flats=2),))
     scan.start()
@@ -105,7 +106,8 @@ def test_viewer_api_lists_scans_and_names_problems(tiled_server):
     client = tiled_server.client()
     RE = RunEngine({})
     RE.subscribe(raw_run_writer(client))
-    RE.subscribe(live_reconstruction_router(TiledSink(client), ReconSettings(preview_every=2)))
+    RE.subscribe(live_reconstruction_router(TiledSink(client, volume_dir=tiled_server.layout.volumes),
+                                            ReconSettings(preview_every=2)))
     uid, = RE(tomo_scan(*make_sim_beamline(PhantomSource(n_slices=2, n_columns=16, noise=False),
                                            tiled_server.layout.detector), num_projections=4, num_darks=1, num_flats=1))
     http = TestClient(create_app(client))
