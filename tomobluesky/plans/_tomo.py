@@ -73,7 +73,7 @@ def _check_source_range(camera, angles):
 def _tomography(scan_type, camera, rotation, shutter, sample, projections, *, num_projections, start,
                 angular_range, num_darks, num_flats, recon, md, **extra_args):
     """Validate, describe, then darks → flats → ``projections(angles)`` → shutter closed,
-    inside one staged run. The scan types differ only in how projections are taken."""
+    in one run that stages the camera. The scan types differ only in how projections are taken."""
     angles = scan_angles(start, num_projections, angular_range)
     _check_counts(num_darks, num_flats)
     _check_source_range(camera, angles)
@@ -81,8 +81,11 @@ def _tomography(scan_type, camera, rotation, shutter, sample, projections, *, nu
                      num_darks=num_darks, num_flats=num_flats, **extra_args)
     meta = _start_metadata(scan_type, camera, rotation, angles, num_darks, num_flats, plan_args, recon, md)
 
-    @bpp.stage_decorator([camera])
+    # staged inside the run: unstage closes the detector file before the stop document, so whoever
+    # reconstructs at the stop reads a finished file (and, in this process, reads only the rows it asks for:
+    # HDF5 caches whole chunks of a file open for SWMR writing)
     @bpp.run_decorator(md=meta)
+    @bpp.stage_decorator([camera])
     def inner():
         yield from take_darks(camera, rotation, shutter, num_darks)
         yield from take_flats(camera, rotation, shutter, sample, num_flats)

@@ -1,0 +1,189 @@
+"""Real-size scans through the whole in-process pipeline: acquisition → live slices → stop path → Tiled.
+
+Each case runs in its own process (so its peak memory is its own) against its
+own `tiled serve` process:
+
+    S   the tooth (181 × 2 × 640, float32), replayed
+    M   1440 projections × 128 rows × 1280 columns, float32 (0.94 GB)
+    L   1500 × 512 × 2048, uint16 (3.1 GB)
+    XL  3000 × 1024 × 2048, uint16 (12.6 GB raw; a 17 GB float32 volume)
+
+The phantom cases are fly scans of the closed-form Shepp-Logan phantom with
+the axis 21.25 px off the middle. For each case it reports acquisition
+frames/s, the time from the stop document to a volume marked complete in
+Tiled, the peak RSS of the scan process and of the Tiled server, the stop
+path's read amplification, and reads one slice of every pyramid level back
+over HTTP. For M it also runs the same stop path with tomopy's gridrec
+when tomopy is importable.
+
+    python benchmarks/scale.py                 # S M L
+    python benchmarks/scale.py S M L XL --json # everything (XL needs ~35 GB of disk and ~15 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = {  # name: (projections, rows, columns, dtype)
+    "S": (None, None, None, "float32"),
+    "M": (1440, 128, 1280, "float32"),
+    "L": (1500, 512, 2048, "uint16"),
+    "XL": (3000, 1024, 2048, "uint16"),
+}
+AXIS_OFFSET = 21.25
+
+
+def _source(case):
+    from tomobluesky.devices import PhantomSource, ReplaySource
+
+    if case == "S":
+        return ReplaySource(), 181
+    projections, rows, columns, _ = CASES[case]
+    return PhantomSource(n_slices=rows, n_columns=columns, axis_offset=AXIS_OFFSET, seed=1), projections
+
+
+def _read_levels(server, uid) -> dict:
+    """One middle slice of every level, over HTTP, through a fresh client (as an analyst reads)."""
+    from tiled.client import from_uri
+
+    node = from_uri(server.uri, api_key=server.api_key)["processed"][uid]
+    times = []
+    for key in sorted(node, key=int):
+        t = time.perf_counter()
+        level = node[key]
+        image = level[level.shape[0] // 2]
+        times.append(round(time.perf_counter() - t, 3))
+        assert image.shape == tuple(level.shape[1:]) and float(abs(image).max()) > 0, f"level {key} is empty"
+    return {"status": node.metadata["status"], "levels": node.metadata["levels"], "level_read_s": times}
+
+
+def run_case(case: str, data_dir: Path, budget_gb: float) -> dict:
+    """One case, in this process."""
+    from bluesky import RunEngine
+
+    from tomobluesky.catalog import TiledServer, raw_run_writer
+    from tomobluesky.devices import make_sim_beamline
+    from tomobluesky.live import live_reconstruction_router
+    from tomobluesky.pipeline import peak_rss_mb, process_peak_rss_mb
+    from tomobluesky.plans import tomo_fly_scan, tomo_scan
+
+    source, projections = _source(case)
+    dtype = CASES[case][3]
+    with TiledServer(data_dir) as server:
+        RE = RunEngine({})
+        runs, marks = [], {}
+        RE.subscribe(lambda name, doc: marks.setdefault("stop", time.perf_counter()), "stop")
+        RE.subscribe(raw_run_writer(server.client(), server.layout.backup, batch_size=50))
+        RE.subscribe(live_reconstruction_router(server.sink(), on_start=runs.append, memory_budget=budget_gb * 1e9))
+        devices = make_sim_beamline(source, server.layout.detector, dtype=dtype)
+        plan = tomo_scan(*devices, num_projections=projections) if case == "S" else \
+            tomo_fly_scan(*devices, num_projections=projections, velocity=1e6)
+        t0 = time.perf_counter()
+        uid, = RE(plan)
+        t_done = time.perf_counter()
+        result = runs[0].result
+        if not result or "error" in result:
+            raise RuntimeError(f"case {case}: reconstruction failed: {result}")
+        frames = projections + 20
+        shape = devices[0].frame_shape
+        out = {
+            "case": case, "scan": f"{projections} × {shape[0]} × {shape[1]} {dtype}",
+            "raw_gb": round(frames * shape[0] * shape[1] * (2 if dtype == "uint16" else 4) / 1e9, 2),
+            "acquisition_frames_per_s": round(frames / (marks["stop"] - t0), 1),
+            "stop_to_volume_s": round(t_done - marks["stop"], 2),
+            "center": round(result["center"], 2),
+            "true_center": getattr(source, "center", None),
+            "read_amplification": result["read_amplification"],
+            "slabs": result["slabs"], "slab_rows": result["slab_rows"], "chunks": result["chunks"],
+            "stop_path_s": result["timings"],
+            **_read_levels(server, uid),
+        }
+        if case == "M":
+            out["gridrec"] = _gridrec_beside(runs[0], budget_gb, server.layout.root / "gridrec.zarr")
+        out["peak_rss_mb"] = {"scan process": round(peak_rss_mb(), 1),
+                              "tiled server": round(process_peak_rss_mb(server.pid) or 0, 1)}
+    return out
+
+
+def _gridrec_beside(run, budget_gb, output) -> dict:
+    """The same stop path with tomopy's gridrec instead of our NUFFT, when tomopy is importable."""
+    try:
+        import tomopy  # noqa: F401
+    except ImportError:
+        return {"skipped": "tomopy is not importable here (it is not on PyPI; see docs/recon.md)"}
+    from tomobluesky.pipeline import reconstruct_scan
+
+    settings = run.settings.model_copy(update={"algorithm": "gridrec", "backend": "tomopy",
+                                               "center": run.result["center"]})
+    t = time.perf_counter()
+    with run.documents.scan() as scan:
+        info = reconstruct_scan(scan, settings, output, memory_budget=budget_gb * 1e9)
+    return {"stop_path_s": round(time.perf_counter() - t, 2), "timings": info["timings"]}
+
+
+def _child(case, budget_gb, keep) -> dict:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"tomobluesky-scale-{case}-"))
+    cmd = [sys.executable, __file__, "--one", case, "--data-dir", str(data_dir), "--memory-budget", str(budget_gb)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            return {"case": case, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _table(results) -> str:
+    lines = ["| case | scan | raw GB | acquisition frames/s | stop → volume complete (s) | peak RSS scan / Tiled (MB) "
+             "| read amplification | slabs × rows | centre (true) |", "|" + "---|" * 9]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['case']} | failed: {r['error']} |" + " |" * 7)
+            continue
+        rss = r["peak_rss_mb"]
+        lines.append(f"| {r['case']} | {r['scan']} | {r['raw_gb']} | {r['acquisition_frames_per_s']} | "
+                     f"{r['stop_to_volume_s']} | {rss['scan process']:.0f} / {rss['tiled server']:.0f} | "
+                     f"{r['read_amplification']} | {r['slabs']} × {r['slab_rows']} | {r['center']} "
+                     f"({r['true_center'] if r['true_center'] is not None else '295.75 published'}) |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cases", nargs="*", help=f"cases to run, of {' '.join(CASES)} (default: S M L)")
+    p.add_argument("--memory-budget", type=float, default=2.0, metavar="GB", help="stop path budget (default 2)")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--keep", action="store_true", help="keep each case's data directory")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        p.error(f"unknown cases {sorted(unknown)}; choose from {' '.join(CASES)}")
+    if args.one:
+        print(json.dumps(run_case(args.one, Path(args.data_dir), args.memory_budget)))
+        return 0
+    results = []
+    for case in args.cases or ["S", "M", "L"]:
+        results.append(_child(case, args.memory_budget, args.keep))
+        print(json.dumps(results[-1]) if args.json else f"{case} done", file=sys.stdout if args.json else sys.stderr,
+              flush=True)
+    if not args.json:
+        print(_table(results))
+        for r in results:
+            if "stop_path_s" in r:
+                print(f"{r['case']}: stop path stages (s) {r['stop_path_s']}; level reads (s) {r['level_read_s']}"
+                      + (f"; gridrec {r['gridrec']}" if "gridrec" in r else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
