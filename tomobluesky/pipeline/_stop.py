@@ -79,12 +79,15 @@ def center_rows(rows: int, count: int = CENTER_ROWS) -> list[int]:
     return sorted(set(np.linspace(0.2 * (rows - 1), 0.8 * (rows - 1), count).round().astype(int).tolist()))
 
 
-def find_scan_center(scan: HDF5Scan, settings: ReconSettings) -> tuple[float, dict]:
-    """The axis from a few rows, or the one the settings give."""
+def find_scan_center(scan: HDF5Scan, settings: ReconSettings, seen: dict | None = None) -> tuple[float, dict]:
+    """The axis from a few rows, or the one the settings give. The sinograms read go into
+    ``seen`` (keyed by their rows), for a slab of the same rows to reuse (a scan of a few rows)."""
     if settings.center is not None:
         return float(settings.center), {"center_method": "given", "center_confidence": 1.0}
     rows = center_rows(scan.detector_shape[0])
     sinograms = read_sinograms(scan, rows)
+    if seen is not None and rows == list(range(rows[0], rows[-1] + 1)):
+        seen[(rows[0], rows[-1] + 1)] = sinograms
     found = recon.find_center(sinograms, np.radians(scan.theta_deg), method=settings.center_method)
     return float(found.center), {"center_method": found.method, "center_confidence": float(found.confidence),
                                  "center_rows": rows}
@@ -129,7 +132,8 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
         raise ValueError(f"scan has {scan.num_projections} projections; a reconstruction needs at least 2")
     read_before = scan.bytes_read
     t = time.perf_counter()
-    center, center_info = find_scan_center(scan, settings)
+    seen = {}
+    center, center_info = find_scan_center(scan, settings, seen)
     t = timer.add("center", t)
     shape = (rows, columns, columns)
     options = {**(writer_options or {})}
@@ -139,7 +143,7 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     writer = MultiscaleWriter(output, shape, pixel_size=pixel_size, attributes=attributes, chunks=chunks, **options)
     log.info("stop path: %s rows × %s angles × %s columns in %r", rows, scan.num_projections, columns, plan)
     try:
-        _run_slabs(scan, settings, writer, plan, theta, center, timer, progress)
+        _run_slabs(scan, settings, writer, plan, theta, center, timer, progress, seen)
     finally:
         clear_plan_cache()
     info = {
@@ -180,12 +184,15 @@ def _frame_count(scan):
     return sum(len(r) for kind in (FLATS, DARKS) for r in getattr(scan, kind))
 
 
-def _run_slabs(scan, settings, writer, plan: SlabPlan, theta, center, timer, progress):
-    """Read → (rings) → reconstruct → write, with reading and writing beside the compute when the plan allows."""
+def _run_slabs(scan, settings, writer, plan: SlabPlan, theta, center, timer, progress, seen=None):
+    """Read → (rings) → reconstruct → write, with reading and writing beside the compute when the plan allows.
+    ``seen``: sinograms already read, by (first row, end row)."""
 
     def load(slab):
         t0 = time.perf_counter()
-        sinograms = read_sinograms(scan, slice(*slab), frame_block=plan.frame_block)
+        sinograms = (seen or {}).pop(tuple(slab), None)
+        if sinograms is None:
+            sinograms = read_sinograms(scan, slice(*slab), frame_block=plan.frame_block)
         if settings.ring_removal:
             sinograms = recon.remove_rings(sinograms)
         timer.add("read", t0)

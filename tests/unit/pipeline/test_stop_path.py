@@ -123,7 +123,8 @@ def test_slab_plans_follow_the_budget_not_the_scan():
     doubled = plan_slabs(1024, 1500, 2048, budget_bytes=1.5e9, multiple=8)
     assert doubled.slab_rows == small.slab_rows and len(doubled.slabs) == 2 * len(small.slabs)
     tiny = plan_slabs(64, 1500, 2048, budget_bytes=1e6, multiple=4)
-    assert tiny.slab_rows == 4 and not tiny.overlap and tiny.batch_pairs == 1
+    assert tiny.slab_rows == 4 and not tiny.overlap and tiny.batch_pairs == 1 and not tiny.fits
+    assert small.fits and large.fits
 
 
 def test_frame_runs_group_consecutive_indices():
@@ -162,3 +163,16 @@ def test_peak_memory_stays_within_the_budget_for_a_scan_larger_than_it(tmp_path)
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["slabs"] >= 4
     assert info["peak_rss_mb"] <= info["budget_mb"], info
+
+
+def test_the_tooth_from_its_file(tooth_path, tmp_path):
+    """The real APS scan: the published centre, and a file of two rows read once (the centre's rows are the slab)."""
+    with HDF5Scan.from_dxchange(tooth_path) as scan:
+        info = reconstruct_scan(scan, ReconSettings(), tmp_path / "tooth.zarr")
+    assert abs(info["center"] - 295.75) <= 0.5, info["center"]
+    assert info["center_method"] == "auto" and info["center_confidence"] > 0.8
+    assert info["slabs"] == 1 and 0.99 <= info["read_amplification"] <= 1.02, info["read_amplification"]
+    assert info["levels"] == [[2, 640, 640], [1, 320, 320], [1, 160, 160]]
+    tooth = read_level(tmp_path / "tooth.zarr", 0)
+    # enamel and dentine attenuate; the air around the tooth does not
+    assert tooth[:, 300:340, 250:290].mean() > 10 * abs(tooth[:, 20:60, 20:60].mean())
