@@ -13,8 +13,9 @@ the axis 21.25 px off the middle. For each case it reports acquisition
 frames/s, the time from the stop document to a volume marked complete in
 Tiled, the peak RSS of the scan process and of the Tiled server, the stop
 path's read amplification, and reads one slice of every pyramid level back
-over HTTP. For M it also runs the same stop path with tomopy's gridrec
-when tomopy is importable.
+over HTTP. For M, with ``--gridrec-python``, it also runs the stop path alone
+on M's detector file twice: with our engine, and with tomopy's gridrec as the
+engine under an interpreter that has tomopy.
 
     python benchmarks/scale.py                 # S M L
     python benchmarks/scale.py S M L XL --json # everything (XL needs ~35 GB of disk and ~15 min)
@@ -104,38 +105,57 @@ def run_case(case: str, data_dir: Path, budget_gb: float) -> dict:
             "slabs": result["slabs"], "slab_rows": result["slab_rows"], "chunks": result["chunks"],
             "stop_path_s": result["timings"],
             **_read_levels(server, uid),
+            "detector_file": str(devices[0].last_file),
         }
-        if case == "M":
-            out["gridrec"] = _gridrec_beside(runs[0], budget_gb, server.layout.root / "gridrec.zarr")
         out["peak_rss_mb"] = {"scan process": round(peak_rss_mb(), 1),
                               "tiled server": round(process_peak_rss_mb(server.pid) or 0, 1)}
     return out
 
 
-def _gridrec_beside(run, budget_gb, output) -> dict:
-    """The same stop path with tomopy's gridrec instead of our NUFFT, when tomopy is importable."""
-    try:
-        import tomopy  # noqa: F401
-    except ImportError:
-        return {"skipped": "tomopy is not importable here (it is not on PyPI; see docs/recon.md)"}
-    from tomobluesky.pipeline import reconstruct_scan
-
-    settings = run.settings.model_copy(update={"algorithm": "gridrec", "backend": "tomopy",
-                                               "center": run.result["center"]})
-    t = time.perf_counter()
-    with run.documents.scan() as scan:
-        info = reconstruct_scan(scan, settings, output, memory_budget=budget_gb * 1e9)
-    return {"stop_path_s": round(time.perf_counter() - t, 2), "timings": info["timings"]}
+STOP_ONLY = """
+import json, sys, time
+from tomobluesky.pipeline import HDF5Scan, peak_rss_mb, reconstruct_scan
+from tomobluesky.schema import ReconSettings
+settings = ReconSettings(center=float(sys.argv[2]), algorithm=sys.argv[3], backend=sys.argv[4])
+t = time.perf_counter()
+with HDF5Scan.from_dxchange(sys.argv[1]) as scan:
+    info = reconstruct_scan(scan, settings, sys.argv[5], memory_budget=float(sys.argv[6]) * 1e9)
+print(json.dumps({"engine": sys.argv[3], "stop_path_s": round(time.perf_counter() - t, 2),
+                  "stages_s": info["timings"], "peak_rss_mb": round(peak_rss_mb(), 1)}))
+"""
 
 
-def _child(case, budget_gb, keep) -> dict:
+def _side_by_side(result, budget_gb, gridrec_python) -> list:
+    """The stop path alone on the case's detector file, ours and then with tomopy's gridrec as the engine
+    (tomopy lives in its own venv: it needs numpy < 2; see ../shared/tools/build-tomopy.sh)."""
+    import os
+
+    runs = []
+    out_dir = Path(result["detector_file"]).parent
+    root = Path(__file__).resolve().parents[1]
+    for python, algorithm, backend in ((sys.executable, "nufft", "numpy"), (gridrec_python, "gridrec", "tomopy")):
+        env = dict(os.environ, PYTHONPATH=str(root),
+                   LD_LIBRARY_PATH=str(Path(python).parents[1] / "lib") if backend == "tomopy" else "")
+        proc = subprocess.run([python, "-c", STOP_ONLY, result["detector_file"], str(result["center"]), algorithm,
+                               backend, str(out_dir / f"{algorithm}.zarr"), str(budget_gb)],
+                              capture_output=True, text=True, env=env)
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
+                    {"engine": algorithm, "error": proc.stderr.strip().splitlines()[-1:]})
+    return runs
+
+
+def _child(case, budget_gb, keep, gridrec_python=None) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix=f"tomobluesky-scale-{case}-"))
     cmd = [sys.executable, __file__, "--one", case, "--data-dir", str(data_dir), "--memory-budget", str(budget_gb)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             return {"case": case, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        if case == "M":
+            result["gridrec"] = (_side_by_side(result, budget_gb, gridrec_python) if gridrec_python else
+                                 "skipped: give --gridrec-python (a venv with tomopy; it is not on PyPI)")
+        return result
     finally:
         if not keep:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -162,6 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--memory-budget", type=float, default=2.0, metavar="GB", help="stop path budget (default 2)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--keep", action="store_true", help="keep each case's data directory")
+    p.add_argument("--gridrec-python", metavar="PYTHON",
+                   help="for M, also run the stop path alone with tomopy's gridrec under this interpreter "
+                        "(a venv with tomopy, e.g. from ../shared/tools/build-tomopy.sh), beside ours")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -173,7 +196,7 @@ def main(argv=None) -> int:
         return 0
     results = []
     for case in args.cases or ["S", "M", "L"]:
-        results.append(_child(case, args.memory_budget, args.keep))
+        results.append(_child(case, args.memory_budget, args.keep, args.gridrec_python))
         print(json.dumps(results[-1]) if args.json else f"{case} done", file=sys.stdout if args.json else sys.stderr,
               flush=True)
     if not args.json:

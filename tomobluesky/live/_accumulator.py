@@ -111,6 +111,11 @@ class ScanDocuments:
             stream._mark(seq)
         return NewFrames(desc["stream"], resource, doc["indices"], seqs)
 
+    def stream_of(self, doc) -> str | None:
+        """The stream (dark, flat, primary) of an event or datum, None for streams this run does not follow."""
+        desc = self._descriptors.get(doc["descriptor"])
+        return desc["stream"] if desc else None
+
     def event(self, doc) -> str | None:
         """Record the rotation angle an event carries; returns the stream's name."""
         desc = self._descriptors.get(doc["descriptor"])

@@ -129,7 +129,7 @@ class LiveReconstruction(DocumentRouter):
             self._check_shape(frames)
             store = self._waiting if new.stream == "primary" else self._frames[new.stream]
             store.update(zip(new.seqs, frames))
-        if self._stream_of(doc) == "primary":
+        if self.documents.stream_of(doc) == "primary":
             self._after_projection()
 
     def event(self, doc):
@@ -144,10 +144,6 @@ class LiveReconstruction(DocumentRouter):
             log.warning("scan %s ended with %s; reconstructing the projections it has", self.scan_uid,
                         doc.get("exit_status"))
         self.result = self.finish(doc)
-
-    def _stream_of(self, datum) -> str | None:
-        desc = self.documents._descriptors.get(datum["descriptor"])
-        return desc["stream"] if desc else None
 
     # --- live slices -------------------------------------------------------------
     def _check_shape(self, data):

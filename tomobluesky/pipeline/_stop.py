@@ -62,12 +62,14 @@ def read_sinograms(scan: HDF5Scan, rows, *, frame_block: int = 32) -> np.ndarray
     height = dark.shape[0]
     out = np.empty((height, scan.num_projections, scan.detector_shape[1]), dtype=np.float32)
     for first, block in scan.iter_rows(PROJECTIONS, rows, frame_block=frame_block):
+        # integer counts cannot be NaN or infinite, and the floor before the log keeps them finite: only
+        # float frames need the check (a pass over the data)
+        if block.dtype.kind == "f" and not np.isfinite(block).all():
+            raise ValueError(f"projections {first}..{first + len(block)} contain NaN or infinite values")
         block = block.astype(np.float32)  # a copy: normalised in place below
         np.subtract(block, dark, out=block)
         np.divide(block, beam, out=block)
         recon.minus_log(block, out=block)
-        if not np.isfinite(block).all():
-            raise ValueError(f"projections {first}..{first + len(block)} contain NaN or infinite values")
         out[:, first:first + len(block), :] = block.transpose(1, 0, 2)
     return out
 
@@ -139,7 +141,7 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     options = {**(writer_options or {})}
     chunks = tuple(options.pop("chunks", DEFAULT_CHUNKS))
     plan = _plan(scan, settings, shape, memory_budget, options.get("min_size", 256), chunks[0])
-    chunks = (_chunk_depth(plan.slab_rows, chunks[0]), *chunks[1:])
+    chunks = _chunks_for(_chunk_depth(plan.slab_rows, chunks[0]), chunks)
     writer = MultiscaleWriter(output, shape, pixel_size=pixel_size, attributes=attributes, chunks=chunks, **options)
     log.info("stop path: %s rows × %s angles × %s columns in %r", rows, scan.num_projections, columns, plan)
     try:
@@ -160,6 +162,14 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     return info
 
 
+def _chunks_for(depth: int, default) -> tuple[int, int, int]:
+    """Shallower chunks get wider tiles, so a chunk stays around 2 MB: zarr's cost per chunk, not per
+    byte, dominates below that (8 × 128² chunks wrote 200 MB/s, 8 × 256² 320 MB/s, at 2048 wide),
+    and an axial slice then reads fewer, fuller chunks."""
+    widen = 1 if depth >= default[0] else 2 if depth * 4 >= default[0] else 4
+    return (depth, default[1] * widen, default[2] * widen)
+
+
 def _plan(scan, settings, shape, memory_budget, min_size, chunk_depth) -> SlabPlan:
     """Slabs that fit the budget; whole level-0 chunks deep when the budget allows (a slab that ends inside
     a chunk makes the next one read and rewrite it, and shallow chunks make many small files)."""
@@ -175,9 +185,13 @@ def _plan(scan, settings, shape, memory_budget, min_size, chunk_depth) -> SlabPl
 
 
 def _import_engines():
-    import finufft  # noqa: F401
     import scipy.fft  # noqa: F401
     import zarr  # noqa: F401
+
+    try:
+        import finufft  # noqa: F401
+    except ImportError:  # another engine (tomopy's gridrec) may be in use
+        pass
 
 
 def _frame_count(scan):
