@@ -206,6 +206,55 @@ def _cmd_view(args, settings: Settings) -> int:
     return 0
 
 
+RECONSTRUCT_HELP = """\
+Reconstruct a Data Exchange HDF5 file (/exchange/data, data_white, data_dark,
+theta) into an OME-Zarr multiscale store, slab by slab within a memory budget,
+with the same stop path the live reconstruction runs at the end of a scan.
+The scan may be far larger than memory. Example:
+
+  tomobluesky reconstruct scan.h5 scan.zarr --memory-budget 4
+  python -c "import dask.array as da; print(da.from_zarr('scan.zarr', component='0'))"
+"""
+
+
+def _add_reconstruct(sub, settings: Settings):
+    p = sub.add_parser("reconstruct", help="reconstruct a Data Exchange file into a multiscale Zarr volume",
+                       description=RECONSTRUCT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", help="Data Exchange HDF5 file")
+    p.add_argument("output", help="Zarr store to create (replaced if it exists)")
+    p.add_argument("--memory-budget", type=float, metavar="GB", default=settings.memory_budget_gb,
+                   help="peak resident memory in GB; slabs are sized to fit (default: %(default)s)")
+    p.add_argument("--center", type=float, default=None,
+                   help="detector column of the rotation axis (default: found from the data)")
+    p.add_argument("--algorithm", default=settings.recon.algorithm, help="reconstruction algorithm (default: %(default)s)")
+    p.add_argument("--rings", action="store_true", help="remove ring artefacts in the sinograms")
+    p.add_argument("--pixel-size", type=float, default=None, help="pixel size in micrometres, for the OME metadata")
+    p.add_argument("--json", action="store_true", help="print what was done as one JSON object")
+    p.set_defaults(func=_cmd_reconstruct)
+
+
+def _cmd_reconstruct(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import HDF5Scan, reconstruct_scan
+
+    recon = settings.recon.model_copy(update={"algorithm": args.algorithm, "center": args.center,
+                                              "ring_removal": args.rings or settings.recon.ring_removal})
+    with HDF5Scan.from_dxchange(args.file) as scan, \
+            tqdm(total=scan.detector_shape[0], desc="rows", unit="row", disable=args.json or not sys.stderr.isatty(),
+                 leave=False) as bar:
+        info = reconstruct_scan(scan, recon, args.output, memory_budget=args.memory_budget * 1e9,
+                                pixel_size=args.pixel_size, progress=lambda done, total: bar.update(done - bar.n))
+    if args.json:
+        print(json.dumps({"output": args.output, **info}))
+        return 0
+    t = info["timings"]
+    print(f"{args.output}: levels {info['levels']}")
+    print(f"  centre {info['center']:.2f} px ({info['center_method']}), {info['slabs']} slabs of {info['slab_rows']} rows, "
+          f"{t['total']:.1f} s, peak memory {info['peak_rss_mb']:.0f} MB, read amplification {info['read_amplification']}")
+    return 0
+
+
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     settings = settings or Settings()
     parser = argparse.ArgumentParser(
@@ -219,6 +268,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     _add_ls(sub, settings)
     _add_export(sub, settings)
     _add_view(sub, settings)
+    _add_reconstruct(sub, settings)
     try:
         from .cli_kafka import add_kafka_commands
     except ImportError:

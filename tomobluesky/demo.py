@@ -185,23 +185,29 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
         client = server.client()
         RE = make_run_engine(server.layout.root / "runengine-md")
         bar = tqdm(total=None, desc="projections", unit="frame", disable=not progress, leave=False)
+        rows_bar = tqdm(total=None, desc="volume", unit="row", disable=not progress, leave=False)
         runs, stops = [], {}
 
         def on_projection(n, total):
             bar.total = total
             bar.update(n - bar.n)
 
+        def on_volume_rows(done, total):
+            rows_bar.total = total
+            rows_bar.update(done - rows_bar.n)
+
         # subscribed first, so it sees the stop document before the writers act on it
         RE.subscribe(lambda name, doc: stops.setdefault(doc["run_start"], time.perf_counter()), "stop")
         RE.subscribe(raw_run_writer(client, server.layout.backup))
         RE.subscribe(live_reconstruction_router(server.sink(), settings, on_projection=on_projection,
-                                                on_start=runs.append,
+                                                on_start=runs.append, on_volume_rows=on_volume_rows,
                                                 memory_budget=memory_budget or DEFAULT_BUDGET))
         t0 = time.perf_counter()
         scan_uid, camera = run_scan(RE, frame_source, server.layout.detector, fly=fly,
                                     num_projections=num_projections)
         t_done = time.perf_counter()  # every callback has handled the stop: the volume is complete
         bar.close()
+        rows_bar.close()
         result = runs[-1].result if runs else None
         if not result or "error" in result:
             raise RuntimeError(f"reconstruction of scan {scan_uid} failed: "

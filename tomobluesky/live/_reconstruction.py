@@ -65,12 +65,13 @@ class LiveReconstruction(DocumentRouter):
     """
 
     def __init__(self, sink: ReconstructionSink, settings: ReconSettings | None = None, *,
-                 on_projection=None, memory_budget: float = DEFAULT_BUDGET):
+                 on_projection=None, on_volume_rows=None, memory_budget: float = DEFAULT_BUDGET):
         super().__init__()
         self.sink = sink
         self.base_settings = settings or ReconSettings()
         self.settings = self.base_settings
         self.on_projection = on_projection
+        self.on_volume_rows = on_volume_rows  # (rows done, rows in all) as the stop path's slabs land
         self.memory_budget = memory_budget
         self.documents = ScanDocuments()
         self._errors: list[str] = []
@@ -244,7 +245,8 @@ class LiveReconstruction(DocumentRouter):
         with scan:
             store = self.sink.begin_volume(uid, {**metadata, "status": "writing"})
             info = reconstruct_scan(scan, self.settings, store, memory_budget=self.memory_budget,
-                                    pixel_size=self.start_doc.get("pixel_size"), attributes={"scan_uid": uid})
+                                    pixel_size=self.start_doc.get("pixel_size"), attributes={"scan_uid": uid},
+                                    progress=self.on_volume_rows)
         metadata.update(self._result_metadata(info), status="complete")
         t0 = time.perf_counter()
         self.sink.complete_volume(uid, store, metadata)
@@ -290,17 +292,20 @@ class LiveReconstruction(DocumentRouter):
 
 
 def live_reconstruction_router(sink: ReconstructionSink, settings: ReconSettings | None = None, *,
-                               on_projection=None, on_start=None, memory_budget: float = DEFAULT_BUDGET) -> RunRouter:
+                               on_projection=None, on_start=None, on_volume_rows=None,
+                               memory_budget: float = DEFAULT_BUDGET) -> RunRouter:
     """A RunRouter that follows every tomography run with a ``LiveReconstruction``.
 
     Subscribe it to a RunEngine (``RE.subscribe(router)``) or feed it documents
-    from any transport. ``on_start(callback)`` sees each new per-run callback.
+    from any transport. ``on_start(callback)`` sees each new per-run callback;
+    ``on_projection(n, total)`` and ``on_volume_rows(done, total)`` report progress.
     """
 
     def factory(name, start_doc):
         if not is_tomography_run(start_doc):
             return [], []
-        cb = LiveReconstruction(sink, settings, on_projection=on_projection, memory_budget=memory_budget)
+        cb = LiveReconstruction(sink, settings, on_projection=on_projection, on_volume_rows=on_volume_rows,
+                                memory_budget=memory_budget)
         if on_start:
             on_start(cb)
         return [cb], []

@@ -152,7 +152,7 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
         "center": center, **center_info,
         "volume_shape": [rows, columns, columns],
         "levels": [list(s) for s in writer.levels],
-        "chunks": list(writer.chunks), "slab_rows": plan.slab_rows, "slabs": len(plan.slabs), "overlap": plan.overlap,
+        "chunks": list(writer.chunks), "slab_rows": min(plan.slab_rows, rows), "slabs": len(plan.slabs), "overlap": plan.overlap,
         "memory_budget_mb": round(memory_budget / 1e6), "plan_estimate_mb": round(plan.estimate_bytes / 1e6),
         "read_amplification": round((scan.bytes_read - read_before) / max(scan.raw_bytes, 1), 3),
         "timings": {**{k: round(v, 4) for k, v in timer.items()},

@@ -191,14 +191,17 @@ def test_in_process_stop_path_reads_the_detector_file_about_once(RE, tmp_path):
     # uint16 frames, a budget that forces several slabs: the file must be closed by the stop document
     # (HDF5 reads whole chunks of a file this process still writes), and each slab reads only its rows
     source = PhantomSource(n_slices=64, n_columns=256, axis_offset=4.0, noise=False)
-    runs = []
+    runs, progress = [], []
     sink = MemorySink()
     RE.subscribe(live_reconstruction_router(sink, ReconSettings(center=source.center), on_start=runs.append,
+                                            on_volume_rows=lambda done, total: progress.append((done, total)),
                                             memory_budget=current_rss_bytes() + 12e6))
     RE(tomo_scan(*make_sim_beamline(source, tmp_path, dtype="uint16"), num_projections=180, num_darks=2,
                  num_flats=2))
     result = runs[0].result
     assert result["slabs"] >= 4
+    assert len(progress) == result["slabs"] and progress[-1] == (64, 64)
+    assert [d for d, _ in progress] == sorted({d for d, _ in progress})  # one report per slab, rows growing
     assert 0.95 <= result["read_amplification"] <= 1.3, result["read_amplification"]
     (volume, meta), = sink.volumes.values()
     assert meta["read_amplification"] == result["read_amplification"] and volume.shape == (64, 256, 256)
