@@ -436,10 +436,11 @@ class KafkaBroker:
         (self.directory / "log4j2.properties").write_text(LOG4J2_CONFIG)
 
     def _format(self, java: str, classpath: str) -> None:
-        cluster_id = uuid.uuid4().bytes
         import base64
 
-        cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
+        cid = "-"
+        while cid.startswith("-"):  # one id in 64 starts with '-', which the tool would read as an option
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
                f"-Dkafka.logs.dir={self.directory / 'logs'}", "-cp", classpath, "kafka.tools.StorageTool",
                "format", "-t", cid, "-c", str(self.properties_file)]
