@@ -136,7 +136,7 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     t = time.perf_counter()
     seen = {}
     center, center_info = find_scan_center(scan, settings, seen)
-    t = timer.add("center", t)
+    timer.add("center", t)
     shape = (rows, columns, columns)
     options = {**(writer_options or {})}
     chunks = tuple(options.pop("chunks", DEFAULT_CHUNKS))
@@ -148,18 +148,16 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
         _run_slabs(scan, settings, writer, plan, theta, center, timer, progress, seen)
     finally:
         clear_plan_cache()
-    info = {
-        "center": center, **center_info,
-        "volume_shape": [rows, columns, columns],
-        "levels": [list(s) for s in writer.levels],
-        "chunks": list(writer.chunks), "slab_rows": min(plan.slab_rows, rows), "slabs": len(plan.slabs), "overlap": plan.overlap,
-        "memory_budget_mb": round(memory_budget / 1e6), "plan_estimate_mb": round(plan.estimate_bytes / 1e6),
+    timer["total"] = time.perf_counter() - t_start
+    return {
+        "center": center, **center_info, "volume_shape": list(shape), "levels": [list(s) for s in writer.levels],
+        "chunks": list(writer.chunks), "slab_rows": min(plan.slab_rows, rows), "slabs": len(plan.slabs),
+        "overlap": plan.overlap, "memory_budget_mb": round(memory_budget / 1e6),
+        "plan_estimate_mb": round(plan.estimate_bytes / 1e6),
         "read_amplification": round((scan.bytes_read - read_before) / max(scan.raw_bytes, 1), 3),
-        "timings": {**{k: round(v, 4) for k, v in timer.items()},
-                    "total": round(time.perf_counter() - t_start, 4)},
+        "timings": {k: round(v, 4) for k, v in timer.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    return info
 
 
 def _chunks_for(depth: int, default) -> tuple[int, int, int]:
