@@ -86,11 +86,25 @@ def _add_serve(sub, settings: Settings):
     p.set_defaults(func=_cmd_serve)
 
 
+def _stop_on_signals():
+    """Ctrl-C and SIGTERM both end the command through KeyboardInterrupt, so the Tiled child is stopped,
+    never orphaned. SIGINT is set explicitly: a process started in the background by a non-interactive
+    shell inherits SIGINT ignored, and Python then leaves it ignored."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _cmd_serve(args, settings: Settings) -> int:
     import time
 
     from .catalog import TiledServer
 
+    _stop_on_signals()
     server = TiledServer(args.data_dir, port=args.port, api_key=args.api_key, public=args.public)
     server.start()
     print(f"Tiled serving {server.layout.root} at {server.uri}  (API key in {server.layout.key_file})", flush=True)

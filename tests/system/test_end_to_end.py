@@ -87,8 +87,11 @@ def test_demo_on_the_tooth_then_serve_again(tmp_path):
         httpx.get(summary["tiled_uri"] + "/healthz", timeout=2)
 
     port = free_port()
+    # started as a background job of a non-interactive shell would be (CI): SIGINT inherited as ignored;
+    # Ctrl-C must still stop it, and its Tiled child with it
     serve = subprocess.Popen([sys.executable, "-m", "tomobluesky.cli", "serve", "--data-dir", str(data_dir),
-                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         assert "Tiled serving" in serve.stdout.readline()
         key = (data_dir / "api_key").read_text().strip()
@@ -109,7 +112,14 @@ def test_demo_on_the_tooth_then_serve_again(tmp_path):
         assert r.status_code == 401
     finally:
         serve.send_signal(signal.SIGINT)
-        serve.wait(30)
+        try:
+            assert serve.wait(30) == 0
+        finally:
+            if serve.poll() is None:
+                serve.terminate()
+                serve.wait(30)
+    with pytest.raises(httpx.HTTPError):  # the Tiled child went with it
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
 def test_demo_refuses_a_missing_replay_file(tmp_path):
