@@ -25,8 +25,21 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def _import_anyio_now():
+    """anyio imports its parts lazily, on first use: here, in the server's thread. Under pytest those
+    imports go through assertion rewriting (anyio is a pytest plugin), i.e. ``ast.parse``, and CPython 3.11
+    can fail compiling in two threads at once ("AST constructor recursion depth mismatch"). Import them
+    in this thread first."""
+    import anyio
+    import anyio._backends._asyncio  # noqa: F401  (the backend, also loaded on first use)
+
+    for name in dir(anyio):
+        getattr(anyio, name)
+
+
 @pytest.fixture
 def viewer(tiled_server):
+    _import_anyio_now()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(tiled_server.client(), poll_interval=0.1), port=port,
                                            log_level="warning"))
