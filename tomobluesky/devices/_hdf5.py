@@ -9,10 +9,12 @@ import h5py
 import numpy as np
 from event_model import ComposeStreamResource, StreamRange
 
+from .. import dxchange
+
 # Data Exchange image_key values and the datasets they land in.
 PROJECTION, FLAT, DARK = 0, 1, 2
-DATASETS = {PROJECTION: "/exchange/data", FLAT: "/exchange/data_white", DARK: "/exchange/data_dark"}
-THETA_DATASET = "/exchange/theta"
+DATASETS = {PROJECTION: dxchange.PROJECTIONS, FLAT: dxchange.FLATS, DARK: dxchange.DARKS}
+THETA_DATASET = dxchange.THETA
 
 #: pixel types the writer stores: float32 (the simulator's counts as they are)
 #: or uint16, what real detectors write

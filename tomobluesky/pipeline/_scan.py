@@ -13,17 +13,17 @@ counts what was really read so the caller can report the amplification.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from .. import dxchange
 from ._resources import bytes_read
 
 PROJECTIONS, FLATS, DARKS = "projections", "flats", "darks"
-DXCHANGE = {PROJECTIONS: "/exchange/data", FLATS: "/exchange/data_white", DARKS: "/exchange/data_dark"}
+DXCHANGE = {PROJECTIONS: dxchange.PROJECTIONS, FLATS: dxchange.FLATS, DARKS: dxchange.DARKS}
 
 
 class FrameReadError(RuntimeError):
@@ -88,15 +88,11 @@ class HDF5Scan:
                 counts = {kind: f[name].shape[0] for kind, name in DXCHANGE.items()}
                 shape = tuple(f[DXCHANGE[PROJECTIONS]].shape[1:])
                 dtype = f[DXCHANGE[PROJECTIONS]].dtype
-                theta = np.asarray(f["/exchange/theta"], dtype=np.float64)
-                units = f["/exchange/theta"].attrs.get("units", b"")
+                theta = dxchange.theta_degrees(f[dxchange.THETA])
         except FileNotFoundError:
             raise FrameReadError(f"Data Exchange file not found: {path}") from None
         except KeyError as err:
             raise FrameReadError(f"{path} is not a Data Exchange scan: missing {err}") from None
-        units = units.decode() if isinstance(units, bytes) else str(units)
-        if units.lower().startswith("rad") or (not units and np.ptp(theta) <= 2 * math.pi + 1e-6):
-            theta = np.degrees(theta)
         runs = {kind: [FrameRun(path, DXCHANGE[kind], 0, n)] for kind, n in counts.items()}
         return cls(runs[PROJECTIONS], theta, runs[FLATS], runs[DARKS], shape, np.dtype(dtype))
 

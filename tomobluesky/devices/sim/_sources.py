@@ -15,6 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from tomobluesky.dxchange import theta_degrees
+
 from ._analytic import PhantomProjector, thread_pool
 
 DEFAULT_TOOTH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "tooth.h5"
@@ -229,11 +231,7 @@ class ReplaySource:
     def _read_layout(self) -> None:
         """Shapes and angles only: no frame is read here."""
         data, flats, darks = (self._dataset(name) for name in ("data", "data_white", "data_dark"))
-        theta = np.asarray(self._dataset("theta"), dtype=np.float64)
-        units = self._dataset("theta").attrs.get("units", b"")
-        units = units.decode() if isinstance(units, bytes) else str(units)
-        if units.lower().startswith("rad") or (not units and np.ptp(theta) <= 2 * math.pi + 1e-6):
-            theta = np.degrees(theta)
+        theta = theta_degrees(self._dataset("theta"))
         if data.ndim != 3:
             raise SourceError(f"{self.path}: projections must be (angles, rows, columns), got shape {data.shape}")
         if theta.size != data.shape[0]:
