@@ -55,12 +55,9 @@ class DXchangeWriter:
         self._file = h5py.File(self.path, "w", libver="latest")
         self._datasets = {}
         for key, name in DATASETS.items():
-            # no chunk cache: frames go in whole with write_direct_chunk, and a reader in this process
-            # (the in-process stop path) shares the dataset and its cache, which would make it read whole
-            # frame chunks for every slab of rows instead of only the rows it asks for
             self._datasets[key] = self._file.create_dataset(
                 name, shape=(0, *self.frame_shape), maxshape=(None, *self.frame_shape),
-                chunks=(1, *self.frame_shape), dtype=self.dtype, rdcc_nbytes=0,
+                chunks=(1, *self.frame_shape), dtype=self.dtype,
             )
         self._theta = self._file.create_dataset(THETA_DATASET, shape=(0,), maxshape=(None,), chunks=(1024,), dtype="<f8")
         self._theta.attrs["units"] = "degrees"

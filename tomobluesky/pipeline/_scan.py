@@ -112,7 +112,7 @@ class HDF5Scan:
         if f is None:
             f = self._files[run.path] = _open(run.path)
         try:
-            ds = _without_chunk_cache(f, run.dataset)
+            ds = f[run.dataset]
         except KeyError:
             raise FrameReadError(f"HDF5 file {run.path} has no dataset {run.dataset!r}") from None
         if f.swmr_mode:
@@ -156,17 +156,6 @@ class HDF5Scan:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _without_chunk_cache(f, name: str):
-    """Open dataset ``name`` with no chunk cache of its own. The file-level setting is not enough: when
-    the writer (the camera, in the same process) has the file open, HDF5 shares its file and its cache
-    settings, and a cache that holds a frame's chunk makes every slab read whole chunks."""
-    if name not in f:
-        raise KeyError(name)
-    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
-    dapl.set_chunk_cache(0, 0, 1.0)
-    return h5py.Dataset(h5py.h5d.open(f.id, name.encode(), dapl=dapl))
 
 
 def _open(path: Path):
