@@ -173,8 +173,10 @@ class LiveReconstruction(DocumentRouter):
 
         if self.slices is None and not self._start_slices():
             return
+        if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+            raise ValueError("projections contains NaN or infinite values")
         frame = bin_frame(frame, self.live_binning)
-        attenuation = recon.minus_log(recon.normalize(frame[None], self._flat[None], self._dark[None]))[0]
+        attenuation = recon.minus_log(recon.apply_flat_field(frame, self._dark, self._beam, out=frame))
         if self.live_binning > 1:  # attenuation per detector pixel, as without binning
             attenuation /= self.live_binning
         self.slices.add(attenuation, angle)
@@ -182,6 +184,8 @@ class LiveReconstruction(DocumentRouter):
         self._last_frame_time = time.time()
 
     def _start_slices(self) -> bool:
+        from tomobluesky import recon
+
         darks, flats = self._frames["dark"], self._frames["flat"]
         if not darks or not flats:
             if not self.preview_errors:
@@ -190,9 +194,13 @@ class LiveReconstruction(DocumentRouter):
             return False
         rows, columns = self.meta.detector_shape
         self.live_binning = b = live_binning(columns)
-        # medians, as recon.normalize takes them, of frames binned as the projections will be
-        self._dark = bin_frame(np.median(np.stack(list(darks.values())).astype(np.float32), axis=0), b)
-        self._flat = bin_frame(np.median(np.stack(list(flats.values())).astype(np.float32), axis=0), b)
+        # medians, as recon.normalize takes them, binned as the projections will be; computed once per scan
+        dark, flat = (bin_frame(np.median(np.stack(list(frames.values())).astype(np.float32), axis=0), b)
+                      for frames in (darks, flats))
+        for name, image in (("darks", dark), ("flats", flat)):
+            if not np.isfinite(image).all():
+                raise ValueError(f"{name} contains NaN or infinite values")
+        self._dark, self._beam = recon.flat_field(flat[None], dark[None])
         theta = np.asarray(self.meta.theta)
         center = (self._known_center(columns) + 0.5) / b - 0.5  # the same axis in binned columns
         self.slices = IncrementalSlices(*self._dark.shape, center=center, num_angles=len(theta),

@@ -41,24 +41,14 @@ class _Timer(dict):
         return now
 
 
-def flat_dark(scan: HDF5Scan, rows) -> tuple[np.ndarray, np.ndarray]:
-    """Median dark and dark-subtracted beam of detector ``rows`` (as ``recon.normalize`` takes them)."""
-    darks = scan.read_rows(DARKS, rows).astype(np.float32, copy=False)
-    flats = scan.read_rows(FLATS, rows).astype(np.float32, copy=False)
-    dark = np.median(darks, axis=0)
-    beam = np.median(flats, axis=0) - dark
-    if not (beam > 0).any():
-        raise ValueError(f"flats are not brighter than darks anywhere in detector rows {rows}: no beam in the flats")
-    return dark, np.where(beam > 0, beam, np.float32(np.inf)).astype(np.float32)
-
-
 def read_sinograms(scan: HDF5Scan, rows, *, frame_block: int = 32) -> np.ndarray:
     """−log of the normalised projections of detector ``rows`` as sinograms (rows, angles, columns) float32.
 
     Equal to ``minus_log(normalize(projections, flats, darks))`` restricted to
     those rows: the same medians, the same floor, the same order of operations.
     """
-    dark, beam = flat_dark(scan, rows)
+    dark, beam = recon.flat_field(scan.read_rows(FLATS, rows), scan.read_rows(DARKS, rows),
+                                  where=f" in detector rows {rows}")
     height = dark.shape[0]
     out = np.empty((height, scan.num_projections, scan.detector_shape[1]), dtype=np.float32)
     for first, block in scan.iter_rows(PROJECTIONS, rows, frame_block=frame_block):
@@ -67,9 +57,7 @@ def read_sinograms(scan: HDF5Scan, rows, *, frame_block: int = 32) -> np.ndarray
         if block.dtype.kind == "f" and not np.isfinite(block).all():
             raise ValueError(f"projections {first}..{first + len(block)} contain NaN or infinite values")
         block = block.astype(np.float32)  # a copy: normalised in place below
-        np.subtract(block, dark, out=block)
-        np.divide(block, beam, out=block)
-        recon.minus_log(block, out=block)
+        recon.minus_log(recon.apply_flat_field(block, dark, beam, out=block), out=block)
         out[:, first:first + len(block), :] = block.transpose(1, 0, 2)
     return out
 

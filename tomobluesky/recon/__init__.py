@@ -12,13 +12,13 @@ from ._interp import interp_linear
 from ._metrics import circle_mask, rmse_in_circle, ssim_in_circle
 from ._phantom import project, shepp_logan, shepp_logan_3d
 from ._phase import retrieve_phase
-from ._preprocess import MIN_TRANSMISSION, minus_log, normalize
+from ._preprocess import MIN_TRANSMISSION, apply_flat_field, flat_field, minus_log, normalize
 from ._rings import remove_rings
 from ._stitch import Stitched, stitch_360
 
 __all__ = [
     "ALGORITHMS", "MIN_TRANSMISSION", "CenterResult", "FILTERS", "circle_mask", "find_center", "find_center_sharpness",
-    "find_center_vo", "get_namespace", "interp_linear", "minus_log", "normalize", "project", "ramp_response",
+    "find_center_vo", "get_namespace", "interp_linear", "apply_flat_field", "flat_field", "minus_log", "normalize", "project", "ramp_response",
     "reconstruct",
     "remove_rings", "retrieve_phase", "rmse_in_circle", "shepp_logan", "shepp_logan_3d", "ssim_in_circle", "stitch_360", "Stitched",
     "to_numpy",

@@ -46,11 +46,29 @@ def normalize(projections, flats, darks, *, out=None):
     for name, array in (("projections", projections), ("flats", flats), ("darks", darks)):
         if may_be_nan[name]:
             _check_finite(xp, name, array)
-    dark = xp.median(darks, axis=0)
-    beam = xp.median(flats, axis=0) - dark
+    return apply_flat_field(projections, *flat_field(flats, darks), out=out)
+
+
+def flat_field(flats, darks, *, where: str = ""):
+    """``(dark, beam)``: the median dark and the median flat minus it, float32, for ``apply_flat_field``.
+
+    Work that does not depend on the projections, done once: per slab of rows
+    by the stop path, once per scan by the live slices. Pixels without beam
+    (a dead flat pixel) get an infinite beam, so their transmission is 0, not inf.
+    ``where`` names the part of the detector in the error.
+    """
+    xp = get_namespace(flats)
+    dark = xp.median(xp.asarray(darks, dtype=xp.float32), axis=0)
+    beam = xp.median(xp.asarray(flats, dtype=xp.float32), axis=0) - dark
     if not bool((beam > 0).any()):
-        raise ValueError("flats are not brighter than darks anywhere: no beam in the flat fields")
-    beam = xp.where(beam > 0, beam, xp.float32(np.inf))  # a dead flat pixel gives transmission 0, not inf
+        raise ValueError(f"flats are not brighter than darks anywhere{where}: no beam in the flat fields")
+    return dark, xp.where(beam > 0, beam, xp.float32(np.inf)).astype(xp.float32, copy=False)
+
+
+def apply_flat_field(projections, dark, beam, *, out=None):
+    """(projections − dark) / beam in float32; ``out`` may be ``projections`` itself when it is float32."""
+    xp = get_namespace(projections)
+    projections = xp.asarray(projections, dtype=xp.float32)
     if out is None:
         out = xp.empty_like(projections)
     xp.subtract(projections, dark, out=out)
