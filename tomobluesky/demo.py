@@ -163,7 +163,7 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
                               "stop_to_volume": round(t_done - t_scan, 3)}
         summary["stop_to_volume_s"] = summary["timings"]["stop_to_volume"]
         summary["peak_rss_mb"] = round(max(v for v in peaks.values() if v is not None), 1)
-        summary["peak_rss_mb_by_process"] = {k: (round(v, 1) if v is not None else None) for k, v in peaks.items()}
+        summary["peak_rss_mb_by_process"] = {k: _round(v) for k, v in peaks.items()}
         summary["transport"] = f"kafka {kafka_bootstrap} topic {config.document_topic}"
         return summary
 

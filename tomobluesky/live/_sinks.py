@@ -99,8 +99,7 @@ class MemorySink:
 
     def record_failure(self, scan_uid, reason, metadata):
         self.failures[scan_uid] = (reason, dict(metadata))
-        self._status.setdefault(scan_uid, "failed")
-        if self._status[scan_uid] != "complete":
+        if self._status.get(scan_uid) != "complete":  # a complete volume stays complete
             self._status[scan_uid] = "failed"
 
 
