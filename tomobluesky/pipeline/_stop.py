@@ -203,13 +203,13 @@ def _run_slabs(scan, settings, writer, plan: SlabPlan, theta, center, timer, pro
         writer.write_slab(r0, volume)
         timer.add("write", t0)
 
-    workers = 1 if plan.overlap else 0
+    overlap = plan.overlap
     with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writing:
-        pending_read = reader.submit(load, plan.slabs[0]) if workers else None
+        pending_read = reader.submit(load, plan.slabs[0]) if overlap else None
         pending_write = None
         for i, slab in enumerate(plan.slabs):
-            sinograms = pending_read.result() if workers else load(slab)
-            if workers and i + 1 < len(plan.slabs):
+            sinograms = pending_read.result() if overlap else load(slab)
+            if overlap and i + 1 < len(plan.slabs):
                 pending_read = reader.submit(load, plan.slabs[i + 1])
             t0 = time.perf_counter()
             volume = recon.reconstruct(sinograms, theta, center, algorithm=settings.algorithm,
@@ -219,7 +219,7 @@ def _run_slabs(scan, settings, writer, plan: SlabPlan, theta, center, timer, pro
             timer.add("reconstruct", t0)
             if pending_write is not None:
                 pending_write.result()  # one slab being written at a time bounds the memory
-            if workers:
+            if overlap:
                 pending_write = writing.submit(write, slab[0], volume)
             else:
                 write(slab[0], volume)
