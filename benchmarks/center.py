@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import numpy as np
+
+from _timing import best_of
 
 from tomobluesky import recon
 from tomobluesky.recon.testing import project_shepp_logan
 
 TOOTH = Path(os.environ.get("TOMOBLUESKY_TOOTH", Path(__file__).resolve().parents[2] / "shared" / "data" / "tooth.h5"))
 OFFSET = 6.3
-
-
-def best_time(call, repeats):
-    best, result = np.inf, None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = call()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def phantom_rows(rows, width, theta, center, rng):
@@ -64,12 +56,12 @@ def main():
         center = (width - 1) / 2 + OFFSET
         for rows in (3, 5, 8):
             sino = phantom_rows(rows, width, theta, center, rng)
-            seconds, found = best_time(lambda: recon.find_center(sino, theta, method=args.method), args.repeats)
+            seconds, found = best_of(lambda: recon.find_center(sino, theta, method=args.method), args.repeats)
             print(f"{width:6d} {len(theta):6d} {rows:4d} {seconds:7.3f} {found.center - center:+9.3f} "
                   f"{found.confidence:10.2f}")
     if TOOTH.exists():
         sino, tooth_theta = load_tooth()
-        seconds, found = best_time(lambda: recon.find_center(sino, tooth_theta, method=args.method), args.repeats)
+        seconds, found = best_of(lambda: recon.find_center(sino, tooth_theta, method=args.method), args.repeats)
         print(f"tooth ({sino.shape[0]} rows, {sino.shape[1]} angles, {sino.shape[2]} columns): "
               f"{seconds:.3f} s, centre {found.center:.2f}, confidence {found.confidence:.2f}")
     else:

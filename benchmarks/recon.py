@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
+
+from _timing import best_of
 
 from tomobluesky import recon
 from tomobluesky.recon.testing import project_shepp_logan, rmse_in_circle, ssim_in_circle
@@ -32,15 +33,6 @@ DIHEDRAL = {
     "flipud": lambda a: a[..., ::-1, :], "fliplr": lambda a: a[..., :, ::-1],
     "transpose": lambda a: np.swapaxes(a, -1, -2), "antitranspose": lambda a: np.rot90(a, 2, axes=(-2, -1)).swapaxes(-1, -2),
 }
-
-
-def _timed(fn, repeats):
-    best, result = np.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
 
 
 # -- the tools: each takes (sinograms (slices, angles, n), theta, case) and returns (slices, n, n) ------------
@@ -177,7 +169,7 @@ def main(argv=None):
         print(f"{'tool':28s} {'time s':>8s} {'slices/s':>9s} {'RMSE':>8s} {'SSIM':>6s}  orientation")
         for name, fn, repeats in tools:
             try:
-                seconds, volume = _timed(lambda: fn(case["sino"], case["theta"], case, args.threads), repeats)
+                seconds, volume = best_of(lambda: fn(case["sino"], case["theta"], case, args.threads), repeats)
             except Exception as err:  # a peer failing must not hide the others
                 print(f"{name:28s} failed: {type(err).__name__}: {err}")
                 continue
