@@ -2,8 +2,10 @@
 
 from ._analysis import export_volume, find_volumes, full_resolution, raw_run
 from ._server import CatalogError, CatalogLayout, TiledServer, free_port, tiled_command
+from ._confine import ConfinedDocuments
+from ._spool import ReplayReport, SpoolingSink, read_backup, replay
 from ._writers import LIVE, PROCESSED, RAW, TiledSink, VolumeExists, ensure_layout, raw_run_writer
 
-__all__ = ["CatalogError", "CatalogLayout", "LIVE", "PROCESSED", "RAW", "TiledServer", "TiledSink", "VolumeExists",
+__all__ = ["ConfinedDocuments", "ReplayReport", "SpoolingSink", "read_backup", "replay", "CatalogError", "CatalogLayout", "LIVE", "PROCESSED", "RAW", "TiledServer", "TiledSink", "VolumeExists",
            "ensure_layout", "export_volume", "find_volumes", "free_port", "full_resolution", "raw_run",
            "raw_run_writer", "tiled_command"]

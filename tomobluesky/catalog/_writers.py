@@ -171,6 +171,20 @@ class TiledSink:
                                        "levels": [list(a.shape) for a in levels], "zarr_store": str(store_path)})
         return node
 
+    def register_volume(self, scan_uid, store_path, metadata):
+        """Register a store written earlier (a spooled volume): replaces a partial or failed node,
+        keeps a complete one. The store itself is never touched."""
+        store_path = self._inside(store_path)
+        self.volume_path(scan_uid)  # refuses a uid that is not a plain key
+        processed = self.client[PROCESSED]
+        existing = processed.get(scan_uid)
+        if existing is not None:
+            if existing.metadata.get("status") == "complete":
+                raise VolumeExists(f"the volume of {scan_uid} is already complete")
+            self._delete(processed, scan_uid)
+        processed.create_container(scan_uid, metadata={**metadata, "status": "writing"})
+        return self.complete_volume(scan_uid, store_path, metadata)
+
     def write_volume(self, scan_uid, volume, metadata):
         """A whole in-memory volume: begin, write chunk-aligned slabs, complete (small volumes, tests).
 

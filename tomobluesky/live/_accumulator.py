@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..pipeline import FrameRun, HDF5Scan, runs_from_indices
+from ..pipeline import DataRoots, FrameRun, HDF5Scan, runs_from_indices
 from ..schema import TomoScanMetadata
 from ._frames import read_frames, resource_path
 
@@ -53,9 +53,13 @@ class NewFrames:
 
 
 class ScanDocuments:
-    """Frame references and angles of one run, built from its documents."""
+    """Frame references and angles of one run, built from its documents.
 
-    def __init__(self):
+    Files are read only under ``roots`` (see :class:`~tomobluesky.pipeline.DataRoots`;
+    None reads any regular file)."""
+
+    def __init__(self, roots: DataRoots | None = None):
+        self.roots = DataRoots.of(roots)
         self.start_doc: dict | None = None
         self.meta: TomoScanMetadata | None = None
         self._descriptors: dict[str, dict] = {}
@@ -82,6 +86,7 @@ class ScanDocuments:
         }
 
     def stream_resource(self, doc):
+        resource_path(doc, self.roots)  # refused here, before any datum asks to read it
         self._resources[doc["uid"]] = doc
 
     def stream_datum(self, doc) -> NewFrames | None:
@@ -98,14 +103,14 @@ class ScanDocuments:
             raise ValueError(f"stream datum {doc['uid']}: {len(seqs)} sequence numbers for {stop - start} frames")
         stream = self.streams[desc["stream"]]
         if resource["data_key"] == desc["theta"]:  # a few numbers: read them now
-            values = read_frames(resource, doc["indices"])
+            values = read_frames(resource, doc["indices"], roots=self.roots)
             for seq, angle in zip(seqs, values):
                 stream.angles[seq] = float(angle)
                 stream._mark(seq)
             return None
         if resource["data_key"] != desc["image"]:
             return None
-        path, dataset = resource_path(resource), resource["parameters"]["dataset"]
+        path, dataset = resource_path(resource, self.roots), resource["parameters"]["dataset"]
         for seq, index in zip(seqs, range(start, stop)):
             stream.locations[seq] = (path, dataset, index)
             stream._mark(seq)

@@ -4,34 +4,37 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import h5py
 import numpy as np
 
-from ..pipeline._scan import FrameReadError
+from ..pipeline import DataRoots, FrameReadError, check_dataset
 
 
-def resource_path(stream_resource: dict) -> Path:
-    uri = urlparse(stream_resource["uri"])
-    if uri.scheme not in ("file", ""):
-        raise FrameReadError(f"stream resource {stream_resource['uid']}: cannot read {uri.scheme!r} URIs")
-    return Path(uri.path)
+def resource_path(stream_resource: dict, roots: DataRoots | None = None, *, must_exist: bool = False) -> Path:
+    """The real path of the file a StreamResource names, refused unless it is a regular file under ``roots``."""
+    roots = roots if roots is not None else DataRoots()
+    try:
+        return roots.resource_file(stream_resource, must_exist=must_exist)
+    except FrameReadError as err:
+        raise type(err)(f"stream resource {str(stream_resource.get('uid'))[:80]}: {err}") from None
 
 
-def read_frames(stream_resource: dict, indices: dict, *, retries: int = 20, wait: float = 0.05) -> np.ndarray:
+def read_frames(stream_resource: dict, indices: dict, *, roots: DataRoots | None = None, retries: int = 20,
+                wait: float = 0.05) -> np.ndarray:
     """Read ``indices`` (a StreamRange) of the dataset a StreamResource names.
 
     The writer may still be flushing when the datum arrives (another process,
     SWMR), so a short read is retried briefly before it becomes an error.
     """
-    path = resource_path(stream_resource)
+    path = resource_path(stream_resource, roots, must_exist=True)
     dataset = stream_resource["parameters"]["dataset"]
     start, stop = int(indices["start"]), int(indices["stop"])
     for attempt in range(retries + 1):
         try:
             with h5py.File(path, "r", swmr=True) as f:
                 ds = f[dataset]
+                check_dataset(ds, path)
                 ds.refresh()
                 if ds.shape[0] >= stop:
                     return np.asarray(ds[start:stop])

@@ -21,7 +21,8 @@ import numpy as np
 from event_model import DocumentRouter, RunRouter
 
 from .. import __version__
-from ..pipeline import DEFAULT_BUDGET, reconstruct_scan
+from .._errors import NO_STOP_PREFIX, is_transient
+from ..pipeline import DEFAULT_BUDGET, DataRoots, reconstruct_scan
 from ..schema import ReconSettings
 from ._accumulator import ScanDocuments
 from ._frames import read_frames
@@ -61,11 +62,20 @@ class LiveReconstruction(DocumentRouter):
     Errors never escape into the caller (a RunEngine would abort the scan):
     the first one is logged and, at the stop document, recorded in the sink
     as a failed reconstruction with its reason. ``memory_budget`` bounds the
-    stop path's resident memory (bytes).
+    stop path's resident memory (bytes). Detector files are read only under
+    ``data_roots`` (None: any regular file).
+
+    An unreachable service (Tiled down: :func:`tomobluesky._errors.is_transient`)
+    is not the scan's fault. With ``raise_unavailable`` (the Kafka worker) such
+    an error escapes, so the worker retries the run later instead of
+    committing it; otherwise (in-process) it is logged and the scan goes on,
+    and a spooling sink (:class:`tomobluesky.catalog.SpoolingSink`) keeps
+    the volume for ``tomobluesky replay``.
     """
 
     def __init__(self, sink: ReconstructionSink, settings: ReconSettings | None = None, *,
-                 on_projection=None, on_volume_rows=None, memory_budget: float = DEFAULT_BUDGET):
+                 on_projection=None, on_volume_rows=None, memory_budget: float = DEFAULT_BUDGET,
+                 data_roots: DataRoots | None = None, raise_unavailable: bool = False):
         super().__init__()
         self.sink = sink
         self.base_settings = settings or ReconSettings()
@@ -73,7 +83,8 @@ class LiveReconstruction(DocumentRouter):
         self.on_projection = on_projection
         self.on_volume_rows = on_volume_rows  # (rows done, rows in all) as the stop path's slabs land
         self.memory_budget = memory_budget
-        self.documents = ScanDocuments()
+        self.raise_unavailable = raise_unavailable
+        self.documents = ScanDocuments(data_roots)
         self._errors: list[str] = []
         self._frames: dict[str, dict[int, np.ndarray]] = {"dark": {}, "flat": {}}  # kept for the live slices
         self._waiting: dict[int, np.ndarray] = {}  # projections read, waiting for their angle
@@ -91,6 +102,8 @@ class LiveReconstruction(DocumentRouter):
         try:
             return super().__call__(name, doc, validate=validate)
         except Exception as err:
+            if self.raise_unavailable and is_transient(err):
+                raise
             reason = f"{name} document: {type(err).__name__}: {err}"
             log.error("live reconstruction of %s: %s", self.scan_uid, reason)
             log.debug("%s", traceback.format_exc())
@@ -126,7 +139,7 @@ class LiveReconstruction(DocumentRouter):
     def stream_datum(self, doc):
         new = self.documents.stream_datum(doc)
         if new is not None:
-            frames = read_frames(new.resource, new.indices)
+            frames = read_frames(new.resource, new.indices, roots=self.documents.roots)
             self._check_shape(frames)
             store = self._waiting if new.stream == "primary" else self._frames[new.stream]
             store.update(zip(new.seqs, frames))
@@ -138,6 +151,8 @@ class LiveReconstruction(DocumentRouter):
             self._after_projection()
 
     def stop(self, doc):
+        if str(doc.get("reason") or "").startswith(NO_STOP_PREFIX):  # the worker closed a run whose stop never came
+            self._errors.append(doc["reason"])
         if self._errors:
             self._record_failure("; ".join(self._errors))
             return
@@ -286,34 +301,44 @@ class LiveReconstruction(DocumentRouter):
     @staticmethod
     def _result_metadata(info) -> dict:
         keep = ("center", "center_method", "center_confidence", "volume_shape", "levels", "chunks", "slab_rows",
-                "slabs", "read_amplification", "peak_rss_mb", "memory_budget_mb", "timings")
+                "slabs", "read_amplification", "peak_rss_mb", "memory_budget_mb", "timings", "flat_field_warnings")
         return {k: info[k] for k in keep if k in info}
 
     def _record_failure(self, reason: str):
         start = self.start_doc or {}
         self.result = {"error": reason}
-        self.sink.record_failure(start.get("uid", "unknown"), reason, {
-            "scan_uid": start.get("uid"), "scan_id": start.get("scan_id"),
-            "sample_name": start.get("sample_name", ""), "status": "failed", "reason": reason,
-            "tomobluesky_version": __version__,
-        })
+        try:
+            self.sink.record_failure(start.get("uid", "unknown"), reason, {
+                "scan_uid": start.get("uid"), "scan_id": start.get("scan_id"),
+                "sample_name": start.get("sample_name", ""), "status": "failed", "reason": reason,
+                "tomobluesky_version": __version__,
+            })
+        except Exception as err:  # never into the RunEngine; the worker retries an outage
+            if self.raise_unavailable and is_transient(err):
+                raise
+            log.error("could not record the failure of %s (%s): %s: %s", start.get("uid"), reason,
+                      type(err).__name__, err)
+            self.result["record_error"] = f"{type(err).__name__}: {err}"
 
 
 def live_reconstruction_router(sink: ReconstructionSink, settings: ReconSettings | None = None, *,
                                on_projection=None, on_start=None, on_volume_rows=None,
-                               memory_budget: float = DEFAULT_BUDGET) -> RunRouter:
+                               memory_budget: float = DEFAULT_BUDGET, data_roots: DataRoots | None = None,
+                               raise_unavailable: bool = False) -> RunRouter:
     """A RunRouter that follows every tomography run with a ``LiveReconstruction``.
 
     Subscribe it to a RunEngine (``RE.subscribe(router)``) or feed it documents
     from any transport. ``on_start(callback)`` sees each new per-run callback;
     ``on_projection(n, total)`` and ``on_volume_rows(done, total)`` report progress.
+    ``data_roots`` and ``raise_unavailable``: see :class:`LiveReconstruction`.
     """
+    roots = DataRoots.of(data_roots)
 
     def factory(name, start_doc):
         if not is_tomography_run(start_doc):
             return [], []
         cb = LiveReconstruction(sink, settings, on_projection=on_projection, on_volume_rows=on_volume_rows,
-                                memory_budget=memory_budget)
+                                memory_budget=memory_budget, data_roots=roots, raise_unavailable=raise_unavailable)
         if on_start:
             on_start(cb)
         return [cb], []
@@ -322,14 +347,15 @@ def live_reconstruction_router(sink: ReconstructionSink, settings: ReconSettings
 
 
 def reconstruct_documents(documents, sink: ReconstructionSink | None = None,
-                          settings: ReconSettings | None = None) -> list[dict]:
+                          settings: ReconSettings | None = None, *, data_roots=None) -> list[dict]:
     """Plain-function form: reconstruct every tomography run in ``documents``
-    (an iterable of ``(name, doc)``). Returns each run's result dict."""
+    (an iterable of ``(name, doc)``), reading detector files only under ``data_roots``.
+    Returns each run's result dict."""
     from ._sinks import MemorySink
 
     sink = sink if sink is not None else MemorySink()
     runs = []
-    router = live_reconstruction_router(sink, settings, on_start=runs.append)
+    router = live_reconstruction_router(sink, settings, on_start=runs.append, data_roots=data_roots)
     for name, doc in documents:
         router(name, doc)
     return [cb.result for cb in runs]

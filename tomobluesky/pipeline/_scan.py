@@ -21,13 +21,10 @@ import numpy as np
 
 from .. import dxchange
 from ._resources import bytes_read
+from ._roots import FrameReadError, check_dataset, regular_file
 
 PROJECTIONS, FLATS, DARKS = "projections", "flats", "darks"
 DXCHANGE = {PROJECTIONS: dxchange.PROJECTIONS, FLATS: dxchange.FLATS, DARKS: dxchange.DARKS}
-
-
-class FrameReadError(RuntimeError):
-    """A referenced frame could not be read (missing file, dataset, or index)."""
 
 
 @dataclass(frozen=True)
@@ -83,14 +80,17 @@ class HDF5Scan:
     def from_dxchange(cls, path: str | Path) -> "HDF5Scan":
         """A Data Exchange file (``/exchange/data``, ``data_white``, ``data_dark``, ``theta``)."""
         path = Path(path)
+        if not path.exists():
+            raise FrameReadError(f"Data Exchange file not found: {path}")
+        regular_file(path)
         try:
             with h5py.File(path, "r") as f:
+                for name in DXCHANGE.values():
+                    check_dataset(f[name], path)
                 counts = {kind: f[name].shape[0] for kind, name in DXCHANGE.items()}
                 shape = tuple(f[DXCHANGE[PROJECTIONS]].shape[1:])
                 dtype = f[DXCHANGE[PROJECTIONS]].dtype
                 theta = dxchange.theta_degrees(f[dxchange.THETA])
-        except FileNotFoundError:
-            raise FrameReadError(f"Data Exchange file not found: {path}") from None
         except KeyError as err:
             raise FrameReadError(f"{path} is not a Data Exchange scan: missing {err}") from None
         runs = {kind: [FrameRun(path, DXCHANGE[kind], 0, n)] for kind, n in counts.items()}
@@ -115,6 +115,7 @@ class HDF5Scan:
             ds = f[run.dataset]
         except KeyError:
             raise FrameReadError(f"HDF5 file {run.path} has no dataset {run.dataset!r}") from None
+        check_dataset(ds, run.path)
         if f.swmr_mode:
             ds.refresh()
         if ds.shape[0] < run.stop:
@@ -161,10 +162,9 @@ class HDF5Scan:
 def _open(path: Path):
     """Open read-only with no chunk cache (partial chunk reads, see the module doc);
     SWMR when the writer is still appending (the file of a running scan)."""
+    regular_file(path)
     try:
         return h5py.File(path, "r", swmr=True, rdcc_nbytes=0)
-    except FileNotFoundError:
-        raise FrameReadError(f"HDF5 file {path} does not exist") from None
     except OSError:
         try:  # a file not written in SWMR mode (an old Data Exchange file) opens the plain way
             return h5py.File(path, "r", rdcc_nbytes=0)
