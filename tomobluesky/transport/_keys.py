@@ -39,3 +39,8 @@ class RunKeys:
             for uid in self._by_run.pop(run, ()):
                 self._owner.pop(uid, None)
         return run
+
+    def forget(self, run: str) -> None:
+        """Drop what links documents to ``run`` (a run closed without its stop document)."""
+        for uid in self._by_run.pop(run, ()):
+            self._owner.pop(uid, None)
