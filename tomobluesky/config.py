@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .limits import check_memory_budget_gb
 from .schema import ReconSettings
 
 
@@ -27,7 +28,13 @@ class Settings(BaseSettings):
     recon: ReconSettings = Field(default_factory=ReconSettings)
     volume_dir: Path | None = Field(None, description="where reconstructed volumes (Zarr stores) are written; "
                                     "the Tiled server must be able to read it (default: <data_dir>/volumes)")
-    memory_budget_gb: float = Field(2.0, gt=0, description="peak resident memory of the stop path, GB")
+    memory_budget_gb: float = Field(2.0, description="peak resident memory of the stop path, GB: > 0 and at most "
+                                    "this machine's memory")
+
+    @field_validator("memory_budget_gb")
+    @classmethod
+    def _budget_fits_the_machine(cls, value: float) -> float:
+        return check_memory_budget_gb(value)
 
     @property
     def volumes(self) -> Path:

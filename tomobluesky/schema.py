@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class ReconSettings(BaseModel):
@@ -21,6 +21,19 @@ class ReconSettings(BaseModel):
     ring_removal: bool = False
     phase_retrieval: dict | None = Field(None, description="Paganin parameters: distance, delta_beta")
     preview_every: int = Field(10, ge=1, description="refresh the live slice every N projections")
+
+    @field_validator("algorithm", "backend", "filter_name")
+    @classmethod
+    def _engine_has_it(cls, value: str, info: ValidationInfo) -> str:
+        """Names the engine knows, checked when the settings are made, not when a scan ends and they are used.
+        The engine is imported here, not at the top, so reading settings stays cheap when none is given."""
+        from . import recon
+
+        known = {"algorithm": recon.ALGORITHMS, "backend": recon.BACKENDS, "filter_name": recon.FILTERS}
+        if value not in known[info.field_name]:
+            raise ValueError(f"unknown {info.field_name} {value!r}; choose one of "
+                             f"{', '.join(known[info.field_name])}")
+        return value
 
 
 class TomoScanMetadata(BaseModel):

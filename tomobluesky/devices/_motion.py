@@ -26,6 +26,9 @@ class RotationStage(Device):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.readback.name = self.name
+        self._halt = threading.Event()
+        self._halt_success = True
+        self._motion: threading.Thread | None = None
 
     @property
     def position(self) -> float:
@@ -49,22 +52,36 @@ class RotationStage(Device):
         if velocity <= 0:
             raise ValueError(f"{self.name}: set a positive velocity (deg/s) before a fly scan")
         status = DeviceStatus(self)
+        self._halt.clear()
 
         def run():
             try:
                 t0, a0 = time.monotonic(), float(angles[0])
                 for angle in angles:
                     delay = t0 + abs(float(angle) - a0) / velocity - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
+                    if self._halt.wait(max(delay, 0.0)):  # stop() between two angles
+                        break
                     self.readback.put(float(angle))
                     on_angle(float(angle))
+                if self._halt.is_set() and not self._halt_success:
+                    raise RuntimeError(f"{self.name}: stopped during a fly scan")
                 status.set_finished()
             except Exception as err:  # the status carries the error to the plan
                 status.set_exception(err)
 
-        threading.Thread(target=run, name=f"{self.name}-fly", daemon=True).start()
+        self._motion = threading.Thread(target=run, name=f"{self.name}-fly", daemon=True)
+        self._motion.start()
         return status
+
+    def stop(self, *, success: bool = False):
+        """Halt a fly motion between two angles and wait for it to end, so no frame is taken afterwards
+        (a RunEngine pausing or aborting calls this before the camera closes its file)."""
+        self._halt_success = success
+        self._halt.set()
+        motion = self._motion
+        if motion is not None and motion is not threading.current_thread():
+            motion.join(timeout=10)
+        super().stop(success=success)
 
 
 class FastShutter(Device):

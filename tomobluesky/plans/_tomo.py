@@ -6,6 +6,7 @@ import numpy as np
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 
+from ..limits import MAX_DARKS_FLATS, MAX_PROJECTIONS
 from ..schema import ReconSettings, TomoScanMetadata
 from ._stubs import fly_projections, step_projections, take_darks, take_flats
 
@@ -19,15 +20,29 @@ def scan_angles(start: float, num_projections: int, angular_range: float = 180.0
     180° by default (the last view would repeat the first, mirrored)."""
     if angular_range not in (180.0, 360.0):
         raise PlanArgumentError(f"angular_range must be 180 or 360 degrees, not {angular_range}")
-    if int(num_projections) != num_projections or num_projections < 2:
-        raise PlanArgumentError(f"num_projections must be an integer >= 2, not {num_projections!r}")
+    check_frame_counts(num_projections)
     return start + np.linspace(0.0, angular_range, int(num_projections), endpoint=endpoint)
 
 
-def _check_counts(num_darks, num_flats):
+def _is_integer(n) -> bool:
+    try:
+        return int(n) == n
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _check_count(label, n, low, high):
+    if not _is_integer(n) or not low <= n <= high:
+        raise PlanArgumentError(f"{label} must be an integer in {low}..{high}, not {n!r}")
+
+
+def check_frame_counts(num_projections: int, num_darks: int = 1, num_flats: int = 1):
+    """Refuse frame counts that cannot make a tomogram (fewer than 2 projections, no dark or flat to
+    normalise with) or that are surely typos, whose scan would fill the disk before anyone noticed
+    (see ``tomobluesky.limits``). Plans call it before the run opens: nothing moves, nothing is written."""
+    _check_count("num_projections", num_projections, 2, MAX_PROJECTIONS)
     for label, n in (("num_darks", num_darks), ("num_flats", num_flats)):
-        if int(n) != n or n < 1:
-            raise PlanArgumentError(f"{label} must be a positive integer (normalisation needs it), not {n!r}")
+        _check_count(label, n, 1, MAX_DARKS_FLATS)
 
 
 def _start_metadata(scan_type, camera, rotation, angles, num_darks, num_flats, plan_args, recon, md):
@@ -74,8 +89,8 @@ def _tomography(scan_type, camera, rotation, shutter, sample, projections, *, nu
                 angular_range, num_darks, num_flats, recon, md, **extra_args):
     """Validate, describe, then darks → flats → ``projections(angles)`` → shutter closed,
     in one run that stages the camera. The scan types differ only in how projections are taken."""
+    check_frame_counts(num_projections, num_darks, num_flats)
     angles = scan_angles(start, num_projections, angular_range)
-    _check_counts(num_darks, num_flats)
     _check_source_range(camera, angles)
     plan_args = dict(num_projections=num_projections, start=start, angular_range=angular_range,
                      num_darks=num_darks, num_flats=num_flats, **extra_args)

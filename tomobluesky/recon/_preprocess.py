@@ -2,13 +2,53 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from ._backend import get_namespace
+from ._backend import get_namespace, to_numpy
+
+log = logging.getLogger(__name__)
 
 #: transmission floor before the logarithm: dead pixels and over-dark frames
 #: would otherwise give infinities
 MIN_TRANSMISSION = 1e-6
+
+
+class FlatField(tuple):
+    """``(dark, beam)``, unpacked as before, with ``no_beam``: the boolean mask (shape of ``beam``) of the
+    pixels whose flat is not brighter than their dark, or None when every pixel has beam."""
+
+    def __new__(cls, dark, beam, no_beam=None):
+        field = super().__new__(cls, (dark, beam))
+        field.no_beam = no_beam
+        return field
+
+
+def compact_ranges(numbers, limit: int = 20) -> str:
+    """Distinct integers as ranges, ``[12, 13, 14, 15, 300]`` → ``"12-15, 300"``; past ``limit`` ranges
+    only their count (a noisy detector could otherwise make a warning of thousands of numbers)."""
+    values = np.unique(np.asarray(numbers, dtype=np.int64))
+    if values.size == 0:
+        return ""
+    gaps = np.flatnonzero(np.diff(values) > 1)
+    starts, ends = np.r_[values[0], values[gaps + 1]], np.r_[values[gaps], values[-1]]
+    parts = [str(a) if a == b else f"{a}-{b}" for a, b in zip(starts.tolist(), ends.tolist())]
+    if len(parts) > limit:
+        parts = parts[:limit] + [f"and {len(parts) - limit} more ranges"]
+    return ", ".join(parts)
+
+
+def no_beam_message(pixels: int, columns, where: str = "") -> str:
+    """The warning for pixels without beam: how many, and in which detector columns."""
+    return (f"flats are not brighter than darks in {pixels} pixel{'' if pixels == 1 else 's'}{where}, "
+            f"in columns {compact_ranges(columns)}: their transmission is taken as 0 (check the flats)")
+
+
+def no_beam_columns(mask) -> np.ndarray:
+    """The columns (last axis) of a ``FlatField.no_beam`` mask in which any pixel lacks beam."""
+    mask = np.asarray(mask)
+    return np.flatnonzero(mask.reshape(-1, mask.shape[-1]).any(axis=0))
 
 
 def _check_finite(xp, name, array):
@@ -49,20 +89,30 @@ def normalize(projections, flats, darks, *, out=None):
     return apply_flat_field(projections, *flat_field(flats, darks), out=out)
 
 
-def flat_field(flats, darks, *, where: str = ""):
+def flat_field(flats, darks, *, where: str = "", warn: bool = True) -> FlatField:
     """``(dark, beam)``: the median dark and the median flat minus it, float32, for ``apply_flat_field``.
 
     Work that does not depend on the projections, done once: per slab of rows
     by the stop path, once per scan by the live slices. Pixels without beam
     (a dead flat pixel) get an infinite beam, so their transmission is 0, not inf.
-    ``where`` names the part of the detector in the error.
+    They are not passed over in silence: the result's ``no_beam`` holds their mask,
+    and a warning names their columns (unless ``warn`` is False, for a caller
+    that reports a whole scan at once). ``where`` names the part of the detector
+    in the warning and the error.
     """
     xp = get_namespace(flats)
     dark = xp.median(xp.asarray(darks, dtype=xp.float32), axis=0)
     beam = xp.median(xp.asarray(flats, dtype=xp.float32), axis=0) - dark
-    if not bool((beam > 0).any()):
+    has_beam = beam > 0
+    if not bool(has_beam.any()):
         raise ValueError(f"flats are not brighter than darks anywhere{where}: no beam in the flat fields")
-    return dark, xp.where(beam > 0, beam, xp.float32(np.inf)).astype(xp.float32, copy=False)
+    beam = xp.where(has_beam, beam, xp.float32(np.inf)).astype(xp.float32, copy=False)
+    if bool(has_beam.all()):
+        return FlatField(dark, beam)
+    no_beam = ~to_numpy(has_beam)
+    if warn:
+        log.warning("%s", no_beam_message(int(no_beam.sum()), no_beam_columns(no_beam), where))
+    return FlatField(dark, beam, no_beam)
 
 
 def apply_flat_field(projections, dark, beam, *, out=None):

@@ -8,7 +8,7 @@ import pytest
 
 from tomobluesky.devices import PROJECTION, ReplaySource, SourceError, make_sim_beamline
 from tomobluesky.live import read_frames
-from tomobluesky.plans import PlanArgumentError, scan_angles, tomo_fly_scan, tomo_scan
+from tomobluesky.plans import PlanArgumentError, check_frame_counts, scan_angles, tomo_fly_scan, tomo_scan
 
 
 @pytest.fixture
@@ -91,18 +91,33 @@ def test_fly_scan_records_angles_in_the_detector_file(RE, documents, beamline):
 
 
 @pytest.mark.parametrize("kwargs, message", [
+    ({"num_projections": 0}, "num_projections must be an integer in 2..100000, not 0"),
     ({"num_projections": 1}, "num_projections"),
+    ({"num_projections": 2_000_000}, "num_projections must be an integer in 2..100000, not 2000000"),
     ({"num_projections": 10.5}, "num_projections"),
+    ({"num_projections": None}, "num_projections"),
     ({"angular_range": 90}, "angular_range"),
     ({"num_darks": 0}, "num_darks"),
+    ({"num_darks": 5000}, "num_darks must be an integer in 1..1000"),
     ({"num_flats": -1}, "num_flats"),
+    ({"num_flats": 1001}, "num_flats"),
     ({"start": 30.0}, "outside what the frame source covers"),
+    ({"recon": {"algorithm": "bogus"}}, "unknown algorithm 'bogus'"),
 ])
-def test_invalid_arguments_are_refused_before_the_run(RE, documents, beamline, kwargs, message):
-    with pytest.raises(PlanArgumentError, match=message):
-        RE(tomo_scan(*beamline, **kwargs))
+@pytest.mark.parametrize("plan", [tomo_scan, tomo_fly_scan])
+@pytest.mark.timeout(60)  # without the bound, 2,000,000 projections would run, not fail
+def test_invalid_arguments_are_refused_before_the_run(RE, documents, beamline, plan, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RE(plan(*beamline, **kwargs))
     assert not any(n == "start" for n, _ in documents)
     assert RE.state == "idle"
+    assert beamline[0].last_file is None  # the camera never staged: no detector file
+
+
+def test_frame_counts_at_the_bounds_are_accepted():
+    check_frame_counts(2, 1, 1)
+    check_frame_counts(100_000, 1000, 1000)
+    check_frame_counts(180.0)  # a whole number given as a float is still a count
 
 
 def test_fly_scan_needs_positive_velocity(RE, beamline):

@@ -97,3 +97,44 @@ def test_uint16_frames_normalise_to_float32():
     # a projection darker than the dark gives a negative transmission, not a uint16 wrap-around
     projections[0, 0, 0] = 0
     assert recon.normalize(projections, flats, darks)[0, 0, 0] == pytest.approx(-dark[0, 0] / beam[0, 0], rel=1e-6)
+
+
+def test_flats_without_beam_are_reported_with_their_columns(caplog):
+    projections, flats, darks, transmission = _frames(np.random.default_rng(3), shape=(5, 4, 320))
+    flats[:, :, 12:16] = 0.0  # a dead strip: four columns in every row
+    flats[:, 2, 300] = np.median(darks[:, 2, 300])  # one pixel no brighter than its dark
+    with caplog.at_level("WARNING", logger="tomobluesky.recon"):
+        field = recon.flat_field(flats, darks, where=" in detector rows 0..4")
+    dark, beam = field  # still unpacks as (dark, beam)
+    assert field.no_beam.shape == (4, 320) and int(field.no_beam.sum()) == 17
+    np.testing.assert_array_equal(recon.no_beam_columns(field.no_beam), [12, 13, 14, 15, 300])
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "17 pixels in detector rows 0..4, in columns 12-15, 300" in record.getMessage()
+    assert np.isinf(beam[:, 12:16]).all() and np.isinf(beam[2, 300])  # transmission 0 there, as before
+
+
+def test_flats_with_beam_everywhere_give_the_same_numbers_and_no_warning(caplog):
+    projections, flats, darks, transmission = _frames(np.random.default_rng(4))
+    with caplog.at_level("WARNING", logger="tomobluesky.recon"):
+        field = recon.flat_field(flats, darks)
+    assert field.no_beam is None and not caplog.records
+    dark, beam = field
+    np.testing.assert_array_equal(dark, np.median(darks, axis=0))
+    np.testing.assert_array_equal(beam, np.median(flats, axis=0) - np.median(darks, axis=0))
+
+
+def test_flat_field_can_leave_the_report_to_its_caller(caplog):
+    projections, flats, darks, transmission = _frames(np.random.default_rng(5))
+    flats[:, :, 0] = 0.0
+    with caplog.at_level("WARNING", logger="tomobluesky.recon"):
+        field = recon.flat_field(flats, darks, warn=False)
+    assert not caplog.records and recon.no_beam_columns(field.no_beam).tolist() == [0]
+
+
+@pytest.mark.parametrize("numbers, text", [
+    ([], ""), ([7], "7"), ([12, 13, 14, 15, 300], "12-15, 300"), ([3, 1, 2, 2, 9, 10], "1-3, 9-10"),
+    (list(range(0, 100, 2)), ", ".join(str(n) for n in range(0, 40, 2)) + ", and 30 more ranges"),
+])
+def test_compact_ranges(numbers, text):
+    assert recon.compact_ranges(numbers) == text
