@@ -1,5 +1,8 @@
-"""Web viewer: scans, live slices during acquisition, finished volumes."""
+"""Web viewer: scans, live slices during acquisition, finished volumes.
 
-from ._app import create_app, to_png
+Unless started public, it reads Tiled with each reader's own key."""
 
-__all__ = ["create_app", "to_png"]
+from ._app import CSP, create_app, to_png
+from ._auth import COOKIE, ClientCache
+
+__all__ = ["COOKIE", "CSP", "ClientCache", "create_app", "to_png"]

@@ -1,20 +1,58 @@
 """A small web viewer over the Tiled catalogue: scans, live slices updating
 during acquisition (server-sent events), finished volumes with a slice slider
-and contrast control. It reads Tiled with the same client an analyst uses."""
+and contrast control.
+
+Who may read what is Tiled's decision, not the viewer's: unless it is public,
+the viewer reads Tiled with the key each request brings (see ``_auth``).
+Everything a scan's documents say is data, never markup: the page builds its
+DOM from text, and the Content-Security-Policy allows no inline script.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import logging
+import re
+import time
 from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ._auth import (COOKIE, CatalogUnavailable, ClientCache, Unauthorized, connect_checked, connector, request_key,
+                    tiled_refused)
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
+RAW, PROCESSED, LIVE = "raw", "processed", "live"  # the catalogue's containers (tomobluesky.catalog)
+LIVE_SLICES = ("axial", "vertical_x", "vertical_y")
+# Bluesky start uids are UUIDs; accept the names the catalogue writer accepts and nothing that could
+# make a Tiled path climb ("..") or carry another path segment.
+_UID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+_INDEX = re.compile(r"[0-9]{1,9}")
+
+# Only the viewer's own files, no inline script or style, no framing, no plugins.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-resource-policy": "same-origin",
+}
 
 
 def to_png(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> bytes:
@@ -29,12 +67,42 @@ def to_png(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> bytes:
     return buf.getvalue()
 
 
+class Problem(Exception):
+    """An answer other than success, with its HTTP status and a message for the person."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """User input quoted in an error message, cut short."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 def _percentiles(request) -> tuple[float, float]:
-    low = float(request.query_params.get("low", 1.0))
-    high = float(request.query_params.get("high", 99.5))
-    if not 0 <= low < high <= 100:
-        raise ValueError("contrast needs 0 <= low < high <= 100")
+    try:
+        low = float(request.query_params.get("low", 1.0))
+        high = float(request.query_params.get("high", 99.5))
+    except ValueError:
+        raise Problem(400, "contrast low and high must be numbers") from None
+    if not 0 <= low < high <= 100:  # also false for nan
+        raise Problem(400, "contrast needs 0 <= low < high <= 100")
     return low, high
+
+
+def _size(request) -> int:
+    size = request.query_params.get("size", "0")
+    if not _INDEX.fullmatch(size) or int(size) > 65536:
+        raise Problem(400, f"size must be a whole number of pixels from 0 to 65536, not {_shown(size)}")
+    return int(size)
+
+
+def _scan_uid(request) -> str:
+    uid = request.path_params["uid"]
+    if not _UID.fullmatch(uid):
+        raise Problem(404, f"no scan {_shown(uid)} in the catalogue")
+    return uid
 
 
 def _level_for(levels, size: int) -> int:
@@ -45,87 +113,272 @@ def _level_for(levels, size: int) -> int:
     return fits[-1] if fits else 0
 
 
-def create_app(client, *, poll_interval: float = 0.2) -> Starlette:
-    """The viewer's ASGI app over a Tiled ``client`` (with read access)."""
+def _node(client, *path: str):
+    """The node at ``path`` from the catalogue's root, or None. One exact lookup: the ``raw``
+    container's own ``[]`` and ``in`` would also match a partial uid or a scan_id."""
+    try:
+        return client[path]
+    except KeyError:
+        return None
 
-    def scans(request):
-        processed, live = client["processed"], client["live"]
+
+def _time(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _sse(event: str, data) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+class _SecurityHeaders:
+    """ASGI middleware: the security headers on every response, and no caching of what the API
+    read with someone's key."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        private = scope["path"].startswith(("/api/", "/login", "/logout"))
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+                if private:
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False, api_key: str | None = None,
+               poll_interval: float = 0.2, max_stream_s: float = 600.0, max_clients: int = 16) -> Starlette:
+    """The viewer's ASGI app over a Tiled catalogue.
+
+    ``tiled`` is the catalogue's URI, or a function ``api_key -> tiled client``.
+
+    Not ``public`` (the default): the viewer holds no key. Every API request must
+    bring the reader's Tiled key (``Authorization: Bearer <key>``, or the HttpOnly
+    cookie that ``POST /login`` sets from the page's form); the viewer reads Tiled
+    with that key, keeping a client for each of the ``max_clients`` most recent
+    keys, and answers 401 when the key is missing or Tiled refuses it.
+
+    ``public``: the viewer reads with ``api_key`` (give it a read-only key; None
+    reads anonymously from a Tiled server that allows it) and serves anyone.
+    It connects at once, so a refused key fails here rather than on each request.
+
+    A live-event stream ends when the scan's volume is complete or failed, or
+    after ``max_stream_s`` seconds (the page's EventSource then reconnects, which
+    checks the key again).
+    """
+    if max_stream_s <= 0 or poll_interval <= 0:
+        raise ValueError("max_stream_s and poll_interval must be positive")
+    connect = connector(tiled)
+    if public:
+        shared = connect_checked(connect, api_key)
+        clients = None
+    elif api_key is not None:
+        raise ValueError("a viewer that is not public holds no key of its own: each reader brings theirs; "
+                         "give api_key only with public=True")
+    else:
+        shared, clients = None, ClientCache(connect, max_clients)
+
+    def client_for(request):
+        return shared if public else clients.get(request_key(request))
+
+    def answer(request, exc: BaseException) -> tuple[int, str]:
+        """The status and message for a failed request; unexpected errors are logged, not shown."""
+        if isinstance(exc, Problem):
+            return exc.status, exc.message
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 403:
+            return 403, "the catalogue does not let this key read that"
+        if isinstance(exc, Unauthorized) or tiled_refused(exc):
+            if public:
+                return 503, "the catalogue refused the viewer's read key"
+            clients.forget(request_key(request))
+            return 401, str(exc) if isinstance(exc, Unauthorized) else "the catalogue refused this API key"
+        if isinstance(exc, CatalogUnavailable):
+            return 503, str(exc)
+        if isinstance(exc, httpx.HTTPStatusError):
+            if exc.response.status_code == 404:
+                return 404, "not found in the catalogue"
+            return 502, f"the catalogue answered HTTP {exc.response.status_code}"
+        if isinstance(exc, httpx.TransportError):
+            return 503, f"the catalogue is unreachable ({type(exc).__name__})"
+        if isinstance(exc, KeyError):  # a node that went away between looking and reading
+            return 404, "not found in the catalogue"
+        log.error("viewer request %s failed", request.url.path, exc_info=exc)
+        return 500, "internal error in the viewer (its log has the details)"
+
+    def error_response(request, exc: BaseException) -> JSONResponse:
+        status, message = answer(request, exc)
+        headers = {"WWW-Authenticate": 'Bearer realm="tomobluesky viewer"'} if status == 401 else None
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    def api(path: str, work: Callable[[Any, Any], Response]) -> Route:
+        """A GET route whose ``work(request, client)`` reads Tiled in a worker thread."""
+
+        async def endpoint(request):
+            try:
+                return await run_in_threadpool(lambda: work(request, client_for(request)))
+            except Exception as exc:
+                return error_response(request, exc)
+
+        return Route(path, endpoint)
+
+    def scans(request, client):
+        raw = _node(client, RAW)
+        if raw is None:
+            return JSONResponse([])
         rows = []
-        for uid, run in client["raw"].items()[-1:-51:-1]:  # the 50 newest
+        for uid, run in raw.items()[-1:-51:-1]:  # the 50 newest
             start = run.metadata.get("start", {})
-            volume = processed[uid].metadata if uid in processed else {}
+            volume = _node(client, PROCESSED, uid)
+            volume = volume.metadata if volume is not None else {}
             rows.append({
                 "uid": uid, "scan_id": start.get("scan_id"), "sample": start.get("sample_name", ""),
                 "time": start.get("time"), "plan": start.get("plan_name"),
                 "volume_status": volume.get("status"), "reason": volume.get("reason"),
-                "live": uid in live,
+                "live": _node(client, LIVE, uid) is not None,
             })
-        rows.sort(key=lambda r: r["time"] or 0, reverse=True)
+        rows.sort(key=lambda r: _time(r["time"]), reverse=True)
         return JSONResponse(rows)
 
-    def volume_info(request):
-        uid = request.path_params["uid"]
-        if uid not in client["processed"]:
-            return JSONResponse({"error": f"no volume for scan {uid}"}, status_code=404)
-        node = client["processed"][uid]
+    def volume_node(client, uid):
+        node = _node(client, PROCESSED, uid)
+        if node is None:
+            raise Problem(404, f"no volume for scan {uid}")
+        return node
+
+    def volume_info(request, client):
+        node = volume_node(client, _scan_uid(request))
         md = dict(node.metadata)
         for bulky in ("theta", "multiscales"):
             md.pop(bulky, None)
         shape = list(node["0"].shape) if "0" in node else []
         return JSONResponse({"shape": shape, "metadata": md})
 
-    def volume_slice(request):
-        uid, index = request.path_params["uid"], int(request.path_params["index"])
-        node = client["processed"][uid]
+    def volume_slice(request, client):
+        uid, index = _scan_uid(request), request.path_params["index"]
+        if not _INDEX.fullmatch(index):
+            raise Problem(400, f"a slice index is a whole number from 0, not {_shown(index)}")
+        index = int(index)
+        low_high, size = _percentiles(request), _size(request)
+        node = volume_node(client, uid)
+        status = node.metadata.get("status")
+        if status != "complete":
+            raise Problem(404, f"the volume of scan {uid} is {status}, not complete")
         levels = node.metadata.get("levels") or [list(node["0"].shape)]
-        if not 0 <= index < levels[0][0]:
-            return JSONResponse({"error": f"slice {index} outside 0..{levels[0][0] - 1}"}, status_code=404)
-        k = _level_for(levels, int(request.query_params.get("size", 0)))
-        return Response(to_png(node[str(k)][index >> k], *_percentiles(request)), media_type="image/png")
+        if not index < levels[0][0]:
+            raise Problem(404, f"slice {index} outside 0..{levels[0][0] - 1} of scan {uid}")
+        k = _level_for(levels, size)
+        return Response(to_png(node[str(k)][index >> k], *low_high), media_type="image/png")
 
-    def live_slice(request):
-        uid, name = request.path_params["uid"], request.path_params["name"]
-        live = client["live"]
-        if uid not in live or name not in live[uid]:
-            return JSONResponse({"error": f"no live {name} slice for scan {uid}"}, status_code=404)
-        return Response(to_png(live[uid][name].read(), *_percentiles(request)), media_type="image/png",
-                        headers={"Cache-Control": "no-store"})
+    def live_slice(request, client):
+        uid, name = _scan_uid(request), request.path_params["name"]
+        low_high = _percentiles(request)
+        if name not in LIVE_SLICES:
+            raise Problem(404, f"no live slice named {_shown(name)}: there are {', '.join(LIVE_SLICES)}")
+        node = _node(client, LIVE, uid, name)
+        if node is None:
+            raise Problem(404, f"no live {name} slice for scan {uid}")
+        return Response(to_png(node.read(), *low_high), media_type="image/png")
+
+    def scan_known(client, uid) -> bool:
+        return any(_node(client, container, uid) is not None for container in (RAW, LIVE, PROCESSED))
+
+    def snapshot(client, uid):
+        live, volume = _node(client, LIVE, uid), _node(client, PROCESSED, uid)
+        md = dict(live.metadata) if live is not None else {}
+        return md, volume is not None and volume.metadata.get("status") in ("complete", "failed")
 
     async def live_events(request):
-        uid = request.path_params["uid"]
-
-        def snapshot():
-            live = client["live"]
-            md = dict(live[uid].metadata) if uid in live else {}
-            done = uid in client["processed"] and client["processed"][uid].metadata.get("status") in ("complete", "failed")
-            return md, done
+        try:
+            uid = _scan_uid(request)
+            client = await run_in_threadpool(client_for, request)
+            if not await run_in_threadpool(scan_known, client, uid):
+                raise Problem(404, f"no scan {uid} in the catalogue")
+        except Exception as exc:  # before the stream starts: a plain error, which EventSource does not retry
+            return error_response(request, exc)
 
         async def stream():
+            deadline = time.monotonic() + max_stream_s
             last = None
+            yield "retry: 2000\n\n"
             while not await request.is_disconnected():
-                md, done = await asyncio.to_thread(snapshot)
+                try:
+                    md, done = await run_in_threadpool(snapshot, client, uid)
+                except Exception as exc:
+                    status, message = answer(request, exc)
+                    yield _sse("error", {"error": message, "status": status})
+                    return
                 if md.get("projections") != last:
                     last = md.get("projections")
-                    yield f"event: update\ndata: {json.dumps(md)}\n\n"
+                    yield _sse("update", md)
                 if done:
-                    yield "event: done\ndata: {}\n\n"
+                    yield _sse("done", {})
+                    return
+                if time.monotonic() >= deadline:
+                    yield _sse("timeout", {"after_s": max_stream_s})
                     return
                 await asyncio.sleep(poll_interval)
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    def same_origin(request) -> bool:
+        origin = request.headers.get("origin")
+        return origin is None or urlsplit(origin).netloc == request.headers.get("host")
+
+    async def login(request):
+        """Check a key with Tiled and keep it in an HttpOnly, SameSite=Strict cookie. JSON only:
+        a form on another site cannot post JSON without a CORS preflight, which this app never grants."""
+        if public:
+            return JSONResponse({"error": "this viewer is public: no login needed"}, status_code=400)
+        if not same_origin(request):
+            return JSONResponse({"error": "login from another site refused"}, status_code=403)
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error": 'send {"key": "..."} as application/json'}, status_code=415)
+        body = await request.body()
+        try:
+            key = json.loads(body[:4096]).get("key") if len(body) <= 4096 else None
+        except (ValueError, AttributeError):
+            key = None
+        if not isinstance(key, str):
+            return JSONResponse({"error": 'send {"key": "<your Tiled API key>"}'}, status_code=400)
+        try:
+            await run_in_threadpool(clients.get, key)
+        except Exception as exc:
+            return error_response(request, exc)
+        response = JSONResponse({"ok": True})
+        response.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https")
+        return response
+
+    async def logout(request):
+        if not public and same_origin(request):
+            clients.forget(request.cookies.get(COOKIE))
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    async def session(request):
+        return JSONResponse({"public": public})
 
     async def index(request):
         return FileResponse(STATIC / "index.html")
 
-    async def on_error(request, exc):
-        status = 400 if isinstance(exc, ValueError) else 500
-        return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=status)
-
     return Starlette(routes=[
         Route("/", index),
-        Route("/api/scans", scans),
-        Route("/api/scans/{uid}/volume", volume_info),
-        Route("/api/scans/{uid}/volume/{index:int}.png", volume_slice),
-        Route("/api/scans/{uid}/live/{name}.png", live_slice),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/api/session", session),
+        api("/api/scans", scans),
+        api("/api/scans/{uid}/volume", volume_info),
+        api("/api/scans/{uid}/volume/{index}.png", volume_slice),
+        api("/api/scans/{uid}/live/{name}.png", live_slice),
         Route("/api/scans/{uid}/live/events", live_events),
-    ], exception_handlers={Exception: on_error, ValueError: on_error})
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ], middleware=[Middleware(_SecurityHeaders)])
