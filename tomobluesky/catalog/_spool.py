@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,45 +43,58 @@ class SpoolingSink:
     refreshed by the next one), the volume's store is still written to
     ``sink.volume_dir``, and its registration (or a failure record) is spooled
     to ``spool_dir/volumes/<uid>.json`` for :func:`replay`.
+
+    The Tiled client retries a refused request for up to ``TILED_RETRY_TIMEOUT``
+    (45 s by default) before it gives up, and that wait happens in the caller's
+    thread (the RunEngine's, in-process). So after one failure Tiled is not
+    asked again for ``probe_interval`` seconds: during an outage a scan waits
+    for one retry cycle per interval, not one per preview.
     """
 
-    def __init__(self, sink: TiledSink, spool_dir: str | Path):
+    def __init__(self, sink: TiledSink, spool_dir: str | Path, *, probe_interval: float = 60.0):
         self.sink = sink
         self.spool_dir = Path(spool_dir)
+        self.probe_interval = probe_interval
         self.previews_dropped = 0
         self.spooled: list[Path] = []
+        self._down_until = 0.0
         self._offline: set[str] = set()  # scans whose volume went (or goes) to the spool
 
-    def _outage(self, what, err):
-        log.warning("Tiled unreachable (%s: %s); %s", type(err).__name__, err, what)
+    @property
+    def online(self) -> bool:
+        """False while a recent outage says not to ask Tiled yet."""
+        return time.monotonic() >= self._down_until
+
+    def _try(self, call, *args):
+        """``call(*args)``, or :class:`_Offline` when Tiled is (or was just found) unreachable."""
+        if not self.online:
+            raise _Offline()
+        try:
+            return call(*args)
+        except Exception as err:
+            if not is_transient(err):
+                raise
+            self._down_until = time.monotonic() + self.probe_interval
+            log.warning("Tiled unreachable (%s: %s); results are spooled to %s and Tiled is asked again in %g s",
+                        type(err).__name__, err, self.spool_dir, self.probe_interval)
+            raise _Offline() from err
 
     def write_preview(self, scan_uid, slices, metadata):
         try:
-            self.sink.write_preview(scan_uid, slices, metadata)
-        except Exception as err:
-            if not is_transient(err):
-                raise
+            self._try(self.sink.write_preview, scan_uid, slices, metadata)
+        except _Offline:
             self.previews_dropped += 1
-            if self.previews_dropped == 1:
-                self._outage("live previews are skipped until it is back", err)
 
     def volume_status(self, scan_uid):
         try:
-            return self.sink.volume_status(scan_uid)
-        except Exception as err:
-            if not is_transient(err):
-                raise
+            return self._try(self.sink.volume_status, scan_uid)
+        except _Offline:
             return "complete" if _read_record(self._record_path(scan_uid), "volume") else None
 
     def begin_volume(self, scan_uid, metadata) -> Path:
         try:
-            return self.sink.begin_volume(scan_uid, metadata)
-        except VolumeExists:
-            raise
-        except Exception as err:
-            if not is_transient(err):
-                raise
-            self._outage(f"the volume of {scan_uid} is written to disk and its registration spooled", err)
+            return self._try(self.sink.begin_volume, scan_uid, metadata)
+        except _Offline:
             self._offline.add(scan_uid)
             path = self.sink.volume_path(scan_uid)
             shutil.rmtree(path, ignore_errors=True)
@@ -89,22 +103,17 @@ class SpoolingSink:
     def complete_volume(self, scan_uid, store, metadata):
         if scan_uid not in self._offline:
             try:
-                return self.sink.complete_volume(scan_uid, store, metadata)
-            except Exception as err:
-                if not is_transient(err):
-                    raise
-                self._outage(f"the registration of the volume of {scan_uid} is spooled", err)
+                return self._try(self.sink.complete_volume, scan_uid, store, metadata)
+            except _Offline:
+                pass
         self._offline.discard(scan_uid)
         self._spool({"kind": "volume", "scan_uid": scan_uid, "store": str(store), "metadata": metadata})
 
     def record_failure(self, scan_uid, reason, metadata):
         try:
-            return self.sink.record_failure(scan_uid, reason, metadata)
-        except Exception as err:
-            if not is_transient(err):
-                raise
-            self._outage(f"the failure of {scan_uid} is spooled", err)
-        self._spool({"kind": "failure", "scan_uid": scan_uid, "reason": reason, "metadata": metadata})
+            return self._try(self.sink.record_failure, scan_uid, reason, metadata)
+        except _Offline:
+            self._spool({"kind": "failure", "scan_uid": scan_uid, "reason": reason, "metadata": metadata})
 
     def _record_path(self, scan_uid) -> Path:
         self.sink.volume_path(scan_uid)  # refuses a uid that is not a plain key
@@ -116,6 +125,10 @@ class SpoolingSink:
         self.spooled.append(path)
         log.warning("spooled %s of %s to %s; put it into the catalogue with `tomobluesky replay %s`",
                     record["kind"], record["scan_uid"], path, self.spool_dir)
+
+
+class _Offline(Exception):
+    """Tiled is unreachable: take the spool path."""
 
 
 @dataclass
