@@ -205,3 +205,27 @@ def test_in_process_stop_path_reads_the_detector_file_about_once(RE, tmp_path):
     assert 0.95 <= result["read_amplification"] <= 1.3, result["read_amplification"]
     (volume, meta), = sink.volumes.values()
     assert meta["read_amplification"] == result["read_amplification"] and volume.shape == (64, 256, 256)
+
+
+def test_a_run_closed_by_the_worker_is_recorded_as_failed_with_the_reason(RE, documents, tmp_path):
+    import uuid
+
+    from tomobluesky._errors import NO_STOP_PREFIX
+
+    source = PhantomSource(n_slices=2, n_columns=32, noise=False)
+    RE(tomo_scan(*make_sim_beamline(source, tmp_path), num_projections=10, num_darks=1, num_flats=1))
+    start = documents[0][1]
+    reason = f"{NO_STOP_PREFIX} within 2 s; closed by the worker"
+    closing = {"uid": str(uuid.uuid4()), "run_start": start["uid"], "time": 0.0, "exit_status": "fail",
+               "reason": reason, "num_events": {}}
+    sink = MemorySink()
+    results = reconstruct_documents([d for d in documents if d[0] != "stop"] + [("stop", closing)], sink)
+    assert results[0]["error"] == reason
+    (uid, (recorded, meta)), = sink.failures.items()
+    assert uid == start["uid"] and recorded == reason and meta["status"] == "failed"
+    assert not sink.volumes
+    # a plan that failed on its own (exit_status "fail", another reason) still reconstructs what it has
+    sink = MemorySink()
+    failed = dict(closing, reason="the sample fell off")
+    results = reconstruct_documents([d for d in documents if d[0] != "stop"] + [("stop", failed)], sink)
+    assert "error" not in results[0] and len(sink.volumes) == 1
