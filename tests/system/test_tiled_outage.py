@@ -108,3 +108,25 @@ def test_replay_command_reports_and_returns_nonzero_on_a_bad_file(outage_scan, c
     assert report["volumes_registered"] == [uid] and list(report["errors"]) == [str(server.layout.backup /
                                                                                  "garbage.jsonl")]
     assert "must begin with its start document" in report["errors"][str(server.layout.backup / "garbage.jsonl")]
+
+
+def test_a_failure_met_during_an_outage_is_spooled_and_replayed(tmp_path, no_client_retries):
+    server = TiledServer(tmp_path / "catalog").start()
+    try:
+        sink = SpoolingSink(server.sink(), server.layout.backup, probe_interval=3600)
+        server.stop()
+        sink.record_failure("scan-1", "darks missing", {"scan_uid": "scan-1", "status": "failed"})
+        assert not sink.online  # the next call does not wait for Tiled again
+        sink.write_preview("scan-1", {"axial": np.zeros((2, 2), np.float32)}, {})
+        assert sink.previews_dropped == 1
+        record = json.loads((server.layout.backup / "volumes" / "scan-1.json").read_text())
+        assert record == {"kind": "failure", "scan_uid": "scan-1", "reason": "darks missing",
+                          "metadata": {"scan_uid": "scan-1", "status": "failed"}}
+        server.start()
+        client = server.client()
+        report = replay(server.layout.backup, client, volume_dir=server.layout.volumes)
+        assert report.failures_recorded == ["scan-1"] and report.errors == {}
+        md = client[PROCESSED]["scan-1"].metadata
+        assert md["status"] == "failed" and md["reason"] == "darks missing"
+    finally:
+        server.stop()
