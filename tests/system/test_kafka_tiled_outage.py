@@ -36,7 +36,11 @@ def _wait_for(predicate, timeout, what):
 
 def test_workers_wait_out_a_tiled_outage_and_lose_nothing(kafka_config, tmp_path):
     ensure_topics(kafka_config)
-    server = TiledServer(tmp_path / "catalog").start()
+    with TiledServer(tmp_path / "catalog") as server:
+        _outage_through_kafka(kafka_config, server)
+
+
+def _outage_through_kafka(kafka_config, server):
     ensure_layout(server.client())
     stop, stats, threads = threading.Event(), {}, []
     # the Tiled client retries a refused request for 45 s in the caller's thread; the workers' own
@@ -72,16 +76,13 @@ def test_workers_wait_out_a_tiled_outage_and_lose_nothing(kafka_config, tmp_path
         for t in threads:
             t.join(60)
         stamina.set_testing(False)
-    try:
-        assert list(client[RAW]).count(uid) == 1 and list(client[PROCESSED]).count(uid) == 1
-        run = client[RAW][uid]
-        assert run.metadata["stop"]["exit_status"] == "success"
-        assert run["primary"]["camera_image"].shape[0] == N
-        node = client[PROCESSED][uid]
-        assert ssim_in_circle(node["0"].read()[2], source.volume[2]) > 0.8
-        for kind in ("catalog", "reconstruction"):
-            assert stats[kind].deadlettered == 0, (kind, stats[kind])
-            assert stats[kind].runs_finished >= 1
-        assert stats["catalog"].outages + stats["reconstruction"].outages >= 1
-    finally:
-        server.stop()
+    assert list(client[RAW]).count(uid) == 1 and list(client[PROCESSED]).count(uid) == 1
+    run = client[RAW][uid]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert run["primary"]["camera_image"].shape[0] == N
+    node = client[PROCESSED][uid]
+    assert ssim_in_circle(node["0"].read()[2], source.volume[2]) > 0.8
+    for kind in ("catalog", "reconstruction"):
+        assert stats[kind].deadlettered == 0, (kind, stats[kind])
+        assert stats[kind].runs_finished >= 1
+    assert stats["catalog"].outages + stats["reconstruction"].outages >= 1

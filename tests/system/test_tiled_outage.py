@@ -34,24 +34,23 @@ def no_client_retries():
 @pytest.fixture
 def outage_scan(RE, tmp_path, no_client_retries):
     """A scan during which Tiled is stopped after the 10th projection; Tiled is back afterwards."""
-    server = TiledServer(tmp_path / "catalog").start()
-    layout = server.layout
-    source = PhantomSource(n_slices=4, n_columns=48, axis_offset=2.0, noise=False)
-    runs = []
+    with TiledServer(tmp_path / "catalog") as server:  # stopped whatever happens, also after the restart
+        layout = server.layout
+        source = PhantomSource(n_slices=4, n_columns=48, axis_offset=2.0, noise=False)
+        runs = []
 
-    def on_projection(n, total):
-        if n == 10 and server.running:
-            server.stop()
+        def on_projection(n, total):
+            if n == 10 and server.running:
+                server.stop()
 
-    sink = SpoolingSink(server.sink(), layout.backup)
-    RE.subscribe(raw_run_writer(server.client(), layout.backup))
-    RE.subscribe(live_reconstruction_router(sink, on_projection=on_projection, on_start=runs.append,
-                                            data_roots=[layout.detector]))
-    uid, = RE(tomo_scan(*make_sim_beamline(source, layout.detector), num_projections=N, num_darks=2, num_flats=2))
-    assert not server.running
-    server.start()  # the same data directory and port
-    yield server, uid, source, sink, runs[0]
-    server.stop()
+        sink = SpoolingSink(server.sink(), layout.backup)
+        RE.subscribe(raw_run_writer(server.client(), layout.backup))
+        RE.subscribe(live_reconstruction_router(sink, on_projection=on_projection, on_start=runs.append,
+                                                data_roots=[layout.detector]))
+        uid, = RE(tomo_scan(*make_sim_beamline(source, layout.detector), num_projections=N, num_darks=2, num_flats=2))
+        assert not server.running
+        server.start()  # the same data directory and port
+        yield server, uid, source, sink, runs[0]
 
 
 def test_the_scan_survives_everything_is_spooled_and_replayed_exactly_once(outage_scan):
