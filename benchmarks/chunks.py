@@ -109,8 +109,6 @@ def row(label, write_s, size, reads, raw):
 
 
 def tiled_reads(shape, work):
-    from tiled.client import from_uri
-
     from tomobluesky.catalog import TiledServer, TiledSink
     from tomobluesky.store import MultiscaleWriter
 
@@ -129,7 +127,7 @@ def tiled_reads(shape, work):
         t = time.perf_counter()
         sink.complete_volume("bench", path, {"scan_uid": "bench"})
         register_s = time.perf_counter() - t
-        node = from_uri(server.uri, api_key=server.api_key)["processed"]["bench"]["0"]
+        node = server.reader_client()["processed"]["bench"]["0"]
         reads = time_reads(lambda index: node[index], path / "0")
         return writer.chunks, pyramid_s, register_s, reads
 

@@ -63,7 +63,6 @@ def bench_slices(n=512, frames=200):
 
 def bench_scan(n=256, angles=256, preview_every=16):
     from bluesky import RunEngine
-    from tiled.client import from_uri
 
     from tomobluesky.catalog import PROCESSED, TiledServer, TiledSink
     from tomobluesky.live import ForwardingSink
@@ -92,7 +91,7 @@ def bench_scan(n=256, angles=256, preview_every=16):
         t0 = time.perf_counter()
         uid, = RE(tomo_scan(*make_sim_beamline(source, server.layout.detector), num_projections=angles,
                             num_darks=4, num_flats=4))
-        reader = from_uri(server.uri, api_key=server.api_key)
+        reader = server.reader_client()
         node = reader[PROCESSED][uid]
         assert node.metadata["status"] == "complete"
         node["0"][n // 2]  # one slice readable over HTTP

@@ -52,9 +52,7 @@ def _source(case):
 
 def _read_levels(server, uid) -> dict:
     """One middle slice of every level, over HTTP, through a fresh client (as an analyst reads)."""
-    from tiled.client import from_uri
-
-    node = from_uri(server.uri, api_key=server.api_key)["processed"][uid]
+    node = server.reader_client()["processed"][uid]
     times = []
     for key in sorted(node, key=int):
         t = time.perf_counter()

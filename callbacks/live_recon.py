@@ -3,7 +3,8 @@
 Without Kafka it replays recorded runs (JSON lines of {"name", "doc"}, the
 format TiledWriter's backup and ``tomobluesky`` journals use):
 
-    python callbacks/live_recon.py --tiled-uri http://127.0.0.1:8000 --api-key KEY runs/*.jsonl
+    TOMOBLUESKY_TILED_API_KEY=... python callbacks/live_recon.py --tiled-uri http://127.0.0.1:8000 runs/*.jsonl
+    python callbacks/live_recon.py --tiled-uri http://127.0.0.1:8000 --api-key-file DATA_DIR/keys/writer runs/*.jsonl
 
 With Kafka (``--kafka BOOTSTRAP``) it joins the reconstruction consumer group
 and follows the beamline's document topic; see ``--help``.
@@ -17,6 +18,7 @@ import logging
 import sys
 
 from tomobluesky.config import Settings
+from tomobluesky.keys import KeyRefused, add_key_file_option, client_key
 from tomobluesky.live import live_reconstruction_router
 
 
@@ -35,7 +37,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="*", help="recorded runs (JSON lines) to reconstruct, in order")
     p.add_argument("--tiled-uri", default=settings.tiled_uri, help="Tiled server to write to (env TOMOBLUESKY_TILED_URI)")
-    p.add_argument("--api-key", default=settings.tiled_api_key, help="Tiled write key (env TOMOBLUESKY_TILED_API_KEY)")
+    add_key_file_option(p, "file holding the catalogue's write key (default: $TOMOBLUESKY_TILED_API_KEY)")
     p.add_argument("--kafka", default=settings.kafka_bootstrap, help="Kafka bootstrap servers; follow the live topic")
     p.add_argument("--beamline", default=settings.beamline, help="beamline name, for the topic (default: %(default)s)")
     p.add_argument("--until-idle", action="store_true", help="with --kafka: stop when no message came for a while")
@@ -53,7 +55,16 @@ def main(argv=None) -> int:
 
     from tomobluesky.catalog import TiledSink
 
-    client = from_uri(args.tiled_uri, api_key=args.api_key)
+    try:
+        key = client_key(args.api_key_file)
+    except KeyRefused as err:
+        print(f"live_recon: {err}", file=sys.stderr)
+        return 2
+    if key is None:
+        print("live_recon: no Tiled write key: set TOMOBLUESKY_TILED_API_KEY or give --api-key-file PATH",
+              file=sys.stderr)
+        return 2
+    client = from_uri(args.tiled_uri, api_key=key)
     if args.kafka:
         from tomobluesky.transport import KafkaConfig
         from tomobluesky.workers import run_reconstruction_worker

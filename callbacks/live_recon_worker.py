@@ -1,7 +1,10 @@
 """Live reconstruction worker behind Kafka (see ``--help``).
 
     python callbacks/live_recon_worker.py --bootstrap 127.0.0.1:9092 \
-        --tiled-uri http://127.0.0.1:8000 --api-key KEY
+        --tiled-uri http://127.0.0.1:8000 --api-key-file /path/to/catalog/keys/writer
+
+The key may come from $TOMOBLUESKY_TILED_API_KEY instead; never from the
+command line, which every local user can read.
 """
 
 import sys

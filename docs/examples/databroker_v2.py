@@ -1,6 +1,8 @@
 """The databroker 2.x way: the Tiled client over the runs container.
 
-    TILED_URI=http://127.0.0.1:8000 TILED_API_KEY=... python docs/examples/databroker_v2.py
+    TILED_URI=http://127.0.0.1:8000 TILED_API_KEY=$(cat DATA_DIR/keys/reader) python docs/examples/databroker_v2.py
+
+TILED_API_KEY is a read-only key: reading is all this script does.
 """
 
 import os

@@ -1,7 +1,9 @@
 """Export a volume as a TIFF stack and as NXtomo HDF5, from Python.
 (The CLI does the same: `tomobluesky export SCAN_UID OUT --format nxtomo`.)
 
-    TILED_URI=... TILED_API_KEY=... OUT=/tmp/export python docs/examples/export_volume.py
+    TILED_URI=... TILED_API_KEY=$(cat DATA_DIR/keys/reader) OUT=/tmp/export python docs/examples/export_volume.py
+
+TILED_API_KEY is a read-only key: reading is all this script does.
 """
 
 import os

@@ -1,7 +1,9 @@
 """Find volumes by sample, scan id or date; read one slice over HTTP; follow
 the link back to the raw run. Run against any tomobluesky catalogue:
 
-    TILED_URI=http://127.0.0.1:8000 TILED_API_KEY=... python docs/examples/find_and_slice.py
+    TILED_URI=http://127.0.0.1:8000 TILED_API_KEY=$(cat DATA_DIR/keys/reader) python docs/examples/find_and_slice.py
+
+TILED_API_KEY is a read-only key: reading is all this script does.
 """
 
 import os

@@ -3,7 +3,9 @@ smaller. Read one slice of level 0 and a whole coarse level over HTTP, then
 open the same data lazily with Dask, through Tiled or straight from the Zarr
 store when you share its file system.
 
-    TILED_URI=http://127.0.0.1:8000 TILED_API_KEY=... [SCAN_UID=...] python docs/examples/multiscale.py
+    TILED_URI=http://127.0.0.1:8000 TILED_API_KEY=$(cat DATA_DIR/keys/reader) [SCAN_UID=...] python docs/examples/multiscale.py
+
+TILED_API_KEY is a read-only key: reading is all this script does.
 """
 
 import os
