@@ -8,7 +8,9 @@ import json
 import logging
 import sys
 
+from .keys import add_key_file_option, refuse_key_argument
 from .config import Settings
+from .limits import MAX_PROJECTIONS, PHANTOM_SIZES, PORTS, algorithm_name, bounded, memory_budget_gb
 
 DEMO_HELP = """\
 Run the embedded default end to end, in one process and with no broker:
@@ -31,17 +33,21 @@ def _add_demo(sub, settings: Settings):
     p.add_argument("--tooth-file", default=None,
                    help="Data Exchange HDF5 file to replay (default: ../shared/data/tooth.h5 or $TOMOBLUESKY_TOOTH)")
     p.add_argument("--fly", action="store_true", help="fly scan (continuous rotation) instead of a step scan")
-    p.add_argument("--num-projections", type=int, default=None,
-                   help="projections over 180 degrees (default: as many as the replayed file has; 180 for the phantom)")
-    p.add_argument("--phantom-size", type=int, default=128, help="phantom width in pixels (default: 128)")
-    p.add_argument("--algorithm", default=settings.recon.algorithm, help="reconstruction algorithm (default: %(default)s)")
-    p.add_argument("--port", type=int, default=None, help="Tiled port (default: a free one)")
-    p.add_argument("--api-key", default=None, help="Tiled write key (default: the one stored in DATA_DIR, or a new one)")
+    p.add_argument("--num-projections", type=bounded(int, 2, MAX_PROJECTIONS), default=None,
+                   help=f"projections over 180 degrees, 2..{MAX_PROJECTIONS} (default: as many as the replayed "
+                        "file has; 180 for the phantom)")
+    p.add_argument("--phantom-size", type=bounded(int, *PHANTOM_SIZES), default=128,
+                   help="phantom width in pixels, %d..%d (default: %%(default)s)" % PHANTOM_SIZES)
+    p.add_argument("--algorithm", type=algorithm_name, default=settings.recon.algorithm,
+                   help="reconstruction algorithm, one the engine has (default: %(default)s)")
+    p.add_argument("--port", type=bounded(int, *PORTS), default=None, help="Tiled port (default: a free one)")
+    refuse_key_argument(p, "the demo uses the keys kept in DATA_DIR/keys/")
     p.add_argument("--kafka", metavar="BOOTSTRAP", default=settings.kafka_bootstrap,
                    help="send documents through this Kafka broker to worker processes instead of reconstructing "
                         "in-process (start one with `tomobluesky kafka start`)")
-    p.add_argument("--memory-budget", type=float, metavar="GB", default=settings.memory_budget_gb,
-                   help="peak resident memory of the stop path, in GB; slabs are sized to fit (default: %(default)s)")
+    p.add_argument("--memory-budget", type=memory_budget_gb, metavar="GB", default=settings.memory_budget_gb,
+                   help="peak resident memory of the stop path, in GB, at most the machine's memory; slabs are "
+                        "sized to fit (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a text summary")
     p.set_defaults(func=_cmd_demo)
 
@@ -49,9 +55,10 @@ def _add_demo(sub, settings: Settings):
 def _cmd_demo(args, settings: Settings) -> int:
     from .demo import run_demo, run_demo_kafka
 
+    _stop_on_signals()  # SIGTERM too ends the demo through KeyboardInterrupt: Tiled and workers are stopped
     recon = settings.recon.model_copy(update={"algorithm": args.algorithm})
     common = dict(source=args.source, tooth_file=args.tooth_file, fly=args.fly, num_projections=args.num_projections,
-                  phantom_size=args.phantom_size, port=args.port, api_key=args.api_key,
+                  phantom_size=args.phantom_size, port=args.port,
                   progress=not args.json and sys.stderr.isatty(), settings=recon)
     if args.kafka:  # the worker processes take their budget from TOMOBLUESKY_MEMORY_BUDGET_GB
         summary = run_demo_kafka(args.data_dir, args.kafka, **common)
@@ -78,11 +85,17 @@ def _cmd_demo(args, settings: Settings) -> int:
 def _add_serve(sub, settings: Settings):
     p = sub.add_parser("serve", help="serve a catalogue directory with Tiled",
                        description="Serve the Tiled catalogue in DATA_DIR (for example a demo's) until Ctrl-C. "
-                                   "Writes need the API key; reads need it too unless --public.")
+                                   "Writes need the write key (DATA_DIR/keys/writer, for the services); reads "
+                                   "need a key too (the read-only DATA_DIR/keys/reader is for analysts) unless "
+                                   "--public. Both keys are made at the first start and kept.")
     p.add_argument("--data-dir", default=str(settings.data_dir), help="catalogue data directory (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    p.add_argument("--api-key", default=None, help="write key (default: the one stored in DATA_DIR)")
-    p.add_argument("--public", action="store_true", help="allow anonymous reads (writes still need the key)")
+    p.add_argument("--writer-key-file", metavar="PATH",
+                   help="at the first start, use the key in PATH as the write key instead of a new random one")
+    p.add_argument("--reader-key-file", metavar="PATH",
+                   help="at the first start, use the key in PATH as the read-only key instead of a new random one")
+    refuse_key_argument(p, "give --writer-key-file PATH")
+    p.add_argument("--public", action="store_true", help="allow anonymous reads (writes still need the write key)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -105,9 +118,14 @@ def _cmd_serve(args, settings: Settings) -> int:
     from .catalog import TiledServer
 
     _stop_on_signals()
-    server = TiledServer(args.data_dir, port=args.port, api_key=args.api_key, public=args.public)
+    from .keys import read_key_file
+
+    keys = {f"{kind}_key": read_key_file(path) for kind, path in
+            (("writer", args.writer_key_file), ("reader", args.reader_key_file)) if path}
+    server = TiledServer(args.data_dir, port=args.port, public=args.public, **keys)
     server.start()
-    print(f"Tiled serving {server.layout.root} at {server.uri}  (API key in {server.layout.key_file})", flush=True)
+    print(f"Tiled serving {server.layout.root} at {server.uri}  (write key in {server.layout.key_file}, "
+          f"read-only key in {server.layout.reader_key_file})", flush=True)
     try:
         while server.running:
             time.sleep(0.5)
@@ -121,20 +139,26 @@ def _cmd_serve(args, settings: Settings) -> int:
 def _add_catalog_options(p, settings: Settings):
     p.add_argument("--uri", default=settings.tiled_uri or "http://127.0.0.1:8000",
                    help="Tiled server (env TOMOBLUESKY_TILED_URI; default: %(default)s)")
-    p.add_argument("--api-key", default=settings.tiled_api_key,
-                   help="Tiled key (env TOMOBLUESKY_TILED_API_KEY; default: the one stored in --data-dir)")
+    add_key_file_option(p, "file holding the Tiled API key (default: $TOMOBLUESKY_TILED_API_KEY, else the key "
+                           "stored in --data-dir: keys/reader, or keys/writer for commands that write)")
     p.add_argument("--data-dir", default=str(settings.data_dir),
                    help="where to find the stored key if none is given (default: %(default)s)")
 
 
-def _client(args):
+def _client(args, write: bool = False):
+    """A client with the key from --api-key-file or $TOMOBLUESKY_TILED_API_KEY, else the stored
+    read-only key (the write key when ``write``), else anonymous if the server allows it."""
+    import httpx
     from tiled.client import from_uri
 
     from .catalog import CatalogLayout
+    from .keys import client_key
 
-    key = args.api_key
-    if key is None and CatalogLayout(args.data_dir).key_file.exists():
-        key = CatalogLayout(args.data_dir).api_key()
+    layout = CatalogLayout(args.data_dir)
+    key = client_key(args.api_key_file, layout.key_file if write else layout.reader_key_file)
+    if key is None and httpx.get(f"{args.uri}/api/v1/metadata/", timeout=10).status_code == 401:
+        raise PermissionError(f"{args.uri} needs a Tiled API key: set TOMOBLUESKY_TILED_API_KEY or give "
+                              f"--api-key-file PATH")
     return from_uri(args.uri, api_key=key)
 
 
@@ -200,23 +224,61 @@ def _cmd_export(args, settings: Settings) -> int:
 
 
 def _add_view(sub, settings: Settings):
-    p = sub.add_parser("view", help="web viewer: scans, live slices, volumes",
-                       description="Serve a web page that lists scans in a Tiled catalogue, shows the live slices "
-                                   "updating during a scan and finished volumes with a slice slider and contrast. "
-                                   "Example: tomobluesky view --uri http://127.0.0.1:8000 --port 8080")
-    _add_catalog_options(p, settings)
-    p.add_argument("--port", type=int, default=8080, help="port of the page (default: %(default)s)")
+    description = """\
+Serve a web page that lists the scans in a Tiled catalogue, shows the live
+slices updating during a scan, and finished volumes with a slice slider and
+contrast control.
+
+Who reads what: by default the viewer holds no key. Each reader logs in on the
+page with their own Tiled API key (kept in an HttpOnly cookie), or sends
+'Authorization: Bearer KEY' to the API, and the viewer reads Tiled with that
+key, so Tiled decides what each person sees. With --public the viewer reads
+with one key, taken from --api-key-file or TOMOBLUESKY_TILED_API_KEY (never
+from the command line, where other users can see it), and serves everyone who
+can reach its port: give it a read-only key, never the catalogue's write key.
+
+Examples:
+  tomobluesky view --uri http://127.0.0.1:8000 --port 8080
+  tomobluesky view --public --api-key-file ~/tiled-reader.key --host 0.0.0.0
+"""
+    p = sub.add_parser("view", help="web viewer: scans, live slices, volumes", description=description,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       allow_abbrev=False)  # so a mistyped --api-key KEY is refused, not read as --api-key-file
+    p.add_argument("--uri", default=settings.tiled_uri or "http://127.0.0.1:8000",
+                   help="Tiled server (env TOMOBLUESKY_TILED_URI; default: %(default)s)")
+    p.add_argument("--public", action="store_true",
+                   help="serve reads to anyone, reading Tiled with the key from --api-key-file or "
+                        "TOMOBLUESKY_TILED_API_KEY (no key: anonymous reads, if Tiled allows them)")
+    p.add_argument("--api-key-file", metavar="FILE", help="file holding the read-only Tiled key for --public")
+    p.add_argument("--port", type=bounded(int, *PORTS), default=8080, help="port of the page (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--stream-limit", type=bounded(float, 0, low_open=True), default=600.0, metavar="SECONDS",
+                   help="longest a live-event stream stays open before the page reconnects, which checks the "
+                        "key again (default: %(default)s)")
     p.set_defaults(func=_cmd_view)
 
 
 def _cmd_view(args, settings: Settings) -> int:
+    from pathlib import Path
+
     import uvicorn
 
     from .viewer import create_app
 
-    print(f"viewer at http://{args.host}:{args.port}/ over {args.uri}", flush=True)
-    uvicorn.run(create_app(_client(args)), host=args.host, port=args.port, log_level="warning")
+    key = None
+    if args.public:
+        key = Path(args.api_key_file).expanduser().read_text().strip() if args.api_key_file \
+            else settings.tiled_api_key
+        if args.api_key_file and not key:
+            raise ValueError(f"{args.api_key_file} holds no key")
+    elif args.api_key_file:
+        raise ValueError("--api-key-file is for --public: otherwise the viewer holds no key and each reader "
+                         "logs in with their own")
+    app = create_app(args.uri, public=args.public, api_key=key, max_stream_s=args.stream_limit)
+    who = ("anyone who reaches it, reading with " + ("the given key" if key else "no key")) if args.public \
+        else "readers who log in with their own Tiled key"
+    print(f"viewer at http://{args.host}:{args.port}/ over {args.uri}, for {who}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -236,13 +298,16 @@ def _add_reconstruct(sub, settings: Settings):
                        description=RECONSTRUCT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="Data Exchange HDF5 file")
     p.add_argument("output", help="Zarr store to create (replaced if it exists)")
-    p.add_argument("--memory-budget", type=float, metavar="GB", default=settings.memory_budget_gb,
-                   help="peak resident memory in GB; slabs are sized to fit (default: %(default)s)")
-    p.add_argument("--center", type=float, default=None,
-                   help="detector column of the rotation axis (default: found from the data)")
-    p.add_argument("--algorithm", default=settings.recon.algorithm, help="reconstruction algorithm (default: %(default)s)")
+    p.add_argument("--memory-budget", type=memory_budget_gb, metavar="GB", default=settings.memory_budget_gb,
+                   help="peak resident memory in GB, at most the machine's memory; slabs are sized to fit "
+                        "(default: %(default)s)")
+    p.add_argument("--center", type=bounded(float, 0), default=None,
+                   help="detector column of the rotation axis, >= 0 (default: found from the data)")
+    p.add_argument("--algorithm", type=algorithm_name, default=settings.recon.algorithm,
+                   help="reconstruction algorithm, one the engine has (default: %(default)s)")
     p.add_argument("--rings", action="store_true", help="remove ring artefacts in the sinograms")
-    p.add_argument("--pixel-size", type=float, default=None, help="pixel size in micrometres, for the OME metadata")
+    p.add_argument("--pixel-size", type=bounded(float, 0, low_open=True), default=None,
+                   help="pixel size in micrometres, > 0, for the OME metadata")
     p.add_argument("--json", action="store_true", help="print what was done as one JSON object")
     p.set_defaults(func=_cmd_reconstruct)
 
@@ -269,9 +334,89 @@ def _cmd_reconstruct(args, settings: Settings) -> int:
     return 0
 
 
+REPLAY_HELP = """\
+Put runs and volumes that were spooled while Tiled was unreachable into the
+catalogue, exactly once. During an outage the in-process route keeps the whole
+raw run as JSON lines (DATA_DIR/backup/<uid>.jsonl) and writes each volume to
+the volume directory with a record in DATA_DIR/backup/volumes/<uid>.json.
+Replay writes raw runs first (a run left partial in Tiled is replaced by the
+full one from the backup, a complete one is skipped), then registers the
+volumes. Replayed files move to BACKUP/replayed/; a file that fails stays and
+is named in the report. Example:
+
+  tomobluesky replay ~/.local/share/tomobluesky/catalog/backup --uri http://127.0.0.1:8000
+"""
+
+
+def _add_replay(sub, settings: Settings):
+    p = sub.add_parser("replay", help="put runs and volumes spooled during a Tiled outage into the catalogue",
+                       description=REPLAY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("backup", nargs="?", help="the spool directory (default: DATA_DIR/backup)")
+    _add_catalog_options(p, settings)
+    p.add_argument("--volume-dir", help="the server's readable volume directory the spooled stores are in "
+                   "(default: TOMOBLUESKY_VOLUME_DIR or DATA_DIR/volumes)")
+    p.add_argument("--data-root", action="append", metavar="DIR",
+                   help="a directory detector files may be registered from (repeatable; default: the settings' "
+                        "data roots, <data_dir>/detector)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=_cmd_replay)
+
+
+def _cmd_replay(args, settings: Settings) -> int:
+    from .catalog import replay
+
+    from pathlib import Path
+
+    data_dir = Path(args.data_dir).expanduser()
+    backup = args.backup or data_dir / "backup"
+    volume_dir = args.volume_dir or settings.volume_dir or data_dir / "volumes"
+    roots = args.data_root or settings.data_roots or [data_dir / "detector"]
+    report = replay(backup, _client(args, write=True), volume_dir=volume_dir, data_roots=roots).as_dict()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, items in report.items():
+            if items:
+                print(f"{key.replace('_', ' ')}: {len(items)}")
+                for item in (items.items() if isinstance(items, dict) else items):
+                    print("  " + (": ".join(item) if isinstance(item, tuple) else item))
+        if not any(report.values()):
+            print(f"nothing to replay in {backup}")
+    return 1 if report["errors"] else 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (the usage is one --help away); still exit code 2.
+    Subcommand parsers are made of the same class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _load_settings() -> Settings | None:
+    """The TOMOBLUESKY_* settings, or None after one line per bad variable (no traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as err:
+        for problem in err.errors(include_url=False):
+            print(f"tomobluesky: error: {_setting_problem(problem)}", file=sys.stderr)
+        return None
+
+
+def _setting_problem(problem: dict) -> str:
+    """``TOMOBLUESKY_X__Y='value': what is wrong``, from one pydantic error."""
+    name = "TOMOBLUESKY_" + "__".join(str(part) for part in problem["loc"]).upper()
+    value = problem.get("input")
+    error = (problem.get("ctx") or {}).get("error")
+    message = str(error) if problem["type"] == "value_error" and error else problem["msg"]
+    return f"{name}={value!r}: {message}" if isinstance(value, str) else f"{name}: {message}"
+
+
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     settings = settings or Settings()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tomobluesky",
         description="Acquisition-coupled tomography: Bluesky scans reconstructed live and catalogued in Tiled.",
     )
@@ -283,6 +428,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     _add_export(sub, settings)
     _add_view(sub, settings)
     _add_reconstruct(sub, settings)
+    _add_replay(sub, settings)
     try:
         from .cli_kafka import add_kafka_commands
     except ImportError:
@@ -293,7 +439,9 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    settings = Settings()
+    settings = _load_settings()
+    if settings is None:
+        return 2  # as for a bad argument: nothing was started
     args = build_parser(settings).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -30,11 +30,18 @@ class Settings(BaseSettings):
                                     "the Tiled server must be able to read it (default: <data_dir>/volumes)")
     memory_budget_gb: float = Field(2.0, description="peak resident memory of the stop path, GB: > 0 and at most "
                                     "this machine's memory")
+    data_roots: list[Path] | None = Field(None, description="directories detector files may be read from; "
+                                          "documents naming files elsewhere are refused "
+                                          "(default: <data_dir>/detector). Env: a JSON list")
 
     @field_validator("memory_budget_gb")
     @classmethod
     def _budget_fits_the_machine(cls, value: float) -> float:
         return check_memory_budget_gb(value)
+
+    @property
+    def roots(self) -> list[Path]:
+        return list(self.data_roots) if self.data_roots else [self.data_dir / "detector"]
 
     @property
     def volumes(self) -> Path:

@@ -4,12 +4,16 @@ local Tiled catalogue, all in one process (no broker)."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
 
-from .catalog import PROCESSED, TiledServer, ensure_layout, raw_run_writer
+from .catalog import PROCESSED, SpoolingSink, TiledServer, ensure_layout, raw_run_writer
 from .devices import PhantomSource, ReplaySource, make_sim_beamline
 from .live import live_reconstruction_router
 from .plans import tomo_fly_scan, tomo_scan
@@ -29,12 +33,48 @@ def make_source(source: str, tooth_file: str | Path | None = None, phantom_size:
     raise ValueError(f"unknown source {source!r}: choose 'tooth' or 'phantom'")
 
 
+class _PauseOnSignals:
+    """RunEngine context manager: SIGINT or SIGTERM during a scan pauses the RunEngine at once, and
+    ``run_scan`` then aborts the run, so it ends with a stop document and a closed detector file.
+    (A KeyboardInterrupt inside ``RE()`` would panic the RunEngine: no cleanup, no stop document.)
+    A second signal is not waited on: it raises KeyboardInterrupt."""
+
+    signalled = weakref.WeakSet()  # RunEngines that already got a signal
+
+    def __init__(self, RE):
+        self._RE = RE
+
+    def __enter__(self):
+        self._previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in self._previous:
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self._RE in self.signalled:
+            raise KeyboardInterrupt
+        self.signalled.add(self._RE)
+        # request_pause waits on the RunEngine's loop: never from the signal handler itself
+        threading.Thread(target=self._pause, daemon=True).start()
+
+    def _pause(self):
+        try:
+            self._RE.request_pause(defer=False)
+        except Exception as err:  # already pausing, or the plan has just finished
+            log.info("pause on signal not taken: %s", err)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def make_run_engine(md_dir: Path):
-    """A RunEngine whose metadata (scan_id above all) persists in ``md_dir``."""
+    """A RunEngine whose metadata (scan_id above all) persists in ``md_dir``, and which a stop signal
+    pauses rather than panics (see ``_PauseOnSignals``)."""
     from bluesky import RunEngine
     from bluesky.utils import PersistentDict
 
-    RE = RunEngine({})
+    RE = RunEngine({}, context_managers=[_PauseOnSignals])
     RE.md = PersistentDict(str(md_dir))
     return RE
 
@@ -48,8 +88,31 @@ def run_scan(RE, source, write_dir, *, fly=False, num_projections=None, recon=No
     kwargs = dict(num_projections=num_projections, recon=recon, md=md)
     if fly:
         kwargs["velocity"] = 180.0
-    uids = RE(plan(camera, rotation, shutter, sample, **kwargs))
+    from bluesky.utils import RunEngineInterrupted
+
+    try:
+        uids = RE(plan(camera, rotation, shutter, sample, **kwargs))
+    except RunEngineInterrupted:  # paused by a stop signal: end the run properly, then the demo
+        if RE.state == "paused":
+            _abort_quietly(RE)
+        raise KeyboardInterrupt from None
     return uids[0], camera
+
+
+def _abort_quietly(RE):
+    """Abort the paused run. bluesky logs the RequestAbort that ends it with a full traceback; asked
+    for here, it is noise."""
+    from bluesky.utils import RequestAbort
+
+    def not_the_abort(record):
+        return not (record.exc_info and isinstance(record.exc_info[1], RequestAbort))
+
+    logger = logging.getLogger("bluesky")
+    logger.addFilter(not_the_abort)
+    try:
+        RE.abort("stopped by a signal")
+    finally:
+        logger.removeFilter(not_the_abort)
 
 
 def _summary(server, frame_source, RE, camera, scan_uid, volume, center_info, *, source, fly, timings,
@@ -66,7 +129,8 @@ def _summary(server, frame_source, RE, camera, scan_uid, volume, center_info, *,
         "scan_type": "fly" if fly else "step",
         "center": round(center_info["center"], 3), "center_method": center_info["center_method"],
         "center_confidence": round(center_info["center_confidence"], 3), "volume_shape": list(volume.shape),
-        "tiled_uri": server.uri, "api_key_file": str(server.layout.key_file), "data_dir": str(server.layout.root),
+        "tiled_uri": server.uri, "reader_key_file": str(server.layout.reader_key_file),
+        "writer_key_file": str(server.layout.key_file), "data_dir": str(server.layout.root),
         "detector_file": str(camera.last_file), "png": str(png), "preview_updates": preview_updates,
         "timings": timings, "slices_range": [float(values.min()), float(values.max())],
         "levels": center_info.get("levels"), "read_amplification": center_info.get("read_amplification"),
@@ -87,14 +151,31 @@ def _start_workers(kafka_bootstrap, beamline, server, algorithm):
     procs = []
     for kind in WORKER_KINDS:
         cmd = [sys.executable, "-m", "tomobluesky.workers", kind, "--bootstrap", kafka_bootstrap,
-               "--beamline", beamline, "--tiled-uri", server.uri, "--api-key", server.api_key,
-               "--group", f"demo-{kind}-{beamline}", "--volume-dir", str(server.layout.volumes)]
+               "--beamline", beamline, "--tiled-uri", server.uri, "--api-key-file", str(server.layout.key_file),
+               "--group", f"demo-{kind}-{beamline}", "--volume-dir", str(server.layout.volumes),
+               "--data-root", str(server.layout.detector)]
         if kind == "reconstruction" and algorithm:
             cmd += ["--algorithm", algorithm]
-        log_file = open(server.layout.root / f"worker-{kind}.log", "ab")
-        procs.append(subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT))
-        log_file.close()
+        log_fd = os.open(server.layout.root / f"worker-{kind}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:  # umask: the volumes and logs a worker writes are the service account's only
+            procs.append(subprocess.Popen(cmd, stdout=log_fd, stderr=subprocess.STDOUT, umask=0o077))
+        finally:
+            os.close(log_fd)
     return procs
+
+
+def _stop_workers(procs, timeout: float = 20.0):
+    """Terminate the worker processes and wait for them; one that does not stop in ``timeout`` is killed."""
+    import subprocess
+
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _wait_for_volume(client, scan_uid, timeout, workers):
@@ -115,7 +196,7 @@ def _wait_for_volume(client, scan_uid, timeout, workers):
 
 
 def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file=None, fly=False,
-                   num_projections=None, phantom_size=128, port=None, api_key=None, progress=True,
+                   num_projections=None, phantom_size=128, port=None, progress=True,
                    settings: ReconSettings | None = None, timeout: float = 300.0) -> dict:
     """The same scan, but documents go through a real Kafka broker to worker
     processes (catalogue writer and reconstruction), as at a beamline."""
@@ -129,7 +210,7 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
     config = KafkaConfig(bootstrap=kafka_bootstrap, beamline=f"demo{uuid.uuid4().hex[:8]}",
                          journal_dir=Path(data_dir).expanduser().resolve() / "kafka-journal")
     ensure_topics(config)
-    with TiledServer(data_dir, port=port, api_key=api_key) as server:
+    with TiledServer(data_dir, port=port) as server:
         client = server.client()
         ensure_layout(client)  # before the workers look for it
         workers = _start_workers(kafka_bootstrap, config.beamline, server, (settings or ReconSettings()).algorithm)
@@ -151,10 +232,7 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
             summary = _summary(server, frame_source, RE, camera, scan_uid, volume, md, source=source, fly=fly,
                                timings={}, preview_updates=md.get("preview_updates"), png_note=" (via Kafka)")
         finally:
-            for p in workers:
-                p.terminate()
-            for p in workers:
-                p.wait(20)
+            _stop_workers(workers)
         t = md["timings"]
         # registration here: what the stop-to-volume time spent beyond reconstructing
         # (documents through the broker, the volume into Tiled)
@@ -170,18 +248,17 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
 
 def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fly: bool = False,
              num_projections: int | None = None, phantom_size: int = 128, port: int | None = None,
-             api_key: str | None = None, progress: bool = True, settings: ReconSettings | None = None,
+             progress: bool = True, settings: ReconSettings | None = None,
              memory_budget: float | None = None) -> dict:
     """Start Tiled in ``data_dir``, scan, reconstruct live, register, save a PNG.
 
     Returns the summary the CLI prints (see ``tomobluesky demo --help``).
     """
-    from tiled.client import from_uri
     from tiled.queries import Key
     from tqdm import tqdm
 
     frame_source = make_source(source, tooth_file, phantom_size)
-    with TiledServer(data_dir, port=port, api_key=api_key) as server:
+    with TiledServer(data_dir, port=port) as server:
         client = server.client()
         RE = make_run_engine(server.layout.root / "runengine-md")
         bar = tqdm(total=None, desc="projections", unit="frame", disable=not progress, leave=False)
@@ -199,9 +276,12 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
         # subscribed first, so it sees the stop document before the writers act on it
         RE.subscribe(lambda name, doc: stops.setdefault(doc["run_start"], time.perf_counter()), "stop")
         RE.subscribe(raw_run_writer(client, server.layout.backup))
-        RE.subscribe(live_reconstruction_router(server.sink(), settings, on_projection=on_projection,
+        # a Tiled outage never stops the scan: the raw run goes to the backup, the volume's registration to the spool
+        sink = SpoolingSink(server.sink(), server.layout.backup)
+        RE.subscribe(live_reconstruction_router(sink, settings, on_projection=on_projection,
                                                 on_start=runs.append, on_volume_rows=on_volume_rows,
-                                                memory_budget=memory_budget or DEFAULT_BUDGET))
+                                                memory_budget=memory_budget or DEFAULT_BUDGET,
+                                                data_roots=[server.layout.detector]))
         t0 = time.perf_counter()
         scan_uid, camera = run_scan(RE, frame_source, server.layout.detector, fly=fly,
                                     num_projections=num_projections)
@@ -212,9 +292,9 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
         if not result or "error" in result:
             raise RuntimeError(f"reconstruction of scan {scan_uid} failed: "
                                f"{(result or {}).get('error', 'no reconstruction ran')}")
-        # read back through a separate client, as an analyst would
+        # read back through a separate client with the read-only key, as an analyst would
         t1 = time.perf_counter()
-        reader = from_uri(server.uri, api_key=server.api_key)
+        reader = server.reader_client()
         node = reader[PROCESSED].search(Key("scan_uid") == scan_uid).values().first()
         raw_primary = reader["raw"][scan_uid]["primary"]["camera_image"]
         t_readback = time.perf_counter() - t1

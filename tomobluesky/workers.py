@@ -17,9 +17,11 @@ import sys
 
 from event_model import RunRouter
 
-from .catalog import RAW, TiledSink, ensure_layout
+from .catalog import RAW, ConfinedDocuments, TiledSink, ensure_layout
+from .keys import KEY_ENV, KeyRefused, add_key_file_option, client_key
+from .limits import algorithm_name, memory_budget_gb
 from .live import LiveReconstruction, is_tomography_run
-from .pipeline import DEFAULT_BUDGET
+from .pipeline import DEFAULT_BUDGET, DataRoots
 from .schema import ReconSettings
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,14 @@ CATALOG_GROUP = "tomobluesky-catalog"
 
 
 def reconstruction_router(client, settings: ReconSettings | None = None, *, on_start=None,
-                          live_config=None, volume_dir=None, memory_budget: float = DEFAULT_BUDGET) -> RunRouter:
+                          live_config=None, volume_dir=None, memory_budget: float = DEFAULT_BUDGET,
+                          data_roots=None) -> RunRouter:
     """Per-run LiveReconstruction into Tiled, skipping runs already complete there.
     With ``live_config`` (a KafkaConfig) previews also go to ``<beamline>.tomobluesky.live``.
-    Volumes are written as Zarr stores in ``volume_dir``, a directory the Tiled server reads."""
+    Volumes are written as Zarr stores in ``volume_dir``, a directory the Tiled server reads.
+    Detector files are read only under ``data_roots``. A Tiled outage escapes (the worker
+    waits and re-reads the run); it is never recorded as a failed scan."""
+    roots = DataRoots.of(data_roots)
     sink = TiledSink(client, volume_dir=volume_dir)
     out = sink
     if live_config is not None:
@@ -46,7 +52,8 @@ def reconstruction_router(client, settings: ReconSettings | None = None, *, on_s
         if sink.volume_status(start["uid"]) == "complete":
             log.info("volume of %s is already complete; skipping the replayed run", start["uid"])
             return [], []
-        cb = LiveReconstruction(out, settings, memory_budget=memory_budget)
+        cb = LiveReconstruction(out, settings, memory_budget=memory_budget, data_roots=roots,
+                                raise_unavailable=True)
         if on_start:
             on_start(cb)
         return [cb], []
@@ -54,12 +61,14 @@ def reconstruction_router(client, settings: ReconSettings | None = None, *, on_s
     return RunRouter([factory])
 
 
-def catalog_router(client, backup_directory=None) -> RunRouter:
-    """TiledWriter per run into ``raw``: a complete run is skipped, a partial one rewritten."""
+def catalog_router(client, backup_directory=None, *, data_roots=None) -> RunRouter:
+    """TiledWriter per run into ``raw``: a complete run is skipped, a partial one rewritten.
+    Resources outside ``data_roots`` are refused before Tiled sees them (:class:`ConfinedDocuments`)."""
     from bluesky_tiled_plugins import TiledWriter
 
     ensure_layout(client)
     raw = client[RAW]
+    roots = DataRoots.of(data_roots)
 
     def factory(name, start):
         uid = start["uid"]
@@ -69,25 +78,51 @@ def catalog_router(client, backup_directory=None) -> RunRouter:
                 return [], []
             log.warning("raw run %s is partial (a worker stopped mid-run); rewriting it", uid)
             raw.delete_contents(uid, recursive=True, external_only=False)
-        return [TiledWriter(raw, batch_size=50,
-                            backup_directory=str(backup_directory) if backup_directory else None)], []
+        writer = TiledWriter(raw, batch_size=50,
+                             backup_directory=str(backup_directory) if backup_directory else None)
+        return [ConfinedDocuments(writer, roots)], []
 
     return RunRouter([factory])
 
 
 def run_reconstruction_worker(config, client, *, settings: ReconSettings | None = None, group_id: str = RECON_GROUP,
-                              volume_dir=None, memory_budget: float = DEFAULT_BUDGET, **run_worker_kwargs):
+                              volume_dir=None, memory_budget: float = DEFAULT_BUDGET, data_roots=None,
+                              **run_worker_kwargs):
+    """Reconstruct every tomography run of the document topic into Tiled. After a Tiled outage the
+    worker re-reads the unfinished runs into a fresh router (``reset``)."""
     from .transport import run_worker
 
-    router = reconstruction_router(client, settings, live_config=config, volume_dir=volume_dir,
-                                   memory_budget=memory_budget)
-    return run_worker(config, router, group_id=group_id, **run_worker_kwargs)
+    def router():
+        return _Lazy(lambda: reconstruction_router(client, settings, live_config=config, volume_dir=volume_dir,
+                                                   memory_budget=memory_budget, data_roots=data_roots))
+
+    return run_worker(config, router(), group_id=group_id, reset=router, **run_worker_kwargs)
 
 
-def run_catalog_worker(config, client, *, group_id: str = CATALOG_GROUP, backup_directory=None, **run_worker_kwargs):
+def run_catalog_worker(config, client, *, group_id: str = CATALOG_GROUP, backup_directory=None, data_roots=None,
+                       **run_worker_kwargs):
+    """Write every run of the document topic into ``raw``; after a Tiled outage the unfinished runs
+    are re-read (a partial run in Tiled is replaced)."""
     from .transport import run_worker
 
-    return run_worker(config, catalog_router(client, backup_directory), group_id=group_id, **run_worker_kwargs)
+    def router():
+        return _Lazy(lambda: catalog_router(client, backup_directory, data_roots=data_roots))
+
+    return run_worker(config, router(), group_id=group_id, reset=router, **run_worker_kwargs)
+
+
+class _Lazy:
+    """A router made on the first document: making one asks Tiled (the layout), so an outage at
+    start-up is met inside the worker loop, which waits it out, instead of killing the worker."""
+
+    def __init__(self, make):
+        self.make = make
+        self.router = None
+
+    def __call__(self, name, doc):
+        if self.router is None:
+            self.router = self.make()
+        return self.router(name, doc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,15 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="Kafka YAML config (default: /etc/bluesky/kafka.yml when present)")
     p.add_argument("--beamline", help="beamline name; the topic is <beamline>.bluesky.runengine.documents")
     p.add_argument("--tiled-uri", required=True, help="Tiled server to write to")
-    p.add_argument("--api-key", required=True, help="Tiled write key")
+    add_key_file_option(p, "file holding the catalogue's write key; without it the key comes from "
+                           "$TOMOBLUESKY_TILED_API_KEY (one of the two is required)")
     p.add_argument("--group", help="consumer group (default: tomobluesky-reconstruction / tomobluesky-catalog)")
     p.add_argument("--once", action="store_true", help="stop when every assigned partition is read to its end")
     p.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop after SECONDS without a message")
-    p.add_argument("--algorithm", help="reconstruction algorithm (start documents may override it)")
+    p.add_argument("--run-timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="close a run that sent no document for SECONDS (its stop never came) as failed, so its "
+                   "memory is freed and the partition's offset moves on; 0 never closes one (default 3600)")
+    p.add_argument("--algorithm", type=algorithm_name,
+                   help="reconstruction algorithm (start documents may override it)")
     p.add_argument("--volume-dir", help="reconstruction: directory for the volumes' Zarr stores; the Tiled server must "
                    "serve it as a readable root (env TOMOBLUESKY_VOLUME_DIR; default <data_dir>/volumes)")
-    p.add_argument("--memory-budget", type=float, metavar="GB",
-                   help="reconstruction: peak resident memory of the stop path in GB (default 2)")
+    p.add_argument("--data-root", action="append", metavar="DIR",
+                   help="a directory detector files may be read from (repeat for several); documents that name "
+                   "files elsewhere are refused and dead-lettered (env TOMOBLUESKY_DATA_ROOTS as a JSON list; "
+                   "default <data_dir>/detector)")
+    p.add_argument("--memory-budget", type=memory_budget_gb, metavar="GB",
+                   help="reconstruction: peak resident memory of the stop path in GB, at most the machine's memory "
+                        "(default 2)")
     return p
 
 
@@ -117,19 +162,28 @@ def main(argv=None) -> int:
 
     from .transport import configure_json_logging, load_config
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        key = client_key(args.api_key_file)
+    except KeyRefused as err:
+        parser.error(str(err))
+    if key is None:
+        parser.error(f"no Tiled write key: set {KEY_ENV} or give --api-key-file PATH")
     configure_json_logging()
     config = load_config(args.config)
     changes = {k: v for k, v in (("bootstrap", args.bootstrap), ("beamline", args.beamline)) if v}
     config = config.replace(**changes) if changes else config
-    client = from_uri(args.tiled_uri, api_key=args.api_key)
-    kwargs = dict(once=args.once, until_idle=args.until_idle, on_error="deadletter")
+    client = from_uri(args.tiled_uri, api_key=key)
+    kwargs = dict(once=args.once, until_idle=args.until_idle, on_error="deadletter",
+                  run_timeout=args.run_timeout or None)
     if args.group:
         kwargs["group_id"] = args.group
-    if args.kind == "reconstruction":
-        from .config import Settings
+    from .config import Settings
 
-        defaults = Settings()
+    defaults = Settings()
+    kwargs["data_roots"] = args.data_root or defaults.roots
+    if args.kind == "reconstruction":
         settings = ReconSettings(**({"algorithm": args.algorithm} if args.algorithm else {}))
         stats = run_reconstruction_worker(config, client, settings=settings,
                                           volume_dir=args.volume_dir or defaults.volumes,

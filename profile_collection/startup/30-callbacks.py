@@ -5,7 +5,7 @@
 import atexit
 import logging
 
-from tomobluesky.catalog import TiledServer, TiledSink, raw_run_writer
+from tomobluesky.catalog import SpoolingSink, TiledServer, TiledSink, raw_run_writer
 from tomobluesky.live import SliceFigureSink, live_reconstruction_router
 
 log = logging.getLogger("tomobluesky.profile")
@@ -22,21 +22,27 @@ else:
     if settings.tiled_uri:
         from tiled.client import from_uri
 
-        tiled = from_uri(settings.tiled_uri, api_key=settings.tiled_api_key)
+        from tomobluesky.keys import client_key
+
+        # the catalogue's write key, from $TOMOBLUESKY_TILED_API_KEY (checked: at least 32 hex digits)
+        tiled = from_uri(settings.tiled_uri, api_key=client_key())
         volume_dir = settings.volumes  # must be a readable root of that server
     else:
         tiled_server = TiledServer(settings.data_dir).start()
         atexit.register(tiled_server.stop)
         tiled = tiled_server.client()
         volume_dir = tiled_server.layout.volumes
-        print(f"Tiled catalogue at {tiled_server.uri} (key in {tiled_server.layout.key_file})")
+        print(f"Tiled catalogue at {tiled_server.uri} (read-only key for analysts in "
+              f"{tiled_server.layout.reader_key_file})")
     RE.subscribe(raw_run_writer(tiled, settings.data_dir / "backup"))
     # the live figure (three slices + angular coverage) updates during RE(...);
     # headless (TOMOBLUESKY_HEADLESS=1) it saves PNGs in the data dir instead
-    live_figure = SliceFigureSink(TiledSink(tiled, volume_dir=volume_dir), png_dir=settings.data_dir / "live-png")
+    # a Tiled outage never stops a scan: volumes are spooled beside the raw backups (`tomobluesky replay`)
+    live_figure = SliceFigureSink(SpoolingSink(TiledSink(tiled, volume_dir=volume_dir), settings.data_dir / "backup"),
+                                  png_dir=settings.data_dir / "live-png")
     _live_runs = []
     live_recon = live_reconstruction_router(live_figure, settings.recon, on_start=_live_runs.append,
-                                            memory_budget=settings.memory_budget_gb * 1e9)
+                                            memory_budget=settings.memory_budget_gb * 1e9, data_roots=settings.roots)
     RE.subscribe(live_recon)
 
     def live_row(row: int):

@@ -31,7 +31,7 @@ def scanned(tiled_server):
 
 
 def _run(script, tiled_server, **env):
-    full = {**os.environ, "TILED_URI": tiled_server.uri, "TILED_API_KEY": tiled_server.api_key, **env}
+    full = {**os.environ, "TILED_URI": tiled_server.uri, "TILED_API_KEY": tiled_server.reader_key, **env}
     out = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, env=full,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -11,7 +11,6 @@ import textwrap
 import httpx
 import pytest
 from bluesky import RunEngine
-from tiled.client import from_uri
 from tiled.queries import Key
 
 from tomobluesky.catalog import TiledServer, TiledSink, free_port, raw_run_writer
@@ -30,7 +29,7 @@ def test_phantom_scan_lands_in_tiled_raw_and_processed(tiled_server, tiled_clien
     RE.subscribe(live_reconstruction_router(TiledSink(tiled_client, volume_dir=tiled_server.layout.volumes)))
     uid, = RE(tomo_scan(*make_sim_beamline(source, tiled_server.layout.detector), num_projections=90,
                         num_darks=3, num_flats=3))
-    reader = from_uri(tiled_server.uri, api_key=tiled_server.api_key)
+    reader = tiled_server.reader_client()
     run = reader["raw"][uid]
     assert run["primary"]["camera_image"].shape == (90, 4, 64)
     assert run["dark"]["camera_image"].shape == (3, 4, 64)
@@ -94,16 +93,17 @@ def test_demo_on_the_tooth_then_serve_again(tmp_path):
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         assert "Tiled serving" in serve.stdout.readline()
-        key = (data_dir / "api_key").read_text().strip()
         code = textwrap.dedent(f"""
+            import os
             from tiled.client import from_uri
             from tiled.queries import Key
-            c = from_uri("http://127.0.0.1:{port}", api_key="{key}")
+            c = from_uri("http://127.0.0.1:{port}", api_key=open(os.environ["KEY_FILE"]).read().strip())
             vol = c["processed"].search(Key("scan_uid") == "{summary['scan_uid']}").values().first()
             s = vol["0"][1]
             print(vol.metadata["center"], s.shape, float(s.std()))
         """)
-        read = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        read = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "KEY_FILE": summary["reader_key_file"]})  # the analysts' key
         assert read.returncode == 0, read.stderr
         center, *_ = read.stdout.split()
         assert float(center) == pytest.approx(summary["center"], abs=1e-3)

@@ -68,7 +68,9 @@ def processes():
 
 def _worker_process(kind, kafka_config, tiled_server, *extra, processes=None):
     cmd = [sys.executable, "-m", "tomobluesky.workers", kind, "--bootstrap", kafka_config.bootstrap,
-           "--beamline", kafka_config.beamline, "--tiled-uri", tiled_server.uri, "--api-key", tiled_server.api_key,
+           "--beamline", kafka_config.beamline, "--tiled-uri", tiled_server.uri,
+           "--api-key-file", str(tiled_server.layout.key_file),
+           "--data-root", str(tiled_server.layout.detector),
            *(["--volume-dir", str(tiled_server.layout.volumes)] if kind == "reconstruction" else []), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if processes is not None:

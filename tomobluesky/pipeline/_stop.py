@@ -41,14 +41,20 @@ class _Timer(dict):
         return now
 
 
-def read_sinograms(scan: HDF5Scan, rows, *, frame_block: int = 32) -> np.ndarray:
+def read_sinograms(scan: HDF5Scan, rows, *, frame_block: int = 32, no_beam: dict | None = None) -> np.ndarray:
     """−log of the normalised projections of detector ``rows`` as sinograms (rows, angles, columns) float32.
 
     Equal to ``minus_log(normalize(projections, flats, darks))`` restricted to
     those rows: the same medians, the same floor, the same order of operations.
+    ``no_beam``: where given, collects {detector row: columns whose flat is not
+    brighter than the dark} instead of a warning per call (see ``_flat_field_warnings``).
     """
-    dark, beam = recon.flat_field(scan.read_rows(FLATS, rows), scan.read_rows(DARKS, rows),
-                                  where=f" in detector rows {rows}")
+    field = recon.flat_field(scan.read_rows(FLATS, rows), scan.read_rows(DARKS, rows),
+                             where=f" in detector rows {rows}", warn=no_beam is None)
+    dark, beam = field
+    if no_beam is not None and field.no_beam is not None:
+        numbers = range(*rows.indices(scan.detector_shape[0])) if isinstance(rows, slice) else rows
+        no_beam.update({row: np.flatnonzero(mask) for row, mask in zip(numbers, field.no_beam) if mask.any()})
     height = dark.shape[0]
     out = np.empty((height, scan.num_projections, scan.detector_shape[1]), dtype=np.float32)
     for first, block in scan.iter_rows(PROJECTIONS, rows, frame_block=frame_block):
@@ -69,13 +75,15 @@ def center_rows(rows: int, count: int = CENTER_ROWS) -> list[int]:
     return sorted(set(np.linspace(0.2 * (rows - 1), 0.8 * (rows - 1), count).round().astype(int).tolist()))
 
 
-def find_scan_center(scan: HDF5Scan, settings: ReconSettings, seen: dict | None = None) -> tuple[float, dict]:
+def find_scan_center(scan: HDF5Scan, settings: ReconSettings, seen: dict | None = None,
+                     no_beam: dict | None = None) -> tuple[float, dict]:
     """The axis from a few rows, or the one the settings give. The sinograms read go into
-    ``seen`` (keyed by their rows), for a slab of the same rows to reuse (a scan of a few rows)."""
+    ``seen`` (keyed by their rows), for a slab of the same rows to reuse (a scan of a few rows);
+    pixels without beam into ``no_beam`` (see ``read_sinograms``)."""
     if settings.center is not None:
         return float(settings.center), {"center_method": "given", "center_confidence": 1.0}
     rows = center_rows(scan.detector_shape[0])
-    sinograms = read_sinograms(scan, rows)
+    sinograms = read_sinograms(scan, rows, no_beam=no_beam)
     if seen is not None and rows == list(range(rows[0], rows[-1] + 1)):
         seen[(rows[0], rows[-1] + 1)] = sinograms
     found = recon.find_center(sinograms, np.radians(scan.theta_deg), method=settings.center_method)
@@ -122,8 +130,8 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
         raise ValueError(f"scan has {scan.num_projections} projections; a reconstruction needs at least 2")
     read_before = scan.bytes_read
     t = time.perf_counter()
-    seen = {}
-    center, center_info = find_scan_center(scan, settings, seen)
+    seen, no_beam = {}, {}
+    center, center_info = find_scan_center(scan, settings, seen, no_beam)
     timer.add("center", t)
     shape = (rows, columns, columns)
     options = {**(writer_options or {})}
@@ -133,7 +141,7 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     writer = MultiscaleWriter(output, shape, pixel_size=pixel_size, attributes=attributes, chunks=chunks, **options)
     log.info("stop path: %s rows × %s angles × %s columns in %r", rows, scan.num_projections, columns, plan)
     try:
-        _run_slabs(scan, settings, writer, plan, theta, center, timer, progress, seen)
+        _run_slabs(scan, settings, writer, plan, theta, center, timer, progress, seen, no_beam)
     finally:
         clear_plan_cache()
     timer["total"] = time.perf_counter() - t_start
@@ -145,7 +153,20 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
         "read_amplification": round((scan.bytes_read - read_before) / max(scan.raw_bytes, 1), 3),
         "timings": {k: round(v, 4) for k, v in timer.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "flat_field_warnings": _flat_field_warnings(no_beam),
     }
+
+
+def _flat_field_warnings(no_beam: dict) -> list[str]:
+    """One warning for the whole scan, logged and returned, naming the columns whose flats are not brighter
+    than the darks (every slab would repeat it otherwise); empty when every pixel had beam."""
+    if not no_beam:
+        return []
+    columns = np.unique(np.concatenate(list(no_beam.values())))
+    pixels = sum(len(c) for c in no_beam.values())
+    message = recon.no_beam_message(pixels, columns, where=f" (detector rows {recon.compact_ranges(list(no_beam))})")
+    log.warning("%s", message)
+    return [message]
 
 
 def _chunks_for(depth: int, default) -> tuple[int, int, int]:
@@ -184,15 +205,15 @@ def _frame_count(scan):
     return sum(len(r) for kind in (FLATS, DARKS) for r in getattr(scan, kind))
 
 
-def _run_slabs(scan, settings, writer, plan: SlabPlan, theta, center, timer, progress, seen=None):
+def _run_slabs(scan, settings, writer, plan: SlabPlan, theta, center, timer, progress, seen=None, no_beam=None):
     """Read → (rings) → reconstruct → write, with reading and writing beside the compute when the plan allows.
-    ``seen``: sinograms already read, by (first row, end row)."""
+    ``seen``: sinograms already read, by (first row, end row); ``no_beam`` collects pixels without beam."""
 
     def load(slab):
         t0 = time.perf_counter()
         sinograms = (seen or {}).pop(tuple(slab), None)
         if sinograms is None:
-            sinograms = read_sinograms(scan, slice(*slab), frame_block=plan.frame_block)
+            sinograms = read_sinograms(scan, slice(*slab), frame_block=plan.frame_block, no_beam=no_beam)
         if settings.ring_removal:
             sinograms = recon.remove_rings(sinograms)
         timer.add("read", t0)
