@@ -36,11 +36,6 @@ PAYLOAD = '<img src=x onerror="window.__pwned=1">'
 STATIC = os.path.join(os.path.dirname(__file__), "..", "..", "tomobluesky", "viewer", "static")
 
 
-def reader_key(server) -> str:
-    """The catalogue's read-only key where the server has one, else its only key."""
-    return getattr(server, "reader_key", None) or server.api_key
-
-
 def bearer(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
@@ -76,7 +71,7 @@ def _pixels(png: bytes) -> np.ndarray:
 
 
 def test_reads_need_the_readers_own_key(tiled_server, scans, http):
-    key = reader_key(tiled_server)
+    key = tiled_server.reader_key
     missing = http.get("/api/scans")
     assert missing.status_code == 401 and "API key" in missing.json()["error"]
     assert missing.headers["www-authenticate"].startswith("Bearer")
@@ -96,7 +91,7 @@ def test_reads_need_the_readers_own_key(tiled_server, scans, http):
 
 def test_login_keeps_the_key_in_an_httponly_strict_cookie(tiled_server, scans):
     http = TestClient(create_app(tiled_server.uri))
-    key = reader_key(tiled_server)
+    key = tiled_server.reader_key
     wrong = http.post("/login", json={"key": "0" * 64})
     assert wrong.status_code == 401 and COOKIE not in http.cookies
     assert http.post("/login", data={"key": key}).status_code == 415  # a plain form: what another site could post
@@ -113,7 +108,7 @@ def test_login_keeps_the_key_in_an_httponly_strict_cookie(tiled_server, scans):
 
 
 def test_public_viewer_reads_with_its_own_key_for_anyone(tiled_server, scans):
-    http = TestClient(create_app(tiled_server.uri, public=True, api_key=reader_key(tiled_server)))
+    http = TestClient(create_app(tiled_server.uri, public=True, api_key=tiled_server.reader_key))
     assert http.get("/api/session").json() == {"public": True}
     assert scans["done"] in {r["uid"] for r in http.get("/api/scans").json()}
     assert http.get(f"/api/scans/{scans['done']}/volume/0.png").status_code == 200
@@ -123,11 +118,11 @@ def test_public_viewer_reads_with_its_own_key_for_anyone(tiled_server, scans):
     with pytest.raises(Unauthorized, match="anonymous"):  # no key for a Tiled that wants one: no login prompt
         create_app(tiled_server.uri, public=True)
     with pytest.raises(ValueError, match="holds no key"):
-        create_app(tiled_server.uri, api_key=reader_key(tiled_server))
+        create_app(tiled_server.uri, api_key=tiled_server.reader_key)
 
 
 def test_api_lists_scans_and_draws_their_slices(tiled_server, scans, http):
-    h = bearer(reader_key(tiled_server))
+    h = bearer(tiled_server.reader_key)
     mine = next(r for r in http.get("/api/scans", headers=h).json() if r["uid"] == scans["done"])
     assert mine["volume_status"] == "complete" and mine["live"] is True and mine["sample"] == PAYLOAD
     raw = next(r for r in http.get("/api/scans", headers=h).json() if r["uid"] == scans["raw_only"])
@@ -148,7 +143,7 @@ UNKNOWN = ["nope", "00000000-0000-0000-0000-000000000000", "<img src=x onerror=a
 
 @pytest.mark.parametrize("uid", UNKNOWN)
 def test_an_unknown_scan_is_404_naming_it_on_every_route(tiled_server, scans, http, uid):
-    h = bearer(reader_key(tiled_server))
+    h = bearer(tiled_server.reader_key)
     for route in ("volume", "volume/0.png", "live/axial.png", "live/events"):
         r = http.get(f"/api/scans/{quote(uid, safe='')}/{route}", headers=h)
         assert r.status_code == 404, (route, r.status_code, r.text)
@@ -158,14 +153,14 @@ def test_an_unknown_scan_is_404_naming_it_on_every_route(tiled_server, scans, ht
 
 def test_a_partial_uid_is_not_a_scan(tiled_server, scans, http):
     """The raw catalogue's own lookup would take a uid prefix for the whole uid."""
-    h = bearer(reader_key(tiled_server))
+    h = bearer(tiled_server.reader_key)
     prefix = scans["done"][:8]
     assert http.get(f"/api/scans/{prefix}/live/events", headers=h).status_code == 404
     assert http.get(f"/api/scans/{prefix}/volume", headers=h).status_code == 404
 
 
 def test_malformed_input_is_400_and_nothing_is_500(tiled_server, scans, http):
-    h, uid = bearer(reader_key(tiled_server)), scans["done"]
+    h, uid = bearer(tiled_server.reader_key), scans["done"]
     bad = {
         f"/api/scans/{uid}/volume/abc.png": "whole number",
         f"/api/scans/{uid}/volume/-1.png": "whole number",
@@ -198,7 +193,7 @@ def test_malformed_input_is_400_and_nothing_is_500(tiled_server, scans, http):
 
 
 def test_the_event_stream_of_an_unknown_scan_ends_at_once(tiled_server, http):
-    h = bearer(reader_key(tiled_server))
+    h = bearer(tiled_server.reader_key)
     start = time.monotonic()
     r = http.get("/api/scans/no-such-scan/live/events", headers=h)
     assert time.monotonic() - start < 1.0
@@ -206,7 +201,7 @@ def test_the_event_stream_of_an_unknown_scan_ends_at_once(tiled_server, http):
 
 
 def test_an_event_stream_ends_when_the_volume_is_done_or_after_its_time(tiled_server, scans):
-    h = bearer(reader_key(tiled_server))
+    h = bearer(tiled_server.reader_key)
     http = TestClient(create_app(tiled_server.uri, poll_interval=0.05, max_stream_s=0.5))
     done = http.get(f"/api/scans/{scans['done']}/live/events", headers=h)
     assert done.status_code == 200 and done.headers["content-type"].startswith("text/event-stream")
@@ -219,7 +214,7 @@ def test_an_event_stream_ends_when_the_volume_is_done_or_after_its_time(tiled_se
 
 
 def test_every_response_carries_the_security_headers(tiled_server, scans, http):
-    h = bearer(reader_key(tiled_server))
+    h = bearer(tiled_server.reader_key)
     for url, headers in [("/", {}), ("/static/viewer.js", {}), ("/static/viewer.css", {}), ("/api/scans", {}),
                          ("/api/scans", h), (f"/api/scans/{scans['done']}/volume/0.png", h),
                          ("/api/scans/nope/volume", h), ("/no/such/page", {})]:
@@ -289,7 +284,7 @@ def _wait_up(url, proc, timeout=60):
 
 
 def test_view_command_protected_by_default_and_public_with_a_key_file(tiled_server, scans, tmp_path):
-    key = reader_key(tiled_server)
+    key = tiled_server.reader_key
     key_file = tmp_path / "reader.key"
     key_file.write_text(key + "\n")
     ports = free_port(), free_port()

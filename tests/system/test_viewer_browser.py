@@ -30,27 +30,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _import_anyio_now():
-    """anyio imports its parts lazily, on first use: here, in the server's thread. Under pytest those
-    imports go through assertion rewriting (anyio is a pytest plugin), i.e. ``ast.parse``, and CPython 3.11
-    can fail compiling in two threads at once ("AST constructor recursion depth mismatch"). Import them
-    in this thread first."""
-    import anyio
-    import anyio._backends._asyncio  # noqa: F401  (the backend, also loaded on first use)
-
-    for name in dir(anyio):
-        getattr(anyio, name)
-
-
-def reader_key(server) -> str:
-    """The catalogue's read-only key where the server has one, else its only key."""
-    return getattr(server, "reader_key", None) or server.api_key
-
-
 @pytest.fixture
 def viewer(tiled_server):
     """``viewer(**create_app_options)``: the URL of a viewer served by uvicorn on a free port."""
-    _import_anyio_now()
     servers = []
 
     def start(**options) -> str:
@@ -142,7 +124,7 @@ def test_live_slices_change_during_the_scan_then_the_volume_shows(tiled_server, 
         page.fill("#key", "0" * 64)
         page.click("#login button")
         _wait_until(page, "document.getElementById('login-error').textContent.includes('refused')")
-        page.fill("#key", reader_key(tiled_server))
+        page.fill("#key", tiled_server.reader_key)
         page.click("#login button")
         page.wait_for_selector("#live:not([hidden])", timeout=30_000)
         assert page.is_hidden("#login")
@@ -170,7 +152,7 @@ def test_live_slices_change_during_the_scan_then_the_volume_shows(tiled_server, 
 
         # the page shows exactly the slice the API serves, and that is the volume's slice 0 in Tiled
         src = page.eval_on_selector("#volume-slice", "img => img.src")
-        served = _pixels(httpx.get(src, headers={"Authorization": f"Bearer {reader_key(tiled_server)}"}).content)
+        served = _pixels(httpx.get(src, headers={"Authorization": f"Bearer {tiled_server.reader_key}"}).content)
         volume = client["processed"][uid]["0"].read()
         assert top.shape == served.shape == volume.shape[1:]
         assert np.abs(top - served).max() <= 1, "the page does not show the PNG the API serves"
@@ -195,7 +177,7 @@ def test_markup_in_scan_metadata_is_shown_as_text_and_runs_nothing(tiled_server,
     uid, = RE(tomo_scan(*make_sim_beamline(PhantomSource(n_slices=2, n_columns=16, noise=False),
                                            tiled_server.layout.detector),
                         num_projections=4, num_darks=1, num_flats=1, md={"sample_name": PAYLOAD}))
-    url = viewer(public=True, api_key=reader_key(tiled_server))
+    url = viewer(public=True, api_key=tiled_server.reader_key)
     page = browser.new_page()
     console = []
     page.on("console", lambda message: console.append(message.text))
