@@ -58,7 +58,12 @@ def test_broker_outage_mid_scan(RE, kafka_broker, kafka_config, kafka_collect):
     assert outage["up"] - outage["down"] >= 10.0
     assert outage["down"] < t0 + plan_s < outage["up"] + 10  # the outage happened during the scan
     assert plan_s < n * delay + 3.0, f"the scan took {plan_s:.1f} s"
-    assert max(call_s) < 0.010, f"slowest publish call {max(call_s) * 1e3:.2f} ms"
+    # never waiting for the broker, robust to a busy machine: a call that waited would take the broker's
+    # timeouts (seconds); a scheduling hiccup may cost one call tens of ms, so bound the 99th percentile
+    # tightly and the worst call loosely
+    slow = sorted(call_s)[int(0.99 * len(call_s))]
+    assert slow < 0.010, f"99th percentile publish call {slow * 1e3:.2f} ms"
+    assert max(call_s) < 0.5, f"slowest publish call {max(call_s) * 1e3:.2f} ms"
     print(f"outage {outage['up'] - outage['down']:.1f} s, scan {plan_s:.1f} s, {len(call_s)} publish calls, "
           f"slowest {max(call_s) * 1e3:.2f} ms, {pub.stats}")
     assert pub.close(60) == 0
