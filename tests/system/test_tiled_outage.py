@@ -53,7 +53,7 @@ def outage_scan(RE, tmp_path, no_client_retries):
         yield server, uid, source, sink, runs[0]
 
 
-def test_the_scan_survives_everything_is_spooled_and_replayed_exactly_once(outage_scan):
+def test_the_scan_survives_everything_is_spooled_and_replayed_exactly_once(outage_scan, capsys):
     server, uid, source, sink, run = outage_scan
     backups = list(server.layout.backup.glob("*.jsonl"))
     assert len(backups) == 1
@@ -92,21 +92,16 @@ def test_the_scan_survives_everything_is_spooled_and_replayed_exactly_once(outag
     for path in replayed.rglob("*.json*"):
         target = server.layout.backup / path.relative_to(replayed)
         shutil.copy(path, target)
-    again = replay(server.layout.backup, client, volume_dir=server.layout.volumes, data_roots=[server.layout.detector])
-    assert again.runs_skipped == [uid] and again.volumes_skipped == [uid] and again.errors == {}
-    assert list(client[RAW]).count(uid) == 1 and list(client[PROCESSED]).count(uid) == 1
-
-
-def test_replay_command_reports_and_returns_nonzero_on_a_bad_file(outage_scan, capsys):
-    server, uid, _, _, _ = outage_scan
-    (server.layout.backup / "garbage.jsonl").write_text('{"name": "event", "doc": {}}\n')
+    # ... also through the command, which names a bad file, keeps it for later and exits 1
+    garbage = server.layout.backup / "garbage.jsonl"
+    garbage.write_text('{"name": "event", "doc": {}}\n')
     code = cli_main(["replay", str(server.layout.backup), "--uri", server.uri, "--data-dir", str(server.layout.root),
                      "--json"])
-    report = json.loads(capsys.readouterr().out)
-    assert code == 1
-    assert report["volumes_registered"] == [uid] and list(report["errors"]) == [str(server.layout.backup /
-                                                                                 "garbage.jsonl")]
-    assert "must begin with its start document" in report["errors"][str(server.layout.backup / "garbage.jsonl")]
+    again = json.loads(capsys.readouterr().out)
+    assert code == 1 and again["runs_skipped"] == [uid] and again["volumes_skipped"] == [uid]
+    assert list(again["errors"]) == [str(garbage)] and garbage.exists()
+    assert "must begin with its start document" in again["errors"][str(garbage)]
+    assert list(client[RAW]).count(uid) == 1 and list(client[PROCESSED]).count(uid) == 1
 
 
 def test_a_failure_met_during_an_outage_is_spooled_and_replayed(tmp_path, no_client_retries):
