@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..pipeline import DataRoots, FrameReadError, check_dataset
+from ..pipeline import DataRoots, FrameReadError, open_dataset
 
 
 def resource_path(stream_resource: dict, roots: DataRoots | None = None, *, must_exist: bool = False) -> Path:
@@ -33,8 +33,7 @@ def read_frames(stream_resource: dict, indices: dict, *, roots: DataRoots | None
     for attempt in range(retries + 1):
         try:
             with h5py.File(path, "r", swmr=True) as f:
-                ds = f[dataset]
-                check_dataset(ds, path)
+                ds = open_dataset(f, dataset, path)
                 ds.refresh()
                 if ds.shape[0] >= stop:
                     return np.asarray(ds[start:stop])

@@ -8,7 +8,8 @@ or ``/proc`` file would leak. Every refusal gives the same reason, so a
 document cannot probe whether a file exists outside the roots.
 
 HDF5 can reach further than its own file (external links, external raw storage,
-virtual datasets), so a dataset is checked once it is open, too.
+virtual datasets), so the links on the way to a dataset are checked before it is
+opened, and the dataset once it is open.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+import h5py
 
 
 
@@ -102,6 +105,42 @@ def check_dataset(ds, path: Path) -> None:
         raise RefusedPath(f"{real_path}:{ds.name}: datasets stored in external raw files are not read")
     if ds.is_virtual:
         raise RefusedPath(f"{real_path}:{ds.name}: virtual datasets (mapped from other files) are not read")
+
+
+def open_dataset(f, name, path: Path):
+    """``f[name]``, checked. HDF5 opens (and reads) the file an external link names while it resolves
+    the link, before the dataset can be looked at, so every link on the way to ``name`` is looked at
+    first, without following it; then the dataset itself (:func:`check_dataset`)."""
+    if isinstance(name, (str, bytes)):
+        _refuse_external_links(f, name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name,
+                               Path(path))
+    ds = f[name]
+    check_dataset(ds, path)
+    return ds
+
+
+def _refuse_external_links(f, name: str, path: Path, hops: int = 0) -> None:
+    if hops > 32:
+        raise RefusedPath(f"{_real(path)}:{name[:200]}: too many soft links")
+    here = "/"
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        step = here.rstrip("/") + "/" + part
+        try:
+            link = f.get(step, getlink=True)  # the link itself; earlier steps are known to stay in the file
+        except (KeyError, TypeError, ValueError):  # odd names or link classes: let f[name] say what is wrong
+            link = None
+        if link is None or isinstance(link, h5py.HardLink):
+            here = step
+        elif isinstance(link, h5py.SoftLink):
+            target = link.path if link.path.startswith("/") else here.rstrip("/") + "/" + link.path
+            _refuse_external_links(f, target, path, hops + 1)
+            here = target
+        else:
+            raise RefusedPath(f"{_real(path)}:{step[:200]}: an HDF5 external link to another file is not read")
+        if link is None:
+            return  # missing: f[name] raises KeyError as before
 
 
 def regular_file(path: Path) -> Path:

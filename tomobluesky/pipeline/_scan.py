@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import dxchange
 from ._resources import bytes_read
-from ._roots import FrameReadError, check_dataset, regular_file
+from ._roots import FrameReadError, check_dataset, open_dataset, regular_file
 
 PROJECTIONS, FLATS, DARKS = "projections", "flats", "darks"
 DXCHANGE = {PROJECTIONS: dxchange.PROJECTIONS, FLATS: dxchange.FLATS, DARKS: dxchange.DARKS}
@@ -112,10 +112,9 @@ class HDF5Scan:
         if f is None:
             f = self._files[run.path] = _open(run.path)
         try:
-            ds = f[run.dataset]
+            ds = open_dataset(f, run.dataset, run.path)
         except KeyError:
             raise FrameReadError(f"HDF5 file {run.path} has no dataset {run.dataset!r}") from None
-        check_dataset(ds, run.path)
         if f.swmr_mode:
             ds.refresh()
         if ds.shape[0] < run.stop:

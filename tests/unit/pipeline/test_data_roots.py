@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.fuzz_documents import Canaries
 from tomobluesky.catalog import ConfinedDocuments
 from tomobluesky.devices import PhantomSource, make_sim_beamline
 from tomobluesky.live import MemorySink, read_frames, reconstruct_documents
@@ -124,6 +125,38 @@ def test_hdf5_that_reads_other_files_is_refused(layout, kind):
                  [FrameRun(path, "data", 0, 1)], (4, 6), dtype=np.float32).read_rows("projections", slice(0, 1))
 
 
+@pytest.mark.parametrize("kind", ["dataset", "group", "soft-to-external"])
+@pytest.mark.parametrize("reader", ["live", "stop-path"])
+def test_an_external_link_is_refused_before_hdf5_opens_its_target(layout, kind, reader):
+    """Found by the document fuzz test: HDF5 opens (and reads) the file an external link names while it
+    resolves the link, so checking the dataset afterwards came too late. inotify on the folder outside
+    the root sees any open there, whoever makes it."""
+    root, outside, _ = layout
+    target = str(outside / "x.h5")
+    path = root / "linked.h5"
+    with h5py.File(path, "w") as f:
+        if kind == "dataset":
+            f["data"] = h5py.ExternalLink(target, "data")
+        elif kind == "group":
+            f["g"] = h5py.ExternalLink(target, "/")
+        else:
+            f["elsewhere"] = h5py.ExternalLink(target, "/")
+            f["data"] = h5py.SoftLink("/elsewhere/data")
+    dataset = "g/data" if kind == "group" else "data"
+    watch = Canaries(outside)
+    try:
+        with pytest.raises(RefusedPath, match="external link"):
+            if reader == "live":
+                read_frames(_resource(path) | {"parameters": {"dataset": dataset}}, {"start": 0, "stop": 1},
+                            roots=DataRoots([root]))
+            else:
+                run = FrameRun(path, dataset, 0, 1)
+                HDF5Scan([run, run], [0.0, 90.0], [run], [run], (4, 6), dtype=np.float32).read_rows("flats", [0])
+        assert watch.touched() == []
+    finally:
+        watch.close()
+
+
 def test_a_scan_pointing_outside_the_roots_fails_with_the_reason_and_reads_nothing(RE, documents, tmp_path):
     source = PhantomSource(n_slices=2, n_columns=32, noise=False)
     RE(tomo_scan(*make_sim_beamline(source, tmp_path / "elsewhere"), num_projections=10, num_darks=1, num_flats=1))
@@ -151,3 +184,23 @@ def test_the_catalogue_guard_registers_the_checked_real_path(layout):
         guard("stream_datum", {"uid": "d", "stream_resource": "bad", "descriptor": "x"})
     guard("stream_datum", {"uid": "d2", "stream_resource": "ok", "descriptor": "x"})
     assert [name for name, _ in seen] == ["stream_resource", "stream_datum"]
+
+
+def test_the_catalogue_guard_refuses_event_values_a_table_cannot_hold():
+    """Found by the fuzz test: Tiled answers 500 to a table with a list or map column, and the worker
+    would wait that out forever (tests/system/test_fuzz_catalog.py shows it against a real server)."""
+    from tomobluesky.catalog._confine import UnstorableValue
+
+    seen = []
+    guard = ConfinedDocuments(lambda name, doc: seen.append(name), ["/data"])
+    guard("descriptor", {"uid": "d", "data_keys": {"x": {"dtype": "number", "shape": []},
+                                                   "wave": {"dtype": "array", "shape": [3]},
+                                                   "img": {"dtype": "array", "shape": [2, 2], "external": "STREAM:"}}})
+    guard("event", {"uid": "e1", "descriptor": "d", "data": {"x": 1.0, "wave": [1, 2, 3], "img": "datum-id"}})
+    for bad in ({"x": [1.0]}, {"x": {"a": 1}}, {"wave": {"a": 1}}):
+        with pytest.raises(UnstorableValue, match="cannot store"):
+            guard("event", {"uid": "e2", "descriptor": "d", "data": bad})
+    with pytest.raises(UnstorableValue):
+        guard("event_page", {"uid": ["e3"], "descriptor": "d", "data": {"x": [[1.0, 2.0]]}})
+    guard("event_page", {"uid": ["e4"], "descriptor": "d", "data": {"x": [1.0], "wave": [[1, 2, 3]]}})
+    assert seen == ["descriptor", "event", "event_page"]
