@@ -29,7 +29,7 @@ from tomobluesky.workers import catalog_router
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
-N_TILED = 30
+N_TILED = 12
 
 
 def _assets_since(db: Path, data_source: int) -> list[str]:
