@@ -292,7 +292,8 @@ def test_view_command_protected_by_default_and_public_with_a_key_file(tiled_serv
     public = _view(["--uri", tiled_server.uri, "--public", "--api-key-file", str(key_file)], port=ports[1])
     try:
         assert _wait_up(f"http://127.0.0.1:{ports[0]}/api/scans", protected).status_code == 401
-        r = httpx.get(f"http://127.0.0.1:{ports[0]}/api/scans", headers=bearer(key))
+        # the first read makes a Tiled client for the key: slow on a busy machine
+        r = httpx.get(f"http://127.0.0.1:{ports[0]}/api/scans", headers=bearer(key), timeout=60)
         assert r.status_code == 200 and scans["done"] in {row["uid"] for row in r.json()}
         r = _wait_up(f"http://127.0.0.1:{ports[1]}/api/scans", public)
         assert r.status_code == 200 and scans["done"] in {row["uid"] for row in r.json()}
