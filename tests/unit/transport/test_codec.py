@@ -1,5 +1,7 @@
 """The msgpack codec: numpy-aware, explicit, compatible with msgpack-numpy's layout."""
 
+import pickle
+
 import msgpack
 import numpy as np
 import pytest
@@ -31,10 +33,29 @@ def test_arrays_round_trip_with_dtype_and_shape(arr):
     np.testing.assert_array_equal(out, arr)
 
 
-def test_numpy_scalars_keep_their_type():
+@pytest.mark.parametrize("scalar", [np.float32(1.5), np.float16(0.5), np.int8(-7), np.int16(-3),
+                                    np.int32(-70000), np.int64(-(2**40)), np.uint8(200), np.uint16(65000),
+                                    np.uint32(4_000_000_000), np.uint64(2**63 + 5), np.complex64(1 - 2j),
+                                    np.bool_(True), np.bool_(False)],
+                         ids=lambda s: f"{s.dtype}-{s}")
+def test_numpy_scalars_keep_their_dtype_and_value(scalar):
+    _, doc = unpack(pack("event", {"s": scalar}))
+    out = doc["s"]
+    assert isinstance(out, np.generic) and not isinstance(out, np.ndarray)  # a scalar, not a 0-d array
+    assert out.dtype == scalar.dtype, (out.dtype, scalar.dtype)
+    assert out == scalar
+
+
+def test_float64_scalars_come_back_as_exact_floats():
+    # np.float64 subclasses float, so msgpack writes it as a plain float64: nothing is lost
+    _, doc = unpack(pack("event", {"s": np.float64(-2.25) / 3}))
+    assert doc["s"] == np.float64(-2.25) / 3 and np.asarray(doc["s"]).dtype == np.float64
+
+
+def test_scalars_of_several_dtypes_in_one_document():
     _, doc = unpack(pack("event", {"x": np.float32(1.5), "n": np.int16(-3), "b": np.bool_(True)}))
-    assert doc["x"] == np.float32(1.5) and doc["x"].dtype == np.float32
-    assert doc["n"].dtype == np.int16 and doc["b"] is np.bool_(True) or bool(doc["b"])
+    assert (doc["x"].dtype, doc["n"].dtype, doc["b"].dtype) == (np.float32, np.int16, np.bool_)
+    assert doc["x"] == 1.5 and doc["n"] == -3 and doc["b"] == True  # noqa: E712 (a numpy bool)
 
 
 def test_non_contiguous_arrays():
@@ -72,6 +93,68 @@ def test_pickled_object_arrays_are_refused():
                          use_bin_type=True)
     with pytest.raises(CodecError):
         unpack(evil)
+
+
+# A VALID malicious pickle: unpickling a _Trap calls _spring(), which records that it ran.
+# If the codec ever unpickled network input, the call would show in _SPRUNG.
+_SPRUNG: list[str] = []
+
+
+def _spring(tag):
+    _SPRUNG.append(tag)
+    return tag
+
+
+class _Trap:
+    def __init__(self, tag):
+        self.tag = tag
+
+    def __reduce__(self):
+        return (_spring, (self.tag,))
+
+
+def _object_array_payload(tag):
+    """What msgpack-numpy puts on the wire for an object array: kind b"O", data = the array's pickle."""
+    arr = np.empty(1, dtype=object)
+    arr[0] = _Trap(tag)
+    data = pickle.dumps(arr, protocol=pickle.HIGHEST_PROTOCOL)
+    # the payload really is a working exploit: plain pickle.loads springs the trap
+    pickle.loads(data)
+    assert _SPRUNG == [tag]
+    _SPRUNG.clear()
+    return {b"nd": True, b"type": "|O", b"kind": b"O", b"shape": [1], b"data": data}
+
+
+def test_a_valid_malicious_pickle_in_an_object_array_is_refused_unexecuted():
+    _SPRUNG.clear()
+    evil = msgpack.packb(["event", {"data": {"img": _object_array_payload("array")}}], use_bin_type=True)
+    with pytest.raises(CodecError, match="pickled object array"):
+        unpack(evil)
+    assert _SPRUNG == []
+
+
+def test_a_malicious_pickle_without_the_kind_marker_is_refused_unexecuted():
+    _SPRUNG.clear()
+    payload = _object_array_payload("no kind")
+    del payload[b"kind"]  # only the dtype says "object"
+    with pytest.raises(CodecError):
+        unpack(msgpack.packb(["event", {"a": payload}], use_bin_type=True))
+    scalar = {b"nd": False, b"type": "|O", b"data": payload[b"data"]}  # the scalar layout
+    with pytest.raises(CodecError):
+        unpack(msgpack.packb(["event", {"a": scalar}], use_bin_type=True))
+    assert _SPRUNG == []
+
+
+def test_msgpack_numpy_object_arrays_are_refused_unexecuted():
+    """The real thing: an object array as msgpack-numpy itself encodes it."""
+    m = pytest.importorskip("msgpack_numpy")
+    _SPRUNG.clear()
+    arr = np.empty(2, dtype=object)
+    arr[0], arr[1] = _Trap("m0"), _Trap("m1")
+    wire = msgpack.packb(["event", {"a": arr}], default=m.encode, use_bin_type=True)
+    with pytest.raises(CodecError):
+        unpack(wire)
+    assert _SPRUNG == []
 
 
 def test_immune_to_msgpack_numpy_patch():
