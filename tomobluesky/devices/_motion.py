@@ -51,6 +51,10 @@ class RotationStage(Device):
         velocity = float(self.velocity.get())
         if velocity <= 0:
             raise ValueError(f"{self.name}: set a positive velocity (deg/s) before a fly scan")
+        lo, hi = self.low_limit.get(), self.high_limit.get()
+        for angle in angles:  # the whole path, before the stage moves: as set() checks its target
+            if not lo <= float(angle) <= hi:
+                raise ValueError(f"{self.name}: {float(angle)} deg is outside the soft limits {lo}..{hi}")
         status = DeviceStatus(self)
         self._halt.clear()
 

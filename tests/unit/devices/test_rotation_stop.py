@@ -11,6 +11,7 @@ from tomobluesky.devices._motion import RotationStage
 def test_stop_ends_a_fly_motion_between_two_angles(success):
     stage = RotationStage(name="rotation")
     stage.velocity.put(100.0)  # 0.01 s per degree: 10,000 degrees would take 100 s
+    stage.high_limit.put(10_000.0)  # a stage without a cable to wind up (the default limit is 720)
     seen = []
     status = stage.move_through(list(range(10_000)), seen.append)
     time.sleep(0.2)
