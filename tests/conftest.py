@@ -3,12 +3,36 @@ in tests/system; unit tests need neither."""
 
 from __future__ import annotations
 
+import ast
 import os
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["tests.system.conftest_kafka"]
+
+
+def _serialise_ast_parse() -> None:
+    """CPython before 3.11.9 keeps ast.parse's recursion counter in shared state, so two threads
+    parsing at once fail with "AST constructor recursion depth mismatch". In this suite that happens
+    when a server thread formats a traceback (3.11 parses source to draw the ^^^ carets) while
+    pytest parses a test's source for its failure report: pytest then dies with INTERNALERROR and
+    the rest of the suite never runs. One lock around ast.parse keeps the report."""
+    if sys.version_info >= (3, 11, 9) or getattr(ast.parse, "_serialised", False):
+        return
+    parse, lock = ast.parse, threading.RLock()
+
+    def serialised(*args, **kwargs):
+        with lock:
+            return parse(*args, **kwargs)
+
+    serialised._serialised = True
+    ast.parse = serialised
+
+
+_serialise_ast_parse()
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TOOTH = Path(os.environ.get("TOMOBLUESKY_TOOTH", SHARED / "data" / "tooth.h5"))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.system.waiting import wait_for
 
 pytestmark = pytest.mark.system
 
@@ -32,16 +33,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def _wait_for(condition, timeout, what, proc):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            pytest.fail(f"the demo exited ({proc.returncode}) before {what}:\n{proc.stdout.read()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} after {timeout} s")
-        time.sleep(0.2)
 
 
 def _start_demo(data_dir, *extra):
@@ -75,9 +66,9 @@ def test_sigterm_during_the_scan_stops_tiled_and_ends_the_run(tmp_path, extra):
     data_dir = tmp_path / "catalog"
     proc = _start_demo(data_dir, *extra)
     try:
-        _wait_for(lambda: _tiled_child(proc), 60, "Tiled child", proc)
+        wait_for(lambda: _tiled_child(proc), 60, "Tiled child", proc=proc)
         tiled_pid = _tiled_child(proc)
-        _wait_for(lambda: any((data_dir / "detector").glob("*.h5")), 120, "detector file (scan started)", proc)
+        wait_for(lambda: any((data_dir / "detector").glob("*.h5")), 120, "detector file (scan started)", proc=proc)
         time.sleep(1.0)  # well inside the scan: 50,000 projections take minutes
         out = _terminate_and_check(proc, tiled_pid)
     finally:
@@ -89,7 +80,7 @@ def test_sigterm_during_the_scan_stops_tiled_and_ends_the_run(tmp_path, extra):
 def test_sigterm_while_tiled_starts_stops_it_too(tmp_path):
     proc = _start_demo(tmp_path / "catalog")
     try:
-        _wait_for(lambda: _tiled_child(proc), 60, "Tiled child", proc)
+        wait_for(lambda: _tiled_child(proc), 60, "Tiled child", proc=proc)
         tiled_pid = _tiled_child(proc)
         _terminate_and_check(proc, tiled_pid)
     finally:

@@ -16,6 +16,7 @@ from tomobluesky.live import MemorySink, live_reconstruction_router
 from tomobluesky.plans import tomo_scan
 from tomobluesky.transport import KafkaPublisher, ensure_topics
 from tomobluesky.workers import run_catalog_worker, run_reconstruction_worker
+from tests.system.waiting import wait_for
 
 pytestmark = pytest.mark.system
 
@@ -24,13 +25,7 @@ def _phantom():
     return PhantomSource(n_slices=4, n_columns=64, axis_offset=3.0, seed=5)
 
 
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
 
 
 def test_scan_through_kafka_equals_the_in_process_result(kafka_config, tiled_server, tmp_path):
@@ -67,8 +62,12 @@ def processes():
 
 
 def _worker_process(kind, kafka_config, tiled_server, *extra, processes=None):
-    cmd = [sys.executable, "-m", "tomobluesky.workers", kind, "--bootstrap", kafka_config.bootstrap,
-           "--beamline", kafka_config.beamline, "--tiled-uri", tiled_server.uri,
+    # a killed member holds its partitions until its session times out (librdkafka: 45 s); 6 s, the
+    # broker's minimum, lets the restarted worker take them over without the long wait
+    config = kafka_config.journal_dir.parent / "worker-kafka.yml"
+    config.write_text("consumer_config: {session.timeout.ms: 6000}\n")
+    cmd = [sys.executable, "-m", "tomobluesky.workers", kind, "--config", str(config),
+           "--bootstrap", kafka_config.bootstrap, "--beamline", kafka_config.beamline, "--tiled-uri", tiled_server.uri,
            "--api-key-file", str(tiled_server.layout.key_file),
            "--data-root", str(tiled_server.layout.detector),
            *(["--volume-dir", str(tiled_server.layout.volumes)] if kind == "reconstruction" else []), *extra]
@@ -92,7 +91,7 @@ def test_killed_worker_restarts_and_writes_exactly_one_complete_volume(kafka_con
         scan = threading.Thread(target=RE, args=(tomo_scan(*beamline, num_projections=120, num_darks=2,
                                                            num_flats=2),))
         scan.start()
-        _wait_for(lambda: started and client["live"].get(started[0]["uid"]) is not None, 60,
+        wait_for(lambda: started and client["live"].get(started[0]["uid"]) is not None, 60,
                   "the worker's first preview")
         worker.send_signal(signal.SIGKILL)  # mid-scan, state in memory lost
         worker.wait(10)

@@ -4,6 +4,7 @@ dead-lettering), a run without a stop is closed after ``run_timeout``, and
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from tomobluesky._errors import NO_STOP_PREFIX
 from tomobluesky.transport import KafkaPublisher, ensure_topics, run_worker
+from tests.system.waiting import wait_for
 
 pytestmark = pytest.mark.system
 
@@ -152,15 +154,15 @@ def test_a_run_without_stop_is_closed_after_run_timeout(RE, documents, kafka_con
     t0 = time.monotonic()
     worker.start()
     try:
-        _wait_for(lambda: any(n == "stop" for n, _ in got), 30, "the worker's own stop document")
+        wait_for(lambda: any(n == "stop" for n, _ in got), 30, "the worker's own stop document")
         waited = time.monotonic() - t0
         name, stop = got[-1]
         assert stop["run_start"] == uid_a and stop["exit_status"] == "fail" and stop["uid"] != stop_a[1]["uid"]
         assert stop["reason"] == f"{NO_STOP_PREFIX} within 2 s; closed by the worker"
         assert 2 <= waited < 20
-        _wait_for(lambda: committed(kafka_config, "recon") == len(run_a) - 1, 10, "the commit past run A")
+        wait_for(lambda: committed(kafka_config, "recon") == len(run_a) - 1, 10, "the commit past run A")
         publish(kafka_config, [stop_a] + run_b)  # A's real stop comes late, then a whole run
-        _wait_for(lambda: any(n == "stop" and d["run_start"] == run_b[0][1]["uid"] for n, d in got), 30, "run B")
+        wait_for(lambda: any(n == "stop" and d["run_start"] == run_b[0][1]["uid"] for n, d in got), 30, "run B")
     finally:
         halt.set()
         worker.join(30)
@@ -174,7 +176,7 @@ KILLED_MEMBER = """
 import sys, time
 from confluent_kafka import Consumer
 c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "enable.auto.commit": False,
-              "auto.offset.reset": "earliest"})
+              "auto.offset.reset": "earliest", "session.timeout.ms": int(sys.argv[4])})
 c.subscribe([sys.argv[3]])
 while not c.assignment():
     c.poll(0.2)
@@ -185,11 +187,15 @@ while True:
 
 
 def test_until_idle_waits_for_the_partitions_of_a_killed_member(RE, documents, kafka_config):
+    # a session of 8 s (librdkafka's default is 45 s) keeps the test short; a worker that gave up after
+    # until_idle seconds without partitions would quit before the broker hands the killed member's over
+    session_s, until_idle = 8, 3
+    kafka_config = dataclasses.replace(kafka_config, consumer_config={"session.timeout.ms": session_s * 1000})
     run_a, _ = two_runs(RE, documents)
     ensure_topics(kafka_config)
     publish(kafka_config, run_a)
     member = subprocess.Popen([sys.executable, "-c", KILLED_MEMBER, kafka_config.bootstrap, "recon",
-                               kafka_config.document_topic], stdout=subprocess.PIPE, text=True)
+                               kafka_config.document_topic, str(session_s * 1000)], stdout=subprocess.PIPE, text=True)
     try:
         assert member.stdout.readline().strip() == "assigned"
     finally:
@@ -197,16 +203,7 @@ def test_until_idle_waits_for_the_partitions_of_a_killed_member(RE, documents, k
         member.wait(10)
     seen = RunRecorder()
     t0 = time.monotonic()
-    stats = run_worker(kafka_config, seen, group_id="recon", until_idle=5)
+    stats = run_worker(kafka_config, seen, group_id="recon", until_idle=until_idle)
     took = time.monotonic() - t0
     assert seen.complete == [run_a[0][1]["uid"]] and stats.runs_finished == 1, f"gave up after {took:.0f} s"
-    assert took < 45 + 5 + 15
-
-
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+    assert took < session_s + until_idle + 15

@@ -17,21 +17,10 @@ from tomobluesky.plans import tomo_scan
 from tomobluesky.recon import ssim_in_circle
 from tomobluesky.transport import KafkaPublisher, ensure_topics
 from tomobluesky.workers import run_catalog_worker, run_reconstruction_worker
+from tests.system.waiting import wait_for
 
 pytestmark = pytest.mark.system
 N = 60
-
-
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # Tiled still starting
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_workers_wait_out_a_tiled_outage_and_lose_nothing(kafka_config, tmp_path):
@@ -69,8 +58,10 @@ def _outage_through_kafka(kafka_config, server):
         assert not server.running
         server.start()
         client = server.client()
-        _wait_for(lambda: client[PROCESSED][uid].metadata["status"] == "complete", 180, "the volume")
-        _wait_for(lambda: client[RAW][uid].metadata.get("stop"), 60, "the raw run's stop")
+        starting = (Exception,)  # Tiled may still be starting
+        wait_for(lambda: client[PROCESSED][uid].metadata["status"] == "complete", 180, "the volume",
+                 interval=0.3, tolerate=starting)
+        wait_for(lambda: client[RAW][uid].metadata.get("stop"), 60, "the raw run's stop", interval=0.3, tolerate=starting)
     finally:
         stop.set()
         for t in threads:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +95,7 @@ class SpoolingSink:
             return self._try(self.sink.begin_volume, scan_uid, metadata)
         except _Offline:
             self._offline.add(scan_uid)
-            path = self.sink.volume_path(scan_uid)
-            shutil.rmtree(path, ignore_errors=True)
-            return path
+            return self.sink.fresh_volume_path(scan_uid)
 
     def complete_volume(self, scan_uid, store, metadata):
         if scan_uid not in self._offline:

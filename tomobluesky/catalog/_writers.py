@@ -142,7 +142,6 @@ class TiledSink:
 
     def begin_volume(self, scan_uid, metadata) -> Path:
         """Mark ``processed/<scan uid>`` as being written; return the (not yet created) store path."""
-        path = self.volume_path(scan_uid)
         processed = self.client[PROCESSED]
         existing = processed.get(scan_uid)
         if existing is not None:
@@ -151,8 +150,14 @@ class TiledSink:
                 raise VolumeExists(f"the volume of {scan_uid} is already complete")
             log.warning("replacing %s volume of %s", status, scan_uid)
             self._delete(processed, scan_uid)
-        shutil.rmtree(path, ignore_errors=True)
+        path = self.fresh_volume_path(scan_uid)
         processed.create_container(scan_uid, metadata={**metadata, "status": "writing"})
+        return path
+
+    def fresh_volume_path(self, scan_uid) -> Path:
+        """The store path of ``scan_uid`` with any earlier, unfinished store removed."""
+        path = self.volume_path(scan_uid)
+        shutil.rmtree(path, ignore_errors=True)
         return path
 
     def complete_volume(self, scan_uid, store_path, metadata):
@@ -237,10 +242,9 @@ class TiledSink:
 
     def _remove_store(self, scan_uid):
         try:
-            path = self.volume_path(scan_uid)
+            self.fresh_volume_path(scan_uid)
         except ValueError:
-            return  # no volume directory, or a uid that never had a store
-        shutil.rmtree(path, ignore_errors=True)
+            pass  # no volume directory, or a uid that never had a store
 
     @staticmethod
     def _delete(container, key):
