@@ -28,10 +28,11 @@ def test_phantom_quality(algorithm, sinograms, theta, truth):
 
 @pytest.mark.parametrize("algorithm", ["nufft", "fbp"])
 def test_attenuation_per_pixel_without_scale_fit(algorithm, sinograms, theta, truth):
-    """Line integrals in pixel units come back as attenuation per pixel: gain ≈ 1."""
+    """Line integrals in pixel units come back as attenuation per pixel: the mass in the circle is the
+    phantom's to 0.3 % (measured: −0.14 % nufft, −0.17 % fbp; a view weight of π/201 is −0.5 %)."""
     volume = recon.reconstruct(sinograms, theta, algorithm=algorithm)
     mask = recon.circle_mask(N)
-    assert volume[1][mask].sum() / truth[1][mask].sum() == pytest.approx(1.0, abs=0.01)
+    assert volume[1][mask].sum() / truth[1][mask].sum() == pytest.approx(1.0, abs=0.003)
     assert rmse_in_circle(volume[1], truth[1], fit=False) < THRESHOLDS[algorithm][1] * 1.2
 
 
