@@ -121,3 +121,35 @@ def test_bad_input():
         recon.find_center(sino, theta[:-3])
     with pytest.raises(ValueError, match="degrees"):
         recon.find_center(sino, np.degrees(theta))
+
+
+@pytest.mark.parametrize("offset", [2.13, -5.38, 6.74])
+def test_axes_off_every_coarse_grid_are_found_to_a_small_fraction_of_a_pixel(offset):
+    """Axes at offsets no step of a quarter or a half pixel lands on (6.74 is 0.24 px from the half-pixel
+    grid). Vo's metric is minimised continuously after its quarter-pixel grid: measured within 0.016 px
+    here, so 0.05 px is asked; a search that stopped on its grid is 0.12-0.24 px off. The sharpness search
+    (half-column candidates, then a parabola) measured within 0.035 px, asked 0.1; with whole-column
+    candidates it is 0.08-0.16 px off. "auto" answers with Vo's centre and is sure of it."""
+    n = 128
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    center = (n - 1) / 2 + offset
+    sino = noisy_phantom(2, n, theta, center, noise=0.01, seed=7)
+    vo = recon.find_center(sino, theta, method="vo")
+    sharpness = recon.find_center(sino, theta, method="sharpness")
+    auto = recon.find_center(sino, theta, method="auto")
+    assert abs(vo.center - center) <= 0.05, vo
+    assert abs(sharpness.center - center) <= 0.1, sharpness
+    assert auto.center == vo.center and auto.confidence > 0.9, auto
+
+
+def test_vo_confidence_falls_as_noise_drowns_the_object():
+    """The same sinogram under ever more noise (× its maximum): Vo's confidence, the depth of the
+    metric's valley, must fall at every step. Measured 0.98, 0.37, 0.06, 0.006."""
+    n = 128
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    sino = project_shepp_logan(2, n, theta, center=(n - 1) / 2 + 2.13)
+    unit_noise = np.random.default_rng(5).standard_normal(sino.shape).astype(np.float32)
+    confidence = [recon.find_center(sino + level * float(sino.max()) * unit_noise, theta).confidence
+                  for level in (0.01, 0.1, 0.3, 1.0)]
+    assert confidence[0] > 0.9 and confidence[-1] < 0.05, confidence
+    assert all(a > b for a, b in zip(confidence, confidence[1:])), confidence
