@@ -22,13 +22,14 @@ def test_full_scan_recovers_the_disk_attenuation(center_offset):
     s = IncrementalSlices(rows, n, center=center, num_angles=len(angles))
     for a in angles:
         s.add(disk_projection(n, rows, a, mu=0.01, radius=20, center=center), a)
+    # measured 0.9991 of the attenuation in all three slices (point-sampled edges); a 0.5 % gain error fails
     inside = s.axial[n // 2 - 10:n // 2 + 10, n // 2 - 10:n // 2 + 10]
-    assert inside.mean() == pytest.approx(0.01, rel=0.05)
+    assert inside.mean() == pytest.approx(0.01, rel=0.003)
     outside = s.axial[:10, :10]
     assert abs(outside.mean()) < 0.001
     # the vertical slices through the axis cut the disk along its diameter in every row
-    assert s.vertical_x[:, n // 2 - 10:n // 2 + 10].mean() == pytest.approx(0.01, rel=0.05)
-    assert s.vertical_y[:, n // 2 - 10:n // 2 + 10].mean() == pytest.approx(0.01, rel=0.05)
+    assert s.vertical_x[:, n // 2 - 10:n // 2 + 10].mean() == pytest.approx(0.01, rel=0.003)
+    assert s.vertical_y[:, n // 2 - 10:n // 2 + 10].mean() == pytest.approx(0.01, rel=0.003)
 
 
 def test_an_off_axis_disk_lands_where_it_is():
