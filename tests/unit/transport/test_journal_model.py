@@ -114,6 +114,7 @@ def test_segments_roll_over_when_full(tmp_path):
     assert stems(tmp_path / "a", 40, [None] * 6) == [0, 2, 4]  # full at exactly 40 bytes
     assert stems(tmp_path / "b", 41, [None] * 6) == [0, 3]  # 40 < 41: a third record still fits
     assert stems(tmp_path / "c", 41, [b""] * 6) == [0, 3]  # an empty key takes no bytes
+    assert stems(tmp_path / "d", 48, [b"keys"] * 6) == [0, 2, 4]  # 24-byte records with a 4-byte key
 
 
 def test_dropping_a_delivered_segment_keeps_the_tail_open(tmp_path):
@@ -152,12 +153,14 @@ def test_a_given_back_segment_is_named_after_its_lowest_seq(tmp_path):
     for seq in (10, 11):
         j.append(seq, b"k", b"v%d" % seq)
     j.take(2)
+    j.append(13, b"k", b"v13")  # owed, not handed out
     j.write_segment([(12, None, b"v12"), (3, None, b"v3")])  # unsorted, keyless
-    assert j.pending == 2
+    assert j.pending == 3
     j.close()
     j = Journal(tmp_path)
     assert [(r.seq, r.key, r.value) for r in j.take(10)] == [(3, None, b"v3"), (12, None, b"v12"),
-                                                              (10, b"k", b"v10"), (11, b"k", b"v11")]
+                                                              (10, b"k", b"v10"), (11, b"k", b"v11"),
+                                                              (13, b"k", b"v13")]
     j.write_segment([])  # nothing to give back: no file
     assert len(list(tmp_path.glob("*.seg"))) == 2
 
@@ -170,3 +173,46 @@ def test_an_empty_or_headerless_segment_after_a_crash(tmp_path):
     j.append(9, None, b"after")
     j.close()
     assert [(r.seq, r.value) for r in Journal(tmp_path).take(10)] == [(9, b"after")]
+
+
+def test_no_position_file_outlives_its_segment(tmp_path):
+    """A stale ``.pos`` would apply to the next segment of the same name and skip its records."""
+    j = Journal(tmp_path)
+    for seq in range(5):
+        j.append(seq, None, b"x")
+    j.commit(j.take(2)[-1])  # part of the segment: its position is written
+    assert len(list(tmp_path.glob("*.pos"))) == 1
+    j.commit(j.take(3)[-1])  # the rest: segment and position both go
+    assert _files(tmp_path) == []
+    j.close()
+    j = Journal(tmp_path)  # a new process starts over at seq 0, in a segment of the same name
+    assert j.max_seq == -1
+    for seq in range(3):
+        j.append(seq, None, b"y")
+    j.close()
+    assert [r.seq for r in Journal(tmp_path).take(9)] == [0, 1, 2]
+
+
+def test_committing_an_earlier_record_does_not_rewind_the_reader(tmp_path):
+    j = Journal(tmp_path, segment_bytes=40)  # two 20-byte records per segment
+    for seq in range(6):
+        j.append(seq, None, b"abcd")
+    first = j.take(2)  # the whole first segment
+    second = j.take(2)
+    j.commit(first[-1])  # acknowledged late, after the reader moved on
+    assert [r.seq for r in j.take(10)] == [4, 5]
+    assert [r.seq for r in second] == [2, 3]
+
+
+def test_moving_to_a_partly_delivered_segment_resumes_at_its_position(tmp_path):
+    j = Journal(tmp_path)
+    for seq in range(10, 14):
+        j.append(seq, None, b"v%d" % seq)
+    j.commit(j.take(2)[-1])  # 10 and 11 delivered
+    j.write_segment([(3, None, b"v3")])  # an earlier record given back
+    j.close()
+    j = Journal(tmp_path)
+    taken = j.take(1)
+    assert [r.seq for r in taken] == [3]
+    j.commit(taken[-1])  # the given-back segment is delivered and deleted
+    assert [r.seq for r in j.take(10)] == [12, 13]  # not 10 and 11 again
