@@ -1,11 +1,13 @@
 # The two commands of the README:
 #   make demo   install into .venv and run the embedded default end to end
 #   make test   install into .venv (test extras, Kafka jars) and run the tests
+# and, outside CI (slow):
+#   make mutation [MODULE=transport/_codec.py] [JOBS=1]   mutation testing of the core modules (docs/testing.md)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install install-test mutation clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +25,24 @@ install-test: $(VENV)/bin/activate
 demo: install
 	$(VENV)/bin/tomobluesky demo $(ARGS)
 
+# the system tests mostly wait on servers and child processes: two pytest workers (one per core of a
+# small CI machine) halve the wall time; --dist loadfile keeps each module's fixtures in one worker
+PYTEST_WORKERS ?= 2
+
 test: install-test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# MODULE: a path under tomobluesky/ (a .py file or a folder); empty: every module of [tool.mutmut] only_mutate
+MODULE ?=
+JOBS   ?= 2
+MUTANTS = $(if $(MODULE),"tomobluesky.$(subst /,.,$(patsubst %.py,%,$(patsubst %/,%,$(MODULE)))).*")
+# the tests run from mutants/, so the checkout's ../shared is named for them
+TOOTH ?= $(or $(TOMOBLUESKY_TOOTH),$(abspath ../shared/data/tooth.h5))
+
+mutation: $(VENV)/bin/activate
+	@$(PY) -c "import mutmut, pytest, hypothesis" 2>/dev/null || $(PY) -m pip install -q -e ".[test,mutation]"
+	TOMOBLUESKY_TOOTH=$(TOOTH) $(VENV)/bin/mutmut run --max-children $(JOBS) $(MUTANTS)
+	$(PY) tests/mutation_score.py $(MUTANTS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache mutants

@@ -27,7 +27,9 @@ def test_round_trip_keeps_order_and_count(RE, kafka_config, kafka_collect):
         RE(scan([det], motor, -1, 1, 20))
         RE(count([det], 10))
         assert pub.flush(30) == 0
-        assert pub.stats["delivered"] == len(emitted) and pub.stats["journaled"] == 0
+        # every document delivered; on a loaded machine a delivery slower than stall_s (0.5 s) sends some
+        # through the journal first, which keeps their order (checked below)
+        assert pub.stats["delivered"] == len(emitted)
     got, stats = kafka_collect()
     assert len(got) == len(emitted) == 3 * 3 + 50 + 20 + 10
     assert same(got, emitted)

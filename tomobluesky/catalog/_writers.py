@@ -142,6 +142,7 @@ class TiledSink:
 
     def begin_volume(self, scan_uid, metadata) -> Path:
         """Mark ``processed/<scan uid>`` as being written; return the (not yet created) store path."""
+        self.volume_path(scan_uid)  # refuses a hostile uid before anything is looked up or written
         processed = self.client[PROCESSED]
         existing = processed.get(scan_uid)
         if existing is not None:
