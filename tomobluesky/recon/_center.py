@@ -336,7 +336,9 @@ def _find_center_auto(sinogram, theta, *, max_rows=MAX_ROWS, slices=3, max_angle
     sharp = _sharpness_search(_spread_rows(sino, slices), grid, b, near)
     gap = abs(vo.center - sharp.center)
     tolerance = 2.0 * max(1.0, b / 2)  # what the sharpness search can tell apart at its bin
-    confidence = float(np.clip(1 - gap / tolerance, 0, 1) * max(vo.confidence, 0.5))
+    # agreement alone is not enough: on pure noise the sharpness search can land near Vo by chance,
+    # so Vo's own confidence (near 0 on noise) scales it
+    confidence = float(np.clip(1 - gap / tolerance, 0, 1) * vo.confidence)
     return CenterResult(vo.center, confidence, "auto",
                         {"vo": vo.center, "sharpness": sharp.center, "gap": gap, "vo_confidence": vo.confidence,
                          "sharpness_confidence": sharp.confidence, "bin": b, "rows": len(sino)})
