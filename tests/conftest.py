@@ -4,6 +4,7 @@ in tests/system; unit tests need neither."""
 from __future__ import annotations
 
 import ast
+import gc
 import os
 import sys
 import threading
@@ -15,18 +16,27 @@ pytest_plugins = ["tests.system.conftest_kafka"]
 
 
 def _serialise_ast_parse() -> None:
-    """CPython before 3.11.9 keeps ast.parse's recursion counter in shared state, so two threads
-    parsing at once fail with "AST constructor recursion depth mismatch". In this suite that happens
-    when a server thread formats a traceback (3.11 parses source to draw the ^^^ carets) while
-    pytest parses a test's source for its failure report: pytest then dies with INTERNALERROR and
-    the rest of the suite never runs. One lock around ast.parse keeps the report."""
+    """CPython before 3.11.9 keeps ast.parse's recursion counter in shared interpreter state, and a
+    second parse that starts before the first one ends makes the first fail with "AST constructor
+    recursion depth mismatch". Here that second parse comes from drawing a traceback's ^^^ carets
+    (3.11 parses the source line): in another thread (a server thread logging an error), or in the
+    same thread, when the garbage collector runs a finalizer in the middle of a parse and the
+    finalizer's exception is printed (bluesky's PersistentDict, writing to a deleted directory).
+    pytest then dies with INTERNALERROR and the rest of the suite never runs. A lock keeps other
+    threads out, and the collector is paused for the parse so that no finalizer runs inside it."""
     if sys.version_info >= (3, 11, 9) or getattr(ast.parse, "_serialised", False):
         return
     parse, lock = ast.parse, threading.RLock()
 
     def serialised(*args, **kwargs):
         with lock:
-            return parse(*args, **kwargs)
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return parse(*args, **kwargs)
+            finally:
+                if collecting:
+                    gc.enable()
 
     serialised._serialised = True
     ast.parse = serialised

@@ -35,6 +35,9 @@ def test_profile_scans_reconstructs_and_keeps_counting(monkeypatch, tmp_path):
         first_id = RE.md["scan_id"]
     finally:
         ns["tiled_server"].stop()
+        # the session ends: its metadata dict is written out now, as at IPython's exit (bluesky's
+        # PersistentDict finalizer, run once), not later by the garbage collector over the next session's files
+        ns["RE"].md._finalizer()
     ns = _start_session(monkeypatch, tmp_path)  # a restarted IPython session
     try:
         RE = ns["RE"]
