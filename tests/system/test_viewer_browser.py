@@ -1,7 +1,11 @@
 """The web viewer in a real headless Chromium: a reader logs in with their
 key, live slices change during a scan, the finished volume gets a slice slider
 and shows the very pixels of the slice; a scan whose metadata is markup is
-shown as text and runs no script."""
+shown as text and runs no script.
+
+What the page shows is compared, pixel by pixel, with the arrays in Tiled
+rendered here independently of the viewer's own PNG code, and with the
+phantom the camera looked at."""
 
 import io
 import json
@@ -81,6 +85,27 @@ def _shown_pixels(page, selector: str) -> np.ndarray:
     return np.asarray(rgba["data"], dtype=np.float32).reshape(rgba["h"], rgba["w"], 4)[..., 0]
 
 
+def _grey(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> np.ndarray:
+    """The grey levels the page should show for ``image``: its ``low``..``high`` percentiles stretched over
+    0..255 (the viewer's documented contrast), computed here, not with the viewer's code."""
+    image = np.asarray(image, dtype=np.float64)
+    lo, hi = np.percentile(image, [low, high])
+    return np.floor(np.clip((image - lo) / (hi - lo), 0, 1) * 255 + 1e-6)
+
+
+def _assert_shows(shown: np.ndarray, image: np.ndarray, what: str):
+    """``shown`` (grey levels read back from the page) is ``image`` as the viewer should draw it: same shape,
+    same orientation, every pixel within one grey level (float rounding of the percentiles)."""
+    expected = _grey(image)
+    assert shown.shape == expected.shape, f"{what}: the page shows {shown.shape}, the array is {expected.shape}"
+    worst = np.abs(shown - expected).max()
+    assert worst <= 1, f"{what}: the page's pixels differ from the array's by up to {worst:.0f} grey levels"
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
 def _wait_until(page, condition: str, timeout: float = 30.0):
     """Poll a JavaScript ``condition`` from here: Playwright's wait_for_function evaluates a string,
     which the page's Content-Security-Policy (rightly) forbids."""
@@ -101,8 +126,8 @@ def _in_catalogue(client, *path) -> bool:
 
 def test_live_slices_change_during_the_scan_then_the_volume_shows(tiled_server, viewer, browser):
     client = tiled_server.client()
-    camera, *others = beamline = make_sim_beamline(PhantomSource(n_slices=8, n_columns=96, noise=False),
-                                                   tiled_server.layout.detector)
+    phantom = PhantomSource(n_slices=8, n_columns=96, noise=False)
+    camera, *others = beamline = make_sim_beamline(phantom, tiled_server.layout.detector)
     camera.exposure_time.put(0.1)  # ~12 s of acquisition: time to watch, even on a busy machine
     started = []
     RE = RunEngine({}, context_managers=[])  # runs in a thread: no SIGINT handler
@@ -166,6 +191,29 @@ def test_live_slices_change_during_the_scan_then_the_volume_shows(tiled_server, 
         assert top.std() > 20 and len(np.unique(top)) > 32, "the slice shown is (nearly) uniform"
         assert f"scan {uid}" == page.text_content("#title")
         assert "complete" in page.text_content("#status")
+
+        # the pixels, against the arrays themselves: the page first shows the middle slice, then slice 0,
+        # each the right way up and with the documented contrast
+        _assert_shows(middle, volume[len(volume) // 2], "the first volume slice shown")
+        _assert_shows(top, volume[0], "volume slice 0")
+        # and that is the phantom: the slice matches its own cut, not the middle one or a mirror image
+        truth = phantom.volume
+        assert _correlation(top, truth[0]) > 0.9
+        for wrong in (truth[len(truth) // 2], truth[0][::-1], truth[0].T):
+            assert _correlation(top, truth[0]) > _correlation(top, wrong) + 0.05
+        assert _correlation(middle, truth[len(truth) // 2]) > 0.9
+
+        # opened again after the scan, the page shows the final live slices: each the one it is named for
+        page.reload()
+        page.wait_for_selector("#volume:not([hidden])", timeout=60_000)
+        names = ("axial", "vertical_x", "vertical_y")
+        _wait_until(page, " && ".join(f"document.getElementById('live-{name}').complete && "
+                                      f"document.getElementById('live-{name}').naturalWidth > 0" for name in names))
+        for name in names:
+            _assert_shows(_shown_pixels(page, f"#live-{name}"), client["live"][uid][name].read(),
+                          f"the live {name} slice")
+        # the live axial slice is the middle detector row, and after 180 degrees it is the phantom's cut there
+        assert _correlation(_shown_pixels(page, "#live-axial"), truth[len(truth) // 2]) > 0.9
     finally:
         scan.join(120)
 
