@@ -161,6 +161,24 @@ def test_a_camera_that_is_not_staged_reports_a_failed_trigger(beamline):
     assert camera.last_file is None and camera.get_index() == 0
 
 
+def test_each_staging_writes_a_new_file_and_unstaging_closes_it(beamline):
+    source, camera, *_ = beamline  # shutter closed: darks
+    camera.stage()
+    for _ in range(2):
+        camera.trigger().wait(5)
+    camera.unstage()
+    first = camera.last_file
+    with pytest.raises(RuntimeError, match="not staged"):
+        camera.trigger().wait(1)  # no frame goes into a closed file
+    camera.stage()
+    camera.trigger().wait(5)
+    camera.unstage()
+    second = camera.last_file
+    assert second != first and first.parent == second.parent == camera.write_dir
+    assert len(_frames(first)[2]) == 2 and len(_frames(second)[2]) == 1
+    np.testing.assert_array_equal(_frames(second)[2][0], source.dark())
+
+
 # --- fly-scan camera -------------------------------------------------------------------------------------
 
 def test_kickoff_without_prepare_fly_is_refused_and_nothing_moves_or_is_written(beamline):
