@@ -43,7 +43,24 @@ def test_datums_of_a_refused_resource_are_refused_by_name(guard):
     with pytest.raises(RefusedPath) as err:
         guard("stream_datum", {"uid": long, "stream_resource": "res-1"})
     assert str(err.value) == f"stream_datum {'u' * 80} refers to refused resource res-1"
+    _refuse(guard, "r" * 100)
+    with pytest.raises(RefusedPath) as err:
+        guard("stream_datum", {"uid": "sd-2", "stream_resource": "r" * 100})
+    assert str(err.value) == f"stream_datum sd-2 refers to refused resource {'r' * 80}"
     assert guard.seen == []
+
+
+def test_a_file_announced_before_it_exists_is_passed(guard):
+    """A detector's StreamResource comes before its first frame is written."""
+    future = guard.root / "scan" / "not_yet.h5"
+    guard("stream_resource", {"uid": "s", "uri": future.as_uri()})
+    assert guard.seen == [("stream_resource", {"uid": "s", "uri": future.as_uri()})]
+
+
+def test_descriptors_without_data_keys_or_uid(guard):
+    assert guard("descriptor", {"uid": "d", "data_keys": None}) == "written"
+    assert guard("descriptor", {"uid": None, "data_keys": {"t": {"shape": []}}}) == "written"
+    assert guard("event", {"uid": "e", "descriptor": "d", "data": {"t": [1]}}) == "written"
 
 
 def test_datums_of_other_resources_pass(guard):
@@ -71,7 +88,8 @@ def _descriptor(guard):
         "t": {"dtype": "number", "shape": []},
         "img": {"dtype": "array", "shape": [2, 2], "external": "STREAM:"},  # external: not in a table
         "trace": {"dtype": "array", "shape": [3]},
-        "odd": "not a data key"}})
+        "odd": "not a data key",
+        "ref": {"dtype": "number", "shape": [], "external": "FILESTORE:"}}})  # a datum id, checked elsewhere
 
 
 @pytest.mark.parametrize("value", [1.5, np.float64(2), np.array(3.0), None, "text"])
@@ -98,6 +116,7 @@ def test_a_map_in_an_array_column_is_refused_and_pages_are_checked_per_row(guard
                               "array; the catalogue cannot store it")
     assert guard("event_page", {"uid": "p", "descriptor": "desc", "data": {"t": [1, 2], "img": ["a", "b"]}}) \
         == "written"  # a page of scalars; an external key is not checked
+    assert guard("event", {"uid": "e", "descriptor": "desc", "data": {"ref": {"datum": 1}}}) == "written"
 
 
 def test_events_the_guard_knows_nothing_about_pass(guard):

@@ -65,12 +65,16 @@ def test_written_secrets_are_private_and_replace_the_old_one(tmp_path):
     path.write_text("old")
     os.chmod(path, 0o644)
     stale = tmp_path / ".reader.key.tmp"  # left behind by an earlier crash, readable by all
-    stale.write_text("junk that is longer than the key")
+    stale.write_text("junk " * 40)  # longer than the key: must not show after it
     os.chmod(stale, 0o644)
     write_secret(path, GOOD)
     assert path.read_text() == GOOD
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reader.key"]
+    fresh = tmp_path / "new" / "writer.key"
+    fresh.parent.mkdir()
+    write_secret(fresh, GOOD)  # nothing there before: created
+    assert fresh.read_text() == GOOD and stat.S_IMODE(fresh.stat().st_mode) == 0o600
 
 
 def test_where_a_client_finds_its_key(tmp_path, monkeypatch):
