@@ -89,7 +89,7 @@ def _add_serve(sub, settings: Settings):
                                    "need a key too (the read-only DATA_DIR/keys/reader is for analysts) unless "
                                    "--public. Both keys are made at the first start and kept.")
     p.add_argument("--data-dir", default=str(settings.data_dir), help="catalogue data directory (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--port", type=bounded(int, *PORTS), default=8000, help="port (default: %(default)s)")
     p.add_argument("--writer-key-file", metavar="PATH",
                    help="at the first start, use the key in PATH as the write key instead of a new random one")
     p.add_argument("--reader-key-file", metavar="PATH",
@@ -250,6 +250,7 @@ Examples:
                    help="serve reads to anyone, reading Tiled with the key from --api-key-file or "
                         "TOMOBLUESKY_TILED_API_KEY (no key: anonymous reads, if Tiled allows them)")
     p.add_argument("--api-key-file", metavar="FILE", help="file holding the read-only Tiled key for --public")
+    refuse_key_argument(p, "with --public give --api-key-file FILE; otherwise each reader brings their own key")
     p.add_argument("--port", type=bounded(int, *PORTS), default=8080, help="port of the page (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument("--stream-limit", type=bounded(float, 0, low_open=True), default=600.0, metavar="SECONDS",

@@ -20,6 +20,7 @@ def add_kafka_commands(subparsers) -> argparse.ArgumentParser:
     """Add ``kafka start|stop|status|fetch`` to an argparse ``subparsers`` object.
 
     Each leaf sets ``func(args, settings=None) -> int``."""
+    from .limits import PORTS, bounded
     from .services.kafka import KAFKA_VERSION, default_cache_root, default_state_dir
 
     p = subparsers.add_parser("kafka", help="run a local Apache Kafka broker (KRaft, from Maven Central jars)",
@@ -39,7 +40,7 @@ def add_kafka_commands(subparsers) -> argparse.ArgumentParser:
 
     q = sub.add_parser("start", help="start the broker, detached; prints its bootstrap address")
     common(q)
-    q.add_argument("--port", type=int, default=None, help="client port (default: the last one, else a free one)")
+    q.add_argument("--port", type=bounded(int, *PORTS), default=None, help="client port (default: the last one, else a free one)")
     q.add_argument("--version", default=None, help=f"kafka_2.13 version (default: {KAFKA_VERSION})")
     q.add_argument("--heap", default="512m", help="JVM heap (default: %(default)s)")
     q.set_defaults(func=_cmd_start)

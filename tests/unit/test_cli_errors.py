@@ -95,7 +95,7 @@ def test_an_unknown_option_is_named(capsys, argv):
     (["export", "uid", "out", "--format", "tif"], "argument --format: invalid choice: 'tif'"),
     (["ls", "--status", "done"], "argument --status: invalid choice: 'done'"),
     (["ls", "--scan-id", "12b"], "argument --scan-id: invalid int value: '12b'"),
-    (["serve", "--port", "http"], "argument --port: invalid int value: 'http'"),
+    (["serve", "--port", "http"], "argument --port: 'http' is not an integer"),
     (["view", "--port", "0"], "argument --port: 0 is outside the allowed range 1..65535"),
     (["view", "--port", "80800"], "argument --port: 80800 is outside the allowed range 1..65535"),
     (["view", "--stream-limit", "0"], "argument --stream-limit: 0 is outside the allowed range > 0"),
@@ -103,7 +103,10 @@ def test_an_unknown_option_is_named(capsys, argv):
     (["view", "--stream-limit", "ten"], "argument --stream-limit: 'ten' is not a number"),
     (["reconstruct", "a.h5", "b.zarr", "--center", "mid"], "argument --center: 'mid' is not a number"),
     (["reconstruct", "a.h5", "b.zarr", "--memory-budget", "4GB"], "argument --memory-budget: '4GB' is not a number"),
-    (["kafka", "start", "--port", "nine"], "argument --port: invalid int value: 'nine'"),
+    (["kafka", "start", "--port", "nine"], "argument --port: 'nine' is not an integer"),
+    (["kafka", "start", "--port", "70000"], "argument --port: 70000 is outside the allowed range 1..65535"),
+    (["serve", "--port", "70000"], "argument --port: 70000 is outside the allowed range 1..65535"),
+    (["serve", "--port", "0"], "argument --port: 0 is outside the allowed range 1..65535"),
 ])
 def test_a_refused_choice_or_number_names_the_option_and_the_value(capsys, argv, words):
     prog = "tomobluesky kafka start" if argv[0] == "kafka" else f"tomobluesky {argv[0]}"
@@ -113,7 +116,7 @@ def test_a_refused_choice_or_number_names_the_option_and_the_value(capsys, argv,
 @pytest.mark.parametrize("argv, hint", [
     (["demo"], "the demo uses the keys kept in DATA_DIR/keys/"), (["serve"], "give --writer-key-file PATH"),
     (["ls"], "give --api-key-file PATH"), (["export", "uid", "out"], "give --api-key-file PATH"),
-    (["replay"], "give --api-key-file PATH"),
+    (["replay"], "give --api-key-file PATH"), (["view"], "with --public give --api-key-file FILE"),
 ])
 def test_a_key_on_the_command_line_is_refused_without_repeating_it(capsys, tmp_path, argv, hint):
     data_dir = tmp_path / "catalog"
@@ -153,13 +156,14 @@ def test_reconstruct_a_file_that_is_not_hdf5_or_not_a_scan(capsys, tmp_path):
     output = tmp_path / "volume.zarr"
     text = tmp_path / "notes.h5"
     text.write_text("not HDF5\n")
-    _runtime_error(capsys, ["reconstruct", str(text), str(output)], "reconstruct")
+    line = _runtime_error(capsys, ["reconstruct", str(text), str(output)], "reconstruct")
+    assert f"{text} is not an HDF5 file" in line
     partial = tmp_path / "partial.h5"
     with h5py.File(partial, "w") as f:  # projections and angles, no flats or darks
         f["/exchange/data"] = np.zeros((3, 4, 5), np.float32)
         f["/exchange/theta"] = [0.0, 60.0, 120.0]
     line = _runtime_error(capsys, ["reconstruct", str(partial), str(output)], "reconstruct")
-    assert f"{partial} is not a Data Exchange scan" in line
+    assert line.endswith(f"{partial} is not a Data Exchange scan: missing '/exchange/data_white'")
     assert not output.exists()
 
 

@@ -84,8 +84,14 @@ class HDF5Scan:
             raise FrameReadError(f"Data Exchange file not found: {path}")
         regular_file(path)
         try:
-            with h5py.File(path, "r") as f:
-                for name in DXCHANGE.values():
+            f = h5py.File(path, "r")
+        except OSError as err:
+            raise FrameReadError(f"{path} is not an HDF5 file ({err})") from None
+        try:
+            with f:
+                for name in (*DXCHANGE.values(), dxchange.THETA):
+                    if f.get(name, getlink=True) is None:  # (`in` would follow an external link)
+                        raise FrameReadError(f"{path} is not a Data Exchange scan: missing {name!r}")
                     check_dataset(f[name], path)
                 counts = {kind: f[name].shape[0] for kind, name in DXCHANGE.items()}
                 shape = tuple(f[DXCHANGE[PROJECTIONS]].shape[1:])

@@ -85,6 +85,19 @@ def _check_source_range(camera, angles):
         )
 
 
+def _check_rotation_limits(rotation, angles):
+    """Refuse a scan the stage cannot finish before its run opens, rather than after darks and flats."""
+    limits = [getattr(rotation, name, None) for name in ("low_limit", "high_limit")]
+    if any(signal is None for signal in limits):
+        return  # a stage without soft limits
+    lo, hi = (float(signal.get()) for signal in limits)
+    if angles.min() < lo or angles.max() > hi:
+        raise PlanArgumentError(
+            f"angles {angles.min():.2f}..{angles.max():.2f} deg are outside the soft limits of {rotation.name} "
+            f"({lo:.2f}..{hi:.2f} deg)"
+        )
+
+
 def _tomography(scan_type, camera, rotation, shutter, sample, projections, *, num_projections, start,
                 angular_range, num_darks, num_flats, recon, md, **extra_args):
     """Validate, describe, then darks → flats → ``projections(angles)`` → shutter closed,
@@ -92,6 +105,7 @@ def _tomography(scan_type, camera, rotation, shutter, sample, projections, *, nu
     check_frame_counts(num_projections, num_darks, num_flats)
     angles = scan_angles(start, num_projections, angular_range)
     _check_source_range(camera, angles)
+    _check_rotation_limits(rotation, angles)
     plan_args = dict(num_projections=num_projections, start=start, angular_range=angular_range,
                      num_darks=num_darks, num_flats=num_flats, **extra_args)
     meta = _start_metadata(scan_type, camera, rotation, angles, num_darks, num_flats, plan_args, recon, md)

@@ -114,6 +114,20 @@ def test_invalid_arguments_are_refused_before_the_run(RE, documents, beamline, p
     assert beamline[0].last_file is None  # the camera never staged: no detector file
 
 
+@pytest.mark.parametrize("plan", [tomo_scan, tomo_fly_scan])
+def test_a_scan_past_the_stages_soft_limits_is_refused_before_the_run(RE, documents, beamline, plan):
+    rotation = beamline[1]
+    rotation.high_limit.put(90.0)  # the scan's 0..180 deg do not fit
+    with pytest.raises(PlanArgumentError, match=r"outside the soft limits of rotation \(-720.00..90.00 deg\)"):
+        RE(plan(*beamline, num_projections=10, velocity=720.0) if plan is tomo_fly_scan
+           else plan(*beamline, num_projections=10))
+    assert not documents and beamline[0].last_file is None and rotation.position == 0.0
+    rotation.high_limit.put(180.0)  # the limit is inclusive: a scan ending on it runs
+    RE(plan(*beamline, num_projections=10, velocity=720.0) if plan is tomo_fly_scan
+       else plan(*beamline, num_projections=10))
+    assert documents[-1][1]["exit_status"] == "success"
+
+
 def test_frame_counts_at_the_bounds_are_accepted():
     check_frame_counts(2, 1, 1)
     check_frame_counts(100_000, 1000, 1000)
