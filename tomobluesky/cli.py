@@ -453,8 +453,17 @@ def main(argv=None) -> int:
     except Exception as err:  # one clear line for users; -v shows the traceback
         if args.verbose:
             raise
-        print(f"tomobluesky {args.command}: error: {err}", file=sys.stderr)
+        print(f"tomobluesky {args.command}: error: {_explained(err)}", file=sys.stderr)
         return 1
+
+
+def _explained(err: Exception) -> str:
+    """The error's text, naming the server when a connection to it failed (httpx says only "[Errno 111]")."""
+    request = getattr(err, "_request", None)  # set on httpx errors raised for a request
+    if isinstance(err, OSError) or request is None or type(err).__name__ not in (
+            "ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError"):
+        return str(err)
+    return f"cannot reach {request.url.scheme}://{request.url.netloc.decode()} ({err})"
 
 
 if __name__ == "__main__":
