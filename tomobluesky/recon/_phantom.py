@@ -146,3 +146,18 @@ def project(volume, theta, center=None, *, oversample: int = 2) -> np.ndarray:
             samples = map_coordinates(volume[k], [rows.ravel(), cols.ravel()], order=1, mode="constant")
             out[k, a] = samples.reshape(n, -1).sum(axis=1) / oversample
     return out
+
+
+def project_disk(columns: int, theta, center: float, *, mu: float, radius: float, x0: float = 0.0,
+                 y0: float = 0.0) -> np.ndarray:
+    """Exact sinogram (angles, columns) of a uniform disk of attenuation ``mu`` per pixel, centred at
+    (``x0``, ``y0``) pixels from the rotation axis: its line integrals averaged over each detector pixel's
+    width, so no aliasing and a gain check to a fraction of a percent."""
+    theta = np.asarray(theta, dtype=np.float64)
+
+    def area_to(u):  # ∫_{-R}^{u} 2·sqrt(R² − s²) ds, up to a constant
+        u = np.clip(u, -radius, radius)
+        return u * np.sqrt(np.maximum(radius**2 - u**2, 0)) + radius**2 * np.arcsin(u / radius)
+
+    u = (np.arange(columns) - center)[None] - (x0 * np.cos(theta) + y0 * np.sin(theta))[:, None]
+    return (mu * (area_to(u + 0.5) - area_to(u - 0.5))).astype(np.float32)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tomobluesky.live._slices import IncrementalSlices, ramp_filter
+from tomobluesky.recon.testing import project_disk
 
 
 def disk_projection(columns, rows, angle_deg, *, mu=0.01, radius=20.0, x0=0.0, y0=0.0, center=None):
@@ -84,16 +85,6 @@ def _blob_sinograms(blobs, rows, columns, theta, center):
     return out.astype(np.float32)
 
 
-def _disk_sinogram(columns, theta, center, *, mu, radius, x0, y0):
-    """A uniform disk's line integrals averaged over each detector pixel's width (exact, no aliasing)."""
-    def area_to(u):  # ∫_{-R}^{u} 2·sqrt(R² − s²) ds, up to a constant
-        u = np.clip(u, -radius, radius)
-        return u * np.sqrt(np.maximum(radius**2 - u**2, 0)) + radius**2 * np.arcsin(u / radius)
-
-    u = (np.arange(columns) - center)[None] - (x0 * np.cos(theta) + y0 * np.sin(theta))[:, None]
-    return (mu * (area_to(u + 0.5) - area_to(u - 0.5))).astype(np.float32)
-
-
 def _fold(slices, sinograms, theta):
     for projection, angle in zip(np.swapaxes(sinograms, 0, 1), np.degrees(theta)):
         slices.add(projection, angle)
@@ -143,7 +134,7 @@ def test_gain_of_the_live_slices_is_one_to_a_third_of_a_percent(angular_range, n
     n, rows, mu, radius, x0, y0 = 96, 3, 0.02, 30.0, 4.0, -2.0
     center = (n - 1) / 2 + 3.3
     theta = np.radians(np.linspace(0, angular_range, num_angles, endpoint=False))
-    sino = np.repeat(_disk_sinogram(n, theta, center, mu=mu, radius=radius, x0=x0, y0=y0)[None], rows, axis=0)
+    sino = np.repeat(project_disk(n, theta, center, mu=mu, radius=radius, x0=x0, y0=y0)[None], rows, axis=0)
     live = _fold(IncrementalSlices(rows, n, center=center, num_angles=num_angles, angular_range=angular_range),
                  sino, theta)
     coords = np.arange(n) - (n - 1) / 2

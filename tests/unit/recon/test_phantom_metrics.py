@@ -45,3 +45,13 @@ def test_supersampled_phantom_is_the_pixel_average():
     fine = recon.shepp_logan(128)
     coarse = recon.shepp_logan(32, supersample=4)
     np.testing.assert_allclose(coarse, fine.reshape(32, 4, 32, 4).mean(axis=(1, 3)), atol=1e-6)
+
+
+def test_disk_projection_keeps_the_disks_mass_at_every_angle_and_moves_with_it():
+    from tomobluesky.recon.testing import project_disk
+
+    theta = np.linspace(0, np.pi, 37)
+    sino = project_disk(96, theta, 47.5, mu=0.02, radius=12.5, x0=9.0, y0=-4.0)
+    np.testing.assert_allclose(sino.sum(axis=1), 0.02 * np.pi * 12.5**2, rtol=1e-5)  # whole disk on the detector
+    centroid = (sino * np.arange(96)).sum(axis=1) / sino.sum(axis=1)
+    np.testing.assert_allclose(centroid, 47.5 + 9.0 * np.cos(theta) - 4.0 * np.sin(theta), atol=1e-3)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tomobluesky import recon
-from tomobluesky.recon.testing import project_shepp_logan, rmse_in_circle, ssim_in_circle
+from tomobluesky.recon.testing import project_disk, project_shepp_logan, rmse_in_circle, ssim_in_circle
 
 from .conftest import N, SLICES
 
@@ -169,16 +169,6 @@ def test_tomopy_backend_explains_itself_when_missing(sinograms, theta):
 
 # -- gain against an exact object -------------------------------------------------------------------
 
-def _disk_sinogram(n, theta, center, *, mu, radius, x0, y0):
-    """A uniform disk's line integrals averaged over each detector pixel's width (exact, no aliasing)."""
-    def area_to(u):  # ∫_{-R}^{u} 2·sqrt(R² − s²) ds, up to a constant
-        u = np.clip(u, -radius, radius)
-        return u * np.sqrt(np.maximum(radius**2 - u**2, 0)) + radius**2 * np.arcsin(u / radius)
-
-    u = (np.arange(n) - center)[None] - (x0 * np.cos(theta) + y0 * np.sin(theta))[:, None]
-    return (mu * (area_to(u + 0.5) - area_to(u - 0.5))).astype(np.float32)
-
-
 @pytest.mark.parametrize("turn, angles", [(np.pi, 90), (2 * np.pi, 180)], ids=["180deg", "360deg"])
 @pytest.mark.parametrize("algorithm", ["nufft", "fbp"])
 def test_gain_is_one_to_a_third_of_a_percent(algorithm, turn, angles):
@@ -190,7 +180,7 @@ def test_gain_is_one_to_a_third_of_a_percent(algorithm, turn, angles):
     center = (n - 1) / 2 + 3.3
     theta = np.linspace(0, turn, angles, endpoint=False)
     disks = [(0.02, 4.0, -2.0), (0.005, -6.0, 5.0)]  # (attenuation per pixel, x0, y0)
-    sino = np.stack([_disk_sinogram(n, theta, center, mu=mu, radius=radius, x0=x0, y0=y0) for mu, x0, y0 in disks])
+    sino = np.stack([project_disk(n, theta, center, mu=mu, radius=radius, x0=x0, y0=y0) for mu, x0, y0 in disks])
     volume = recon.reconstruct(sino, theta, center, algorithm=algorithm)
     coords = np.arange(n) - (n - 1) / 2
     x, y = np.meshgrid(coords, -coords)
