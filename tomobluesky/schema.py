@@ -16,7 +16,7 @@ class ReconSettings(BaseModel):
     algorithm: str = "nufft"
     backend: str = "numpy"
     filter_name: str = "shepp"
-    center: float | None = Field(None, description="detector column of the axis; None finds it")
+    center: float | None = Field(None, allow_inf_nan=False, description="detector column of the axis; None finds it")
     center_method: str = "auto"
     ring_removal: bool = False
     phase_retrieval: dict | None = Field(None, description="Paganin parameters: distance, delta_beta")
@@ -53,7 +53,8 @@ class TomoScanMetadata(BaseModel):
     energy: float | None = None
     energy_units: str = "keV"
     sample_name: str = ""
-    center_hint: float | None = Field(None, description="detector column of the rotation axis, if known")
+    center_hint: float | None = Field(None, allow_inf_nan=False,
+                                      description="detector column of the rotation axis, if known")
     camera: str
     rotation: str
     recon: ReconSettings | None = None

@@ -100,6 +100,20 @@ def test_wrong_frame_shape_is_recorded_with_its_reason(RE, documents, tmp_path):
     assert "does not match detector_shape" in reason
 
 
+@pytest.mark.parametrize("field", ["center_hint", "recon"])
+def test_a_centre_that_is_not_a_number_is_recorded_with_its_reason(RE, documents, tmp_path, field):
+    """A start document from the wire may carry what the plan would have refused: NaN as the axis."""
+    source = PhantomSource(n_slices=2, n_columns=32, noise=False)
+    RE(tomo_scan(*make_sim_beamline(source, tmp_path), num_projections=10, num_darks=1, num_flats=1))
+    value = float("nan") if field == "center_hint" else {"center": float("nan")}
+    start = dict(documents[0][1], **{field: value})
+    sink = MemorySink()
+    reconstruct_documents([("start", start)] + documents[1:], sink)
+    (reason, meta), = sink.failures.values()
+    assert "finite number" in reason and "center" in reason and meta["status"] == "failed"
+    assert not sink.volumes
+
+
 def test_a_failing_preview_does_not_cost_the_volume_or_the_scan(RE, tmp_path):
     class FlakySink(MemorySink):
         def write_preview(self, *args):

@@ -103,6 +103,8 @@ def test_fly_scan_records_angles_in_the_detector_file(RE, documents, beamline):
     ({"num_flats": 1001}, "num_flats"),
     ({"start": 30.0}, "outside what the frame source covers"),
     ({"recon": {"algorithm": "bogus"}}, "unknown algorithm 'bogus'"),
+    ({"recon": {"center": float("nan")}}, "(?s)center.*finite number"),
+    ({"recon": {"center": float("inf")}}, "(?s)center.*finite number"),
 ])
 @pytest.mark.parametrize("plan", [tomo_scan, tomo_fly_scan])
 @pytest.mark.timeout(60)  # without the bound, 2,000,000 projections would run, not fail
