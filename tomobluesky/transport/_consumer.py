@@ -340,8 +340,8 @@ class DocumentConsumer:
 
     def _produce_dlq(self, topic, key, value, headers) -> None:
         def report(err, msg):
-            if err is not None:
-                self._dlq_failed.append(err)
+            if err is not None:  # kept whole: commit() sends it again before any offset passes it
+                self._dlq_failed.append((err, (topic, key, value, headers)))
         try:
             self._dlq.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
         except BufferError:
@@ -419,12 +419,14 @@ class DocumentConsumer:
         Dead letters are flushed first: nothing is committed past a message not yet safe."""
         from confluent_kafka import TopicPartition
 
-        if self._dlq is not None and len(self._dlq):
+        if self._dlq is not None and (len(self._dlq) or self._dlq_failed):
+            failed, self._dlq_failed = self._dlq_failed, []
+            for _, message in failed:  # a dead letter whose delivery failed is sent again, never dropped
+                self._produce_dlq(*message)
             left = self._dlq.flush(10)
             if left or self._dlq_failed:
                 log.error("dead-letter topic not reachable (%d pending, %d failed); not committing",
                           left, len(self._dlq_failed), extra={"event": "commit-skipped"})
-                self._dlq_failed.clear()
                 return 0
         todo = []
         for tp in (partitions if partitions is not None else list(self.ledgers)):

@@ -597,21 +597,25 @@ def test_nothing_is_committed_past_a_dead_letter_not_yet_delivered(consumer, cap
         ("DEBUG", "committed", "commit", {f"{T}[0]": 5})]
 
 
-def test_a_failed_dead_letter_delivery_holds_the_commit_back(consumer, caplog):
+def test_a_failed_dead_letter_delivery_is_sent_again_and_holds_every_commit_until_it_arrives(consumer, caplog):
+    """A dead letter whose delivery failed has left the producer's queue: flush() says nothing is pending.
+    It must be sent again, and no offset may pass it until it arrives, or the message is lost."""
     dlq = consumer._dlq
     dlq.fail = True
     put(consumer, ("x", b"\xc1"))
     consumer.poll(timeout=0)
-    assert consumer._dlq_failed == ["delivery failed"]
-    dlq.pending = 1
+    assert [err for err, _ in consumer._dlq_failed] == ["delivery failed"]
+    letter = dlq.produced[0]
     caplog.clear()
     with caplog.at_level("ERROR", logger="tomobluesky.transport.worker"):
-        assert consumer.commit() == 0
+        assert consumer.commit() == 0 and consumer.commit() == 0  # still failing: sent again, held again
     assert [r.getMessage() for r in caplog.records] == [
-        "dead-letter topic not reachable (1 pending, 1 failed); not committing"]
-    assert consumer._consumer.commits == [] and consumer._dlq_failed == []
-    dlq.pending = 0
-    assert consumer.commit() == 1 and consumer._consumer.commits == [[(T, 0, 1)]] and dlq.flushes == [10]
+        "dead-letter topic not reachable (0 pending, 1 failed); not committing"] * 2
+    assert consumer._consumer.commits == [] and dlq.produced == [letter] * 3
+    dlq.fail = False  # the dead-letter topic is back
+    assert consumer.commit() == 1 and consumer._consumer.commits == [[(T, 0, 1)]]
+    assert dlq.produced == [letter] * 4 and consumer._dlq_failed == []
+    assert consumer.commit() == 0 and dlq.produced == [letter] * 4  # delivered once is enough
 
 
 def test_commit_only_the_partitions_asked_for(consumer):
