@@ -40,8 +40,10 @@ def _outage_through_kafka(kafka_config, server):
         kwargs = dict(common, data_roots=[server.layout.detector])
         if kind == "reconstruction":
             kwargs["volume_dir"] = server.layout.volumes
-        t = threading.Thread(target=lambda k=kind, r=run, kw=kwargs: stats.__setitem__(
-            k, r(kafka_config, server.client(), **kw)), daemon=True)
+        # the client is made here, while Tiled is surely up: made in the thread, on a busy machine, it
+        # could meet the outage first (a thread died so once, its ConnectError outside the worker's loop)
+        t = threading.Thread(target=lambda k=kind, r=run, kw=kwargs, c=server.client(): stats.__setitem__(
+            k, r(kafka_config, c, **kw)), daemon=True)
         t.start()
         threads.append(t)
     try:

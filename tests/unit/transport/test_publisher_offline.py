@@ -36,8 +36,9 @@ def test_no_broker_publish_is_fast_and_everything_is_journaled(RE, dead_bootstra
     RE.subscribe(timed)
     RE(count([det], 200, delay=0.002))
     # robust to a busy machine: waiting for the absent broker would cost at least stall_s (0.2 s), a hiccup tens of ms
+    # (two test workers on two cores)
     slow = sorted(times)[int(0.99 * len(times))]
-    assert slow < 0.010, f"99th percentile publish call {slow * 1e3:.2f} ms"
+    assert slow < 0.050, f"99th percentile publish call {slow * 1e3:.2f} ms"
     assert max(times) < 0.15, f"slowest publish call {max(times) * 1e3:.2f} ms"
     assert pub.flush(0.5) > 0  # nothing can be acknowledged
     left = pub.close(timeout=0.5)
