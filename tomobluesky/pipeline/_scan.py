@@ -21,10 +21,18 @@ import numpy as np
 
 from .. import dxchange
 from ._resources import bytes_read
-from ._roots import FrameReadError, check_dataset, open_dataset, regular_file
+from ._roots import FrameReadError, open_dataset, regular_file
 
 PROJECTIONS, FLATS, DARKS = "projections", "flats", "darks"
 DXCHANGE = {PROJECTIONS: dxchange.PROJECTIONS, FLATS: dxchange.FLATS, DARKS: dxchange.DARKS}
+
+
+def _dxchange_dataset(f, name: str, path: Path):
+    """One dataset of a Data Exchange file, checked like every detector dataset (links looked at unfollowed)."""
+    try:
+        return open_dataset(f, name, path)
+    except KeyError:
+        raise FrameReadError(f"{path} is not a Data Exchange scan: missing {name!r}") from None
 
 
 @dataclass(frozen=True)
@@ -87,18 +95,12 @@ class HDF5Scan:
             f = h5py.File(path, "r")
         except OSError as err:
             raise FrameReadError(f"{path} is not an HDF5 file ({err})") from None
-        try:
-            with f:
-                for name in (*DXCHANGE.values(), dxchange.THETA):
-                    if f.get(name, getlink=True) is None:  # (`in` would follow an external link)
-                        raise FrameReadError(f"{path} is not a Data Exchange scan: missing {name!r}")
-                    check_dataset(f[name], path)
-                counts = {kind: f[name].shape[0] for kind, name in DXCHANGE.items()}
-                shape = tuple(f[DXCHANGE[PROJECTIONS]].shape[1:])
-                dtype = f[DXCHANGE[PROJECTIONS]].dtype
-                theta = dxchange.theta_degrees(f[dxchange.THETA])
-        except KeyError as err:
-            raise FrameReadError(f"{path} is not a Data Exchange scan: missing {err}") from None
+        with f:
+            ds = {name: _dxchange_dataset(f, name, path) for name in (*DXCHANGE.values(), dxchange.THETA)}
+            counts = {kind: ds[name].shape[0] for kind, name in DXCHANGE.items()}
+            shape = tuple(ds[DXCHANGE[PROJECTIONS]].shape[1:])
+            dtype = ds[DXCHANGE[PROJECTIONS]].dtype
+            theta = dxchange.theta_degrees(ds[dxchange.THETA])
         runs = {kind: [FrameRun(path, DXCHANGE[kind], 0, n)] for kind, n in counts.items()}
         return cls(runs[PROJECTIONS], theta, runs[FLATS], runs[DARKS], shape, np.dtype(dtype))
 

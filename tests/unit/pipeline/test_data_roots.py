@@ -126,7 +126,7 @@ def test_hdf5_that_reads_other_files_is_refused(layout, kind):
 
 
 @pytest.mark.parametrize("kind", ["dataset", "group", "soft-to-external"])
-@pytest.mark.parametrize("reader", ["live", "stop-path"])
+@pytest.mark.parametrize("reader", ["live", "stop-path", "dxchange"])
 def test_an_external_link_is_refused_before_hdf5_opens_its_target(layout, kind, reader):
     """Found by the document fuzz test: HDF5 opens (and reads) the file an external link names while it
     resolves the link, so checking the dataset afterwards came too late. inotify on the folder outside
@@ -149,9 +149,13 @@ def test_an_external_link_is_refused_before_hdf5_opens_its_target(layout, kind, 
             if reader == "live":
                 read_frames(_resource(path) | {"parameters": {"dataset": dataset}}, {"start": 0, "stop": 1},
                             roots=DataRoots([root]))
-            else:
+            elif reader == "stop-path":
                 run = FrameRun(path, dataset, 0, 1)
                 HDF5Scan([run, run], [0.0, 90.0], [run], [run], (4, 6), dtype=np.float32).read_rows("flats", [0])
+            else:  # `tomobluesky reconstruct FILE`: the Data Exchange names, the projections linked out
+                with h5py.File(path, "a") as f:
+                    f["exchange/data"] = h5py.SoftLink(f"/{dataset}")
+                HDF5Scan.from_dxchange(path)
         assert watch.touched() == []
     finally:
         watch.close()
