@@ -459,9 +459,10 @@ def main(argv=None) -> int:
 
 def _explained(err: Exception) -> str:
     """The error's text, naming the server when a connection to it failed (httpx says only "[Errno 111]")."""
-    request = getattr(err, "_request", None)  # set on httpx errors raised for a request
-    if isinstance(err, OSError) or request is None or type(err).__name__ not in (
-            "ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError"):
+    import httpx
+
+    request = getattr(err, "_request", None)  # the request an httpx error was raised for, when it has one
+    if not isinstance(err, httpx.TransportError) or request is None:
         return str(err)
     return f"cannot reach {request.url.scheme}://{request.url.netloc.decode()} ({err})"
 
