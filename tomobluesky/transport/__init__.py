@@ -27,3 +27,5 @@ __all__ = ["CodecError", "DEFAULT_CONFIG_PATH", "DOCUMENT_NAMES", "Delivery", "D
            "HandlerError", "JsonFormatter", "KafkaConfig", "KafkaPublisher", "Malformed", "PublishError",
            "WorkerStats", "configure_json_logging", "deadletter_topic", "decode_document", "document_topic",
            "ensure_topics", "load_config", "pack", "run_complete", "run_worker", "unpack"]
+from ._inprocess import OffThread, flush_all  # noqa: E402  in-process callbacks off the RunEngine's thread
+__all__ += ["OffThread", "flush_all"]
