@@ -38,7 +38,7 @@ def load_tooth():
     with h5py.File(TOOTH, "r") as f:
         data, flats, darks = (f[f"/exchange/{k}"][...] for k in ("data", "data_white", "data_dark"))
         theta = np.radians(f["/exchange/theta"][...])
-    sinograms = np.ascontiguousarray(np.swapaxes(recon.minus_log(recon.normalize(data, flats, darks)), 0, 1))
+    sinograms = np.ascontiguousarray(np.swapaxes(recon.minus_log(recon.normalize(data, flats, darks, averaging="median")), 0, 1))
     return sinograms, theta
 
 

@@ -39,7 +39,7 @@ DIHEDRAL = {
 
 def ours(filter_name):
     def run(sino, theta, case, threads):
-        return recon.reconstruct(sino, theta, (sino.shape[-1] - 1) / 2, filter_name=filter_name, ncore=threads)
+        return recon.reconstruct(sino, theta, (sino.shape[-1] - 1) / 2, filter_name=filter_name, ncore=threads, sinogram_order=True)
     return run
 
 

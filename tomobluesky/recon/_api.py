@@ -1,6 +1,7 @@
 """``reconstruct``: one entry point with tomopy's conventions.
 
-Sinograms are float32 (slices, angles, columns); ``theta`` in radians;
+The data are (angles, slices, columns) projections as in ``tomopy.recon``,
+or (slices, angles, columns) sinograms with ``sinogram_order=True``; ``theta`` in radians;
 ``center`` is the detector column of the rotation axis ((columns − 1)/2 is
 centred), one value or one per slice; the result is (slices, columns,
 columns) float32 in attenuation per pixel.
@@ -34,10 +35,15 @@ def _check_centers(center, slices, columns):
     return centers
 
 
-def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filter_name: str = "shepp",
+def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algorithm: str = "nufft",
+                filter_name: str = "shepp",
                 backend: str = "numpy", pad=True, ncore: int | None = None, max_memory: float | None = None,
                 progress=None, eps: float = DEFAULT_EPS, batch_pairs: int = 8):
-    """Reconstruct parallel-beam sinograms slice by slice.
+    """Reconstruct parallel-beam data slice by slice.
+
+    ``tomo``: (angles, slices, columns) projections, as tomopy.recon takes
+    them, or with ``sinogram_order=True`` (slices, angles, columns) sinograms
+    (no transpose then); a 2-D array is one (angles, columns) sinogram either way.
 
     ``algorithm``: ``"nufft"`` (Fourier: FBP as a non-uniform FFT, fast),
     ``"fbp"`` (direct filtered backprojection, the reference) or ``"gridrec"``
@@ -58,16 +64,23 @@ def reconstruct(sinograms, theta, center=None, *, algorithm: str = "nufft", filt
     if backend == "tomopy" and algorithm == "nufft":
         algorithm = "gridrec"
     xp = get_namespace("numpy" if backend == "tomopy" or algorithm == "gridrec" else backend)
-    host = np.asarray(to_numpy(sinograms), dtype=np.float32)
+    host = np.asarray(to_numpy(tomo), dtype=np.float32)
     if host.ndim == 2:
         host = host[None]
+    elif host.ndim == 3 and not sinogram_order:
+        host = np.ascontiguousarray(np.swapaxes(host, 0, 1))
     if host.ndim != 3:
-        raise ValueError(f"sinograms must be (slices, angles, columns), got shape {host.shape}")
+        layout = "(slices, angles, columns)" if sinogram_order else "(angles, slices, columns)"
+        raise ValueError(f"tomo must be {layout} (sinogram_order={sinogram_order}), got shape {host.shape}")
     slices, angles, columns = host.shape
     if angles < 2 or columns < 2:
         raise ValueError(f"need at least 2 angles and 2 columns, got {angles} × {columns}")
     if not np.isfinite(host).all():
         raise ValueError("sinograms contain NaN or infinite values (check flats/darks and the −log step)")
+    if np.size(theta) != angles and np.size(theta) == slices and not sinogram_order \
+            and np.ndim(tomo) == 3:
+        raise ValueError(f"{np.size(theta)} angles match axis 0 of the data, not axis 1: pass sinograms with "
+                         f"sinogram_order=True, or projections (angles, slices, columns) with the default False")
     theta = _check_theta(theta, angles)
     centers = _check_centers(center, slices, columns)
     padded_length(columns, pad)  # validates pad before any work

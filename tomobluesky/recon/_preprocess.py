@@ -62,15 +62,22 @@ def _may_hold_nan(array) -> bool:
     return kind not in "biu"
 
 
-def normalize(projections, flats, darks, *, out=None):
-    """(projections − dark) / (flat − dark), float32, shape of ``projections``.
+#: how normalize combines the flat and dark frames, as tomopy.normalize's ``averaging``
+AVERAGING = ("mean", "median")
 
-    Flats and darks are averaged with the median over their first axis, which
-    ignores the odd zinger a mean would smear into every projection.
+
+def normalize(projections, flats, darks, *, averaging: str = "mean", out=None):
+    """(projections − dark) / (flat − dark), float32, shape of ``projections``: tomopy's ``normalize``.
+
+    ``averaging``: how the flats and the darks are combined over their first
+    axis, ``"mean"`` (tomopy's default) or ``"median"``, which ignores the odd
+    zinger that a mean smears into every projection. Flats and darks may be
+    one 2-D frame or a stack.
 
     Any real pixel type is accepted (detectors write uint16); the arithmetic
     and the result are float32. Integer frames skip the NaN/inf check, which
-    they cannot fail.
+    they cannot fail. Unlike tomopy, a pixel whose flat is not brighter than
+    its dark gets transmission 0 (and a warning), not a clipped denominator.
     """
     xp = get_namespace(projections)
     if flats is None or darks is None or len(flats) == 0 or len(darks) == 0:
@@ -80,18 +87,20 @@ def normalize(projections, flats, darks, *, out=None):
     projections, flats, darks = (xp.asarray(array, dtype=xp.float32) for array in arrays.values())
     if projections.ndim != 3:
         raise ValueError(f"projections must be (angles, rows, columns), got shape {projections.shape}")
+    flats, darks = (frames[None] if frames.ndim == 2 else frames for frames in (flats, darks))
     for name, frames in (("flats", flats), ("darks", darks)):
         if frames.ndim != 3 or frames.shape[1:] != projections.shape[1:]:
             raise ValueError(f"{name} of shape {frames.shape} do not match projections of shape {projections.shape}")
     for name, array in (("projections", projections), ("flats", flats), ("darks", darks)):
         if may_be_nan[name]:
             _check_finite(xp, name, array)
-    return apply_flat_field(projections, *flat_field(flats, darks), out=out)
+    return apply_flat_field(projections, *flat_field(flats, darks, averaging=averaging), out=out)
 
 
-def flat_field(flats, darks, *, where: str = "", warn: bool = True) -> FlatField:
-    """``(dark, beam)``: the median dark and the median flat minus it, float32, for ``apply_flat_field``.
+def flat_field(flats, darks, *, averaging: str = "median", where: str = "", warn: bool = True) -> FlatField:
+    """``(dark, beam)``: the averaged dark and the averaged flat minus it, float32, for ``apply_flat_field``.
 
+    ``averaging``: ``"median"`` (the default here: robust to zingers) or ``"mean"``.
     Work that does not depend on the projections, done once: per slab of rows
     by the stop path, once per scan by the live slices. Pixels without beam
     (a dead flat pixel) get an infinite beam, so their transmission is 0, not inf.
@@ -100,9 +109,12 @@ def flat_field(flats, darks, *, where: str = "", warn: bool = True) -> FlatField
     that reports a whole scan at once). ``where`` names the part of the detector
     in the warning and the error.
     """
+    if averaging not in AVERAGING:
+        raise ValueError(f"averaging must be one of {AVERAGING}, got {averaging!r}")
     xp = get_namespace(flats)
-    dark = xp.median(xp.asarray(darks, dtype=xp.float32), axis=0)
-    beam = xp.median(xp.asarray(flats, dtype=xp.float32), axis=0) - dark
+    combine = xp.mean if averaging == "mean" else xp.median
+    dark = combine(xp.asarray(darks, dtype=xp.float32), axis=0).astype(xp.float32, copy=False)
+    beam = combine(xp.asarray(flats, dtype=xp.float32), axis=0) - dark
     has_beam = beam > 0
     if not bool(has_beam.any()):
         raise ValueError(f"flats are not brighter than darks anywhere{where}: no beam in the flat fields")

@@ -39,7 +39,7 @@ def test_algorithms_run_through_the_namespace_of_their_input(sinograms, theta):
     centers = np.full(2, (sinograms.shape[-1] - 1) / 2)
     direct = _nufft.nufft_fbp(sinograms[:2], theta, centers)
     assert type(direct) is np.ndarray and direct.dtype == np.float32
-    np.testing.assert_array_equal(direct, recon.reconstruct(sinograms[:2], theta))
+    np.testing.assert_array_equal(direct, recon.reconstruct(sinograms[:2], theta, sinogram_order=True))
     filtered = _fbp.filter_sinograms(sinograms[:1], "ramp", pad=2.0)
     length = 256
     response = recon.ramp_response(length, "ramp")
@@ -53,6 +53,6 @@ def test_cupy_matches_numpy(sinograms, theta):
     if cupy.cuda.runtime.getDeviceCount() == 0:
         pytest.skip("no CUDA device")
     for algorithm in ("nufft", "fbp"):
-        host = recon.reconstruct(sinograms, theta, algorithm=algorithm)
-        device = recon.reconstruct(sinograms, theta, algorithm=algorithm, backend="cupy")
+        host = recon.reconstruct(sinograms, theta, algorithm=algorithm, sinogram_order=True)
+        device = recon.reconstruct(sinograms, theta, algorithm=algorithm, backend="cupy", sinogram_order=True)
         assert np.linalg.norm(device - host) / np.linalg.norm(host) <= 1e-3

@@ -1,4 +1,4 @@
-"""normalize() and minus_log(): values, the median's robustness, ``out=``, errors."""
+"""normalize() and minus_log(): values, tomopy's mean by default and the median as an option, ``out=``, errors."""
 
 import numpy as np
 import pytest
@@ -6,11 +6,11 @@ import pytest
 from tomobluesky import recon
 
 
-def _frames(rng, shape=(5, 4, 6)):
+def _frames(rng, shape=(5, 4, 6), average=np.mean):
     darks = 100 + rng.random((3,) + shape[1:]).astype(np.float32)
     flats = 1000 + rng.random((4,) + shape[1:]).astype(np.float32)
     transmission = rng.uniform(0.1, 1.0, shape).astype(np.float32)
-    dark, flat = np.median(darks, axis=0), np.median(flats, axis=0)
+    dark, flat = average(darks, axis=0), average(flats, axis=0)
     projections = (dark + transmission * (flat - dark)).astype(np.float32)
     return projections, flats, darks, transmission
 
@@ -22,10 +22,29 @@ def test_normalize_recovers_transmission():
     np.testing.assert_allclose(out, transmission, rtol=1e-4)
 
 
-def test_median_ignores_a_zinger_in_one_flat():
-    projections, flats, darks, transmission = _frames(np.random.default_rng(1))
+def test_median_ignores_a_zinger_in_one_flat_the_default_mean_does_not():
+    projections, flats, darks, transmission = _frames(np.random.default_rng(1), average=np.median)
     flats[0, 2, 3] = 60000.0
-    np.testing.assert_allclose(recon.normalize(projections, flats, darks), transmission, rtol=2e-3)
+    np.testing.assert_allclose(recon.normalize(projections, flats, darks, averaging="median"), transmission,
+                               rtol=2e-3)
+    # tomopy's default: the mean flat there is (3 × ~1000 + 60000)/4, so the transmission drops ~16-fold
+    mean = recon.normalize(projections, flats, darks)
+    assert mean[:, 2, 3] == pytest.approx(transmission[:, 2, 3] * (1000 - 100) / (np.mean(flats[:, 2, 3]) - 100),
+                                          rel=2e-3)
+    np.testing.assert_allclose(np.delete(mean.reshape(5, -1), 2 * 6 + 3, axis=1),
+                               np.delete(transmission.reshape(5, -1), 2 * 6 + 3, axis=1), rtol=2e-3)
+
+
+def test_single_2d_flat_and_dark_frames_are_accepted():
+    projections, flats, darks, transmission = _frames(np.random.default_rng(9))
+    np.testing.assert_array_equal(recon.normalize(projections, flats.mean(axis=0), darks.mean(axis=0)),
+                                  recon.normalize(projections, flats, darks))
+
+
+def test_unknown_averaging():
+    projections, flats, darks, _ = _frames(np.random.default_rng(10))
+    with pytest.raises(ValueError, match="averaging must be one of"):
+        recon.normalize(projections, flats, darks, averaging="mode")
 
 
 def test_out_is_filled_in_place():
@@ -88,8 +107,8 @@ def test_uint16_frames_normalise_to_float32():
     rng = np.random.default_rng(8)
     darks = rng.integers(95, 106, (3, 4, 6)).astype(np.uint16)
     flats = rng.integers(20000, 20200, (4, 4, 6)).astype(np.uint16)
-    dark = np.median(darks.astype(np.float64), axis=0)
-    beam = np.median(flats.astype(np.float64), axis=0) - dark
+    dark = np.mean(darks.astype(np.float64), axis=0)
+    beam = np.mean(flats.astype(np.float64), axis=0) - dark
     projections = rng.integers(200, 20000, (5, 4, 6)).astype(np.uint16)
     out = recon.normalize(projections, flats, darks)
     assert out.dtype == np.float32 and out.shape == (5, 4, 6)
