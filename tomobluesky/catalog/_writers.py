@@ -103,6 +103,7 @@ class TiledSink:
     def __init__(self, client, volume_dir: str | Path | None = None):
         self.client = ensure_layout(client)
         self.volume_dir = Path(volume_dir).resolve() if volume_dir is not None else None
+        self._requests_seen: dict[str, int] = {}  # scan uid -> sequence number of the last live request handed on
 
     def write_preview(self, scan_uid, slices, metadata):
         """Live slices go to ``live/<scan uid>/<name>``, overwritten in place."""
@@ -120,6 +121,33 @@ class TiledSink:
                 self._delete(node, name)
             node.write_array(image, key=name)
         node.update_metadata(metadata=metadata)
+
+    def live_request(self, scan_uid) -> dict | None:
+        """The newest request from the viewer to steer this scan's live slices (``{"row": int,
+        "center": float}``, either key optional), or None when there is no request not yet handed on.
+
+        The viewer keeps it as the metadata of ``live/<scan uid>/control`` with a sequence number;
+        each request is handed on once per sink. A request that does not look like one is logged
+        and skipped, and a catalogue that cannot be reached is logged: the live slices go on as
+        they were rather than fail."""
+        from .._errors import is_transient
+
+        try:
+            metadata = self.client[(LIVE, scan_uid, "control")].metadata
+        except KeyError:
+            return None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("could not read the live control request of %s: %s", scan_uid, exc)
+            return None
+        seq, request = metadata.get("seq"), _live_request(metadata)
+        if not isinstance(seq, int) or seq <= self._requests_seen.get(scan_uid, 0):
+            return None
+        self._requests_seen[scan_uid] = seq
+        if request is None:
+            log.warning("skipping the malformed live control request %d of %s: %.200r", seq, scan_uid, dict(metadata))
+        return request
 
     def volume_status(self, scan_uid) -> str | None:
         node = self.client[PROCESSED].get(scan_uid)
@@ -250,6 +278,24 @@ class TiledSink:
     @staticmethod
     def _delete(container, key):
         container.delete_contents(key, recursive=True, external_only=False)
+
+
+def _live_request(metadata) -> dict | None:
+    """``{"row", "center"}`` from a stored live control request; None unless the row is a whole
+    number from 0 and the centre a finite number (the viewer checks the detector's bounds)."""
+    import math
+
+    row, center = metadata.get("row"), metadata.get("center")
+    request = {}
+    if row is not None:
+        if not isinstance(row, int) or isinstance(row, bool) or row < 0:
+            return None
+        request["row"] = row
+    if center is not None:
+        if not isinstance(center, (int, float)) or isinstance(center, bool) or not math.isfinite(center):
+            return None
+        request["center"] = float(center)
+    return request or None
 
 
 def _group_attrs(path) -> dict:

@@ -1,6 +1,8 @@
 """A small web viewer over the Tiled catalogue: scans, live slices updating
-during acquisition (server-sent events), finished volumes with a slice slider
-and contrast control.
+during acquisition (server-sent events) with the row and centre settable from
+the page, and finished volumes in three orthogonal planes, each read from the
+pyramid level that fits the screen, with zoom, a histogram for the contrast
+and line profiles.
 
 Who may read what is Tiled's decision, not the viewer's: unless it is public,
 the viewer reads Tiled with the key each request brings (see ``_auth``).
@@ -15,6 +17,7 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +35,8 @@ from starlette.staticfiles import StaticFiles
 
 from ._auth import (COOKIE, CatalogUnavailable, ClientCache, Unauthorized, connect_checked, connector, request_key,
                     tiled_refused)
+from ._control import CONTROL, BadControl, check_request, detector_shape, stored
+from ._volume import PLANE_AXES, BadRequest, Plane, histogram, histogram_sample, read_plane, read_profile, window_png
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,54 @@ def _size(request) -> int:
     return int(size)
 
 
+def _integer(request, name: str, default: int | None = None) -> int:
+    text = request.query_params.get(name)
+    if text is None and default is not None:
+        return default
+    if text is None or not _INDEX.fullmatch(text):
+        raise Problem(400, f"{name} must be a whole number from 0, not {_shown(str(text))}")
+    return int(text)
+
+
+def _numbers(request, name: str, count: int) -> list[float] | None:
+    """``count`` comma-separated finite numbers from the query parameter ``name``; None when absent."""
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count or not all(np.isfinite(values)):
+        raise Problem(400, f"{name} must be {count} finite numbers separated by commas, not {_shown(text)}")
+    return values
+
+
+def _window(request) -> tuple[float, float] | None:
+    """The contrast window ``vmin``..``vmax`` (data values) when the request gives one."""
+    given = [request.query_params.get(n) for n in ("vmin", "vmax")]
+    if given == [None, None]:
+        return None
+    try:
+        vmin, vmax = (float(v) for v in given)
+    except (TypeError, ValueError):
+        raise Problem(400, "contrast vmin and vmax must both be numbers") from None
+    if not (np.isfinite(vmin) and np.isfinite(vmax) and vmin < vmax):
+        raise Problem(400, "contrast needs finite vmin < vmax")
+    return vmin, vmax
+
+
+class _Level:
+    """A pyramid level that is looked up in Tiled only when it is read (its shape comes from the
+    volume's metadata), so a request reads the one level it needs."""
+
+    def __init__(self, node, k: int, shape):
+        self.node, self.key, self.shape = node, str(k), tuple(int(n) for n in shape)
+
+    def __getitem__(self, index):
+        return self.node[self.key][index]
+
+
 def _scan_uid(request) -> str:
     uid = request.path_params["uid"]
     if not _UID.fullmatch(uid):
@@ -155,7 +208,8 @@ class _SecurityHeaders:
 
 
 def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False, api_key: str | None = None,
-               poll_interval: float = 0.2, max_stream_s: float = 600.0, max_clients: int = 16) -> Starlette:
+               poll_interval: float = 0.2, max_stream_s: float = 600.0, max_clients: int = 16,
+               control_key: str | None = None) -> Starlette:
     """The viewer's ASGI app over a Tiled catalogue.
 
     ``tiled`` is the catalogue's URI, or a function ``api_key -> tiled client``.
@@ -173,6 +227,12 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
     A live-event stream ends when the scan's volume is complete or failed, or
     after ``max_stream_s`` seconds (the page's EventSource then reconnects, which
     checks the key again).
+
+    ``control_key``: a Tiled key that may write (the catalogue's writer key).
+    With it, a reader who may read a scan's live slices may also steer them
+    (``POST /api/scans/<uid>/live/control``): the viewer checks the request,
+    then writes it with this key to ``live/<uid>/control``, where the live
+    reconstruction reads it. Without it the page cannot steer.
     """
     if max_stream_s <= 0 or poll_interval <= 0:
         raise ValueError("max_stream_s and poll_interval must be positive")
@@ -186,6 +246,9 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
     else:
         shared, clients = None, ClientCache(connect, max_clients)
 
+    control = connect_checked(connect, control_key) if control_key is not None else None
+    control_lock = threading.Lock()
+
     def client_for(request):
         return shared if public else clients.get(request_key(request))
 
@@ -193,6 +256,8 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         """The status and message for a failed request; unexpected errors are logged, not shown."""
         if isinstance(exc, Problem):
             return exc.status, exc.message
+        if isinstance(exc, (BadRequest, BadControl)):
+            return 400, str(exc)
         if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 403:
             return 403, "the catalogue does not let this key read that"
         if isinstance(exc, Unauthorized) or tiled_refused(exc):
@@ -258,8 +323,58 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         md = dict(node.metadata)
         for bulky in ("theta", "multiscales"):
             md.pop(bulky, None)
-        shape = list(node["0"].shape) if "0" in node else []
-        return JSONResponse({"shape": shape, "metadata": md})
+        levels = md.get("levels") or ([list(node["0"].shape)] if "0" in node else [])
+        return JSONResponse({"shape": levels[0] if levels else [], "levels": levels, "metadata": md})
+
+    def complete_levels(client, uid) -> list[_Level]:
+        node = volume_node(client, uid)
+        status = node.metadata.get("status")
+        if status != "complete":
+            raise Problem(404, f"the volume of scan {uid} is {status}, not complete")
+        shapes = node.metadata.get("levels") or [node["0"].shape]
+        return [_Level(node, k, shape) for k, shape in enumerate(shapes)]
+
+    def plane(request, client):
+        """``GET .../plane/{z|y|x}.png?index=I&region=r0,r1,c0,c1&size=S&vmin=&vmax=``: the plane that
+        cuts the axis at level-0 index I, the level-0 region of it, from the coarsest level at which
+        the region is still S pixels along its longer side. Headers say the level and the region
+        it covers (widened to whole pixels of the level)."""
+        uid, axis = _scan_uid(request), request.path_params["axis"]
+        if axis not in PLANE_AXES:
+            raise Problem(404, f"no plane {_shown(axis)}: planes cut z (axial), y (coronal) or x (sagittal)")
+        index, size = _integer(request, "index"), _size(request)
+        region, window = _numbers(request, "region", 4), _window(request)
+        levels = complete_levels(client, uid)
+        rows, cols = (levels[0].shape[a] for a in PLANE_AXES[axis])
+        r0, r1, c0, c1 = region if region is not None else (0, rows, 0, cols)
+        if not all(float(v).is_integer() for v in (r0, r1, c0, c1)):
+            raise Problem(400, "region must be whole level-0 pixels")
+        image, k, covered = read_plane(levels, Plane(axis, index, int(r0), int(r1), int(c0), int(c1), size))
+        png = window_png(image, *window) if window else to_png(image)
+        return Response(png, media_type="image/png",
+                        headers={"x-level": str(k), "x-region": ",".join(map(str, covered))})
+
+    def volume_histogram(request, client):
+        """``GET .../histogram?bins=N``: counts of the coarsest level's voxels (a sample of its slices
+        when it is large), for the page to set the contrast window from percentiles."""
+        uid, bins = _scan_uid(request), _integer(request, "bins", 256)
+        if not 1 <= bins <= 4096:
+            raise Problem(400, f"bins must be from 1 to 4096, not {bins}")
+        voxels, k, step = histogram_sample(complete_levels(client, uid))
+        return JSONResponse({"level": k, "slice_step": step, **histogram(voxels, bins)})
+
+    def profile(request, client):
+        """``GET .../profile?axis=z&index=I&start=r,c&end=r,c&size=N``: values along a line in a plane
+        (level-0 coordinates), from the coarsest level at which the line is still N pixels long."""
+        uid, axis = _scan_uid(request), request.query_params.get("axis", "")
+        if axis not in PLANE_AXES:
+            raise Problem(400, f"axis must be z, y or x, not {_shown(axis)}")
+        start, end = _numbers(request, "start", 2), _numbers(request, "end", 2)
+        if start is None or end is None:
+            raise Problem(400, "a profile needs start=row,column and end=row,column")
+        result = read_profile(complete_levels(client, uid), axis, _integer(request, "index"), start, end,
+                              _size(request))
+        return JSONResponse(result)
 
     def volume_slice(request, client):
         uid, index = _scan_uid(request), request.path_params["index"]
@@ -286,6 +401,55 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         if node is None:
             raise Problem(404, f"no live {name} slice for scan {uid}")
         return Response(to_png(node.read(), *low_high), media_type="image/png")
+
+    def live_geometry(client, uid) -> tuple[int, int]:
+        """The detector's (rows, columns) of a scan with live slices, read with the reader's key
+        (which also shows that this reader may see the scan)."""
+        live = _node(client, LIVE, uid)
+        if live is None:
+            raise Problem(409, f"scan {uid} has no live reconstruction to steer (yet)")
+        shapes = {name: tuple(live[name].shape) for name in ("axial", "vertical_x") if name in live}
+        return detector_shape(dict(live.metadata), shapes)
+
+    def control_state(request, client):
+        uid = _scan_uid(request)
+        live_geometry(client, uid)
+        node = _node(client, LIVE, uid, CONTROL)
+        return JSONResponse({"enabled": control is not None,
+                             "request": dict(node.metadata) if node is not None else None})
+
+    async def set_control(request):
+        """``POST .../live/control`` with ``{"row": int, "center": float}`` (either optional)."""
+        if not same_origin(request):
+            return JSONResponse({"error": "a request from another site is refused"}, status_code=403)
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error": 'send {"row": ..., "center": ...} as application/json'}, status_code=415)
+        body = await request.body()
+        try:
+            decoded = json.loads(body) if len(body) <= 4096 else None
+        except ValueError:
+            decoded = None
+        try:
+            return await run_in_threadpool(write_control, request, decoded)
+        except Exception as exc:
+            return error_response(request, exc)
+
+    def write_control(request, body):
+        uid = _scan_uid(request)
+        rows, columns = live_geometry(client_for(request), uid)
+        if control is None:
+            raise Problem(403, "this viewer cannot steer live reconstructions: it was started without "
+                               "--control-key-file")
+        request_ = check_request(body, rows, columns)
+        with control_lock:
+            live = control[(LIVE, uid)]
+            node = live.get(CONTROL)
+            metadata = stored(request_, dict(node.metadata) if node is not None else None)
+            if node is None:
+                live.create_container(CONTROL, metadata=metadata)
+            else:
+                node.replace_metadata(metadata=metadata)
+        return JSONResponse({"ok": True, "request": metadata})
 
     def scan_known(client, uid) -> bool:
         return any(_node(client, container, uid) is not None for container in (RAW, LIVE, PROCESSED))
@@ -365,7 +529,7 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         return response
 
     async def session(request):
-        return JSONResponse({"public": public})
+        return JSONResponse({"public": public, "control": control is not None})
 
     async def index(request):
         return FileResponse(STATIC / "index.html")
@@ -378,6 +542,11 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         api("/api/scans", scans),
         api("/api/scans/{uid}/volume", volume_info),
         api("/api/scans/{uid}/volume/{index}.png", volume_slice),
+        api("/api/scans/{uid}/plane/{axis}.png", plane),
+        api("/api/scans/{uid}/histogram", volume_histogram),
+        api("/api/scans/{uid}/profile", profile),
+        api("/api/scans/{uid}/live/control", control_state),
+        Route("/api/scans/{uid}/live/control", set_control, methods=["POST"]),
         api("/api/scans/{uid}/live/{name}.png", live_slice),
         Route("/api/scans/{uid}/live/events", live_events),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
