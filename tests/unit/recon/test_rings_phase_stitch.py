@@ -1,4 +1,5 @@
-"""remove_rings (Vo's sorting/filtering), retrieve_phase (Paganin, analytic case), stitch_360 (round trip)."""
+"""remove_rings (Vo's sorting/filtering), paganin / retrieve_phase (analytic case, tomopy's units),
+stitch_360 (round trip)."""
 
 import numpy as np
 import pytest
@@ -65,8 +66,8 @@ def test_paganin_recovers_thickness_of_a_homogeneous_object():
     laplacian = contact * (mu ** 2 * grad2 - mu * lap)  # ∇² exp(−μT)
     intensity = contact - distance * delta_beta * beta / mu * laplacian
     assert np.abs(intensity - contact).max() > 0.05  # the propagation matters here
-    retrieved = recon.retrieve_phase(intensity.astype(np.float32), pixel_size=pixel, distance=distance,
-                                     energy=energy, delta_beta=delta_beta)
+    retrieved = recon.paganin(intensity.astype(np.float32), pixel_size_m=pixel, distance_m=distance,
+                              energy_kev=energy, delta_beta=delta_beta)
     assert retrieved.shape == (n, n) and retrieved.dtype == np.float32
     found = -np.log(retrieved) / mu
     assert np.abs(found - thickness).max() < 0.01 * peak
@@ -74,12 +75,33 @@ def test_paganin_recovers_thickness_of_a_homogeneous_object():
     assert np.abs(naive - thickness).max() > 0.1 * peak
 
 
+def test_retrieve_phase_takes_tomopys_centimetres():
+    """tomopy's retrieve_phase: pixel_size and dist in cm, alpha. The same physics in cm gives paganin's
+    result in metres; metres passed where cm are meant (the 100× trap) act as a 100× longer distance."""
+    image = np.random.default_rng(3).uniform(0.5, 1.0, (1, 64, 48)).astype(np.float32)
+    si = recon.paganin(image, pixel_size_m=1e-6, distance_m=0.1, energy_kev=20, delta_beta=300)
+    alpha = recon.alpha_from_delta_beta(300)
+    assert alpha == pytest.approx(1 / (4 * np.pi ** 2 * 300))
+    np.testing.assert_array_equal(recon.retrieve_phase(image, pixel_size=1e-4, dist=10, energy=20, alpha=alpha), si)
+    trap = recon.retrieve_phase(image, pixel_size=1e-6, dist=0.1, energy=20, alpha=alpha)
+    np.testing.assert_allclose(trap, recon.paganin(image, pixel_size_m=1e-6, distance_m=10, energy_kev=20,
+                                                   delta_beta=300), rtol=1e-5)
+    assert np.abs(trap - si).max() > 0.02  # visibly another image, not a rounding difference
+
+
 def test_paganin_keeps_a_flat_field_flat_and_rejects_bad_parameters():
     flat = np.full((2, 16, 16), 0.7, np.float32)
-    out = recon.retrieve_phase(flat, pixel_size=1e-6, distance=0.1, energy=20, delta_beta=100)
-    np.testing.assert_allclose(out, 0.7, rtol=1e-5)
-    with pytest.raises(ValueError, match="distance"):
-        recon.retrieve_phase(flat, pixel_size=1e-6, distance=0, energy=20, delta_beta=100)
+    np.testing.assert_allclose(recon.paganin(flat, pixel_size_m=1e-6, distance_m=0.1, energy_kev=20,
+                                             delta_beta=100), 0.7, rtol=1e-5)
+    np.testing.assert_allclose(recon.retrieve_phase(flat), 0.7, rtol=1e-5)  # tomopy's defaults
+    with pytest.raises(ValueError, match="distance_m"):
+        recon.paganin(flat, pixel_size_m=1e-6, distance_m=0, energy_kev=20, delta_beta=100)
+    with pytest.raises(ValueError, match="delta_beta"):
+        recon.paganin(flat, pixel_size_m=1e-6, distance_m=0.1, energy_kev=20, delta_beta=-1)
+    with pytest.raises(ValueError, match="alpha"):
+        recon.retrieve_phase(flat, alpha=0)
+    with pytest.raises(ValueError, match="rows, columns"):
+        recon.retrieve_phase(flat[0, 0])
 
 
 @pytest.fixture(scope="module")
