@@ -36,6 +36,13 @@ def downsample2(a: np.ndarray) -> np.ndarray:
     return out.astype(a.dtype, copy=False)
 
 
+def subsample2(a: np.ndarray) -> np.ndarray:
+    """Every second element along every axis (the first of each 2 × 2 × … block): the pyramid of a label
+    volume, where a mean of two labels would be a third label that is not there."""
+    a = np.asarray(a)
+    return a[(slice(None, None, 2),) * a.ndim]
+
+
 def _pair_means(x: np.ndarray, axis: int, work) -> np.ndarray:
     n = x.shape[axis]
     if n == 1:

@@ -23,7 +23,9 @@ import numpy as np
 import zarr
 
 from ._ome import ome_attributes
-from ._pyramid import downsample2, level_shapes
+from ._pyramid import downsample2, level_shapes, subsample2
+
+_DOWNSAMPLE = {"mean": downsample2, "nearest": subsample2}
 
 # Chosen with benchmarks/chunks.py (256 × 1024 × 1024 float32, 2 shared
 # cores): a slice reads every chunk it crosses whole, so an axial slice costs
@@ -63,8 +65,10 @@ class MultiscaleWriter:
     """
 
     def __init__(self, path, shape, *, dtype="float32", chunks=None, min_size=256, pixel_size=None,
-                 unit="micrometer", attributes=None, compression=DEFAULT_COMPRESSION):
+                 unit="micrometer", attributes=None, compression=DEFAULT_COMPRESSION, downsample="mean"):
         shape = tuple(int(n) for n in shape)
+        if downsample not in _DOWNSAMPLE:  # "nearest" for label volumes
+            raise ValueError(f"downsample must be one of {', '.join(_DOWNSAMPLE)}, not {downsample!r}")
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"a volume needs three positive sizes (z, y, x), not {shape}")
         chunks = tuple(int(c) for c in (chunks or DEFAULT_CHUNKS))
@@ -72,23 +76,24 @@ class MultiscaleWriter:
             raise ValueError(f"chunks must be three positive sizes with a power-of-two depth, not {chunks}")
         shapes = level_shapes(shape, min_size)
         attrs = {**(attributes or {}), **ome_attributes(shapes, pixel_size=pixel_size, unit=unit),
-                 _OWN: {"chunk_depth": chunks[0]}}
+                 _OWN: {"chunk_depth": chunks[0], "downsample": downsample}}
         group = zarr.open_group(Path(path), mode="w", zarr_format=3, attributes=attrs)
         for k, level in enumerate(shapes):
             group.create_array(str(k), shape=level, dtype=dtype, chunks=_level_chunks(chunks, level, k),
                                compressors=_codecs(compression), fill_value=0, dimension_names=("z", "y", "x"))
-        self._init(Path(path), chunks[0])
+        self._init(Path(path), chunks[0], downsample)
 
     @classmethod
     def open(cls, path) -> "MultiscaleWriter":
         """Reopen a store made by another MultiscaleWriter (say, in a worker process) to write slabs into it."""
         self = cls.__new__(cls)
-        depth = zarr.open_group(Path(path), mode="r").attrs[_OWN]["chunk_depth"]
-        self._init(Path(path), depth)
+        own = zarr.open_group(Path(path), mode="r").attrs[_OWN]
+        self._init(Path(path), own["chunk_depth"], own.get("downsample", "mean"))
         return self
 
-    def _init(self, path, chunk_depth):
+    def _init(self, path, chunk_depth, downsample="mean"):
         self.path = path
+        self._downsample = _DOWNSAMPLE[downsample]
         self.arrays = open_multiscale(path, mode="r+")
         self._chunk_depth = chunk_depth
 
@@ -131,7 +136,7 @@ class MultiscaleWriter:
         self._check(z0, slab)
         for k, array in enumerate(self.arrays):
             if k:
-                slab = downsample2(slab)
+                slab = self._downsample(slab)
             start = z0 >> k
             array[start:start + slab.shape[0]] = slab
 
