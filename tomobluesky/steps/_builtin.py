@@ -26,9 +26,9 @@ def _declare(pattern, *, halo=0, needs=(), produces=None):
 
 
 @_declare("projections", needs=("flats", "darks"))
-def normalize(projections, *, flats, darks):
-    """Flat-field correction: (projections − dark) / (flat − dark), with the median dark and flat of the scan."""
-    dark, beam = recon.flat_field(flats, darks)
+def normalize(projections, *, flats, darks, averaging: str = "median"):
+    """Flat-field correction: (projections − dark) / (flat − dark), with the median (or mean) dark and flat."""
+    dark, beam = recon.flat_field(flats, darks, averaging=averaging)
     return recon.apply_flat_field(np.asarray(projections, dtype=np.float32), dark, beam)
 
 
@@ -39,14 +39,13 @@ def minus_log(projections):
 
 
 @_declare("projections", halo=32)
-def paganin(projections, *, pixel_size: float, distance: float, energy: float, delta_beta: float):
-    """Paganin's single-material phase retrieval on transmission (before ``minus_log``).
+def paganin(projections, *, pixel_size_m: float, distance_m: float, energy_kev: float, delta_beta: float):
+    """Paganin's single-material phase retrieval on transmission (before ``minus_log``), in SI units.
 
-    Parameters as :func:`tomobluesky.recon.retrieve_phase` takes them. Its
-    filter reaches across detector rows, so slabs are read with a halo of
-    32 rows on each side (exact for kernels narrower than that)."""
-    return recon.retrieve_phase(projections, pixel_size=pixel_size, distance=distance, energy=energy,
-                                delta_beta=delta_beta)
+    See :func:`tomobluesky.recon.paganin`. Its filter reaches across detector
+    rows, so slabs are read with a halo of 32 rows on each side."""
+    return recon.paganin(np.asarray(projections, dtype=np.float32), pixel_size_m=pixel_size_m,
+                         distance_m=distance_m, energy_kev=energy_kev, delta_beta=delta_beta)
 
 
 @_declare("sinograms")

@@ -158,3 +158,24 @@ def test_a_failing_step_is_named_and_earlier_outputs_are_kept(tmp_path, plugin):
         run_volume_steps(pipeline, store, tmp_path / "processed", slab=8)
     assert str(err.value) == "step 'broken' failed: RuntimeError: detector on fire"
     assert (tmp_path / "processed" / "invert").exists() and open_multiscale(store)[0].shape == (24, 16, 16)
+
+
+def test_builtin_steps_compute_what_the_engine_does():
+    from tomobluesky import recon
+
+    rng = np.random.default_rng(1)
+    darks = rng.uniform(90, 110, (3, 8, 12)).astype(np.float32)
+    flats = rng.uniform(900, 1100, (4, 8, 12)).astype(np.float32)
+    projections = rng.uniform(300, 800, (5, 8, 12)).astype(np.float32)
+    pipeline = Pipeline.from_spec([{"step": "normalize", "params": {"averaging": "mean"}}, {"step": "minus_log"},
+                                   {"step": "reconstruct"}])
+    got = pipeline.run("projections", projections, {"flats": flats, "darks": darks})
+    want = recon.minus_log(recon.normalize(projections, flats, darks, averaging="mean"))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    paganin = Pipeline.from_spec([{"step": "paganin", "params": {"pixel_size_m": 1e-6, "distance_m": 0.1,
+                                                                  "energy_kev": 20, "delta_beta": 100}},
+                                  {"step": "reconstruct"}])
+    transmission = np.exp(-rng.uniform(0, 1, (2, 16, 16))).astype(np.float32)
+    np.testing.assert_allclose(paganin.run("projections", transmission),
+                               recon.paganin(transmission, pixel_size_m=1e-6, distance_m=0.1, energy_kev=20,
+                                             delta_beta=100), rtol=1e-6)
