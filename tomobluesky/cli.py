@@ -309,6 +309,10 @@ def _add_reconstruct(sub, settings: Settings):
     p.add_argument("--rings", action="store_true", help="remove ring artefacts in the sinograms")
     p.add_argument("--pixel-size", type=bounded(float, 0, low_open=True), default=None,
                    help="pixel size in micrometres, > 0, for the OME metadata")
+    p.add_argument("--dask", metavar="SCHEDULER", default=settings.dask_scheduler,
+                   help="run the slabs as Dask tasks: 'local' (one worker process per core) or a scheduler "
+                        "address such as tcp://host:8786 whose workers see the file and the output at the same "
+                        "paths (a shared filesystem); default: TOMOBLUESKY_DASK_SCHEDULER, else in this process")
     p.add_argument("--json", action="store_true", help="print what was done as one JSON object")
     p.set_defaults(func=_cmd_reconstruct)
 
@@ -324,7 +328,8 @@ def _cmd_reconstruct(args, settings: Settings) -> int:
             tqdm(total=scan.detector_shape[0], desc="rows", unit="row", disable=args.json or not sys.stderr.isatty(),
                  leave=False) as bar:
         info = reconstruct_scan(scan, recon, args.output, memory_budget=args.memory_budget * 1e9,
-                                pixel_size=args.pixel_size, progress=lambda done, total: bar.update(done - bar.n))
+                                pixel_size=args.pixel_size, progress=lambda done, total: bar.update(done - bar.n),
+                                dask=args.dask)
     if args.json:
         print(json.dumps({"output": args.output, **info}))
         return 0

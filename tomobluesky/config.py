@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     data_roots: list[Path] | None = Field(None, description="directories detector files may be read from; "
                                           "documents naming files elsewhere are refused "
                                           "(default: <data_dir>/detector). Env: a JSON list")
+    dask_scheduler: str | None = Field(None, description="run the stop path's slabs on Dask: 'local' (a cluster of "
+                                       "this machine's cores) or a scheduler address (tcp://host:8786) whose "
+                                       "workers share the filesystem; unset: in this process")
 
     @field_validator("memory_budget_gb")
     @classmethod

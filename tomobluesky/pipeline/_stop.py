@@ -10,10 +10,12 @@ this one computes), so its memory follows the budget, not the scan.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,12 @@ log = logging.getLogger(__name__)
 DEFAULT_BUDGET = 2e9
 #: detector rows the centre finder looks at
 CENTER_ROWS = 5
+
+
+#: recon.reconstruct is moving to tomopy's (angles, slices, columns) default with ``sinogram_order=True`` for
+#: sinograms (another change in flight); the stop path hands it sinograms, so it says so where the option exists
+_SINOGRAM_ORDER = ({"sinogram_order": True} if "sinogram_order" in inspect.signature(recon.reconstruct).parameters
+                   else {})
 
 
 class _Timer(dict):
@@ -107,15 +115,21 @@ def _chunk_depth(slab_rows: int, deepest: int) -> int:
 
 def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str | Path, *,
                      memory_budget: float = DEFAULT_BUDGET, pixel_size: float | None = None,
-                     attributes: dict | None = None, progress=None, writer_options: dict | None = None) -> dict:
+                     attributes: dict | None = None, progress=None, writer_options: dict | None = None,
+                     dask=None) -> dict:
     """Reconstruct ``scan`` into a multiscale Zarr store at ``output``; return what it did.
 
     ``memory_budget``: bytes of resident memory the process may reach (what
     it already uses counts against it); slabs are sized to fit.
     ``progress(rows_done, rows_total)`` is called after every slab.
+    ``dask``: None reconstructs in this process (a conveyor of three threads);
+    ``"local"`` (a LocalCluster of this machine), a scheduler address or a
+    ``distributed.Client`` runs each slab as a Dask task (see ``_dask.py``;
+    the workers must share the filesystem). A scan of one slab stays here.
     The returned dict has the centre, the slab plan, per-stage timings,
     ``read_amplification`` (bytes read from the file / bytes of the scan) and
-    ``peak_rss_mb``.
+    ``peak_rss_mb``; with Dask also ``dask``: the workers, their peak RSS and
+    every slab's wall and CPU seconds per stage.
     """
     from ..recon._nufft import clear_plan_cache
     from ..store import DEFAULT_CHUNKS, MultiscaleWriter
@@ -140,21 +154,54 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     chunks = _chunks_for(_chunk_depth(plan.slab_rows, chunks[0]), chunks)
     writer = MultiscaleWriter(output, shape, pixel_size=pixel_size, attributes=attributes, chunks=chunks, **options)
     log.info("stop path: %s rows × %s angles × %s columns in %r", rows, scan.num_projections, columns, plan)
+    work = SlabWork(scan, settings, theta, center, plan.batch_pairs, plan.frame_block)
+    distributed = None
     try:
-        _run_slabs(scan, settings, writer, plan, theta, center, timer, progress, seen, no_beam)
+        if dask is not None and len(plan.slabs) > 1:
+            distributed = _run_on_dask(dask, work, writer, plan, timer, progress, no_beam)
+        else:
+            _run_slabs(work, writer, plan, timer, progress, seen, no_beam)
     finally:
         clear_plan_cache()
     timer["total"] = time.perf_counter() - t_start
+    read = scan.bytes_read - read_before + (distributed or {}).get("bytes_read", 0)
     return {
         "center": center, **center_info, "volume_shape": list(shape), "levels": [list(s) for s in writer.levels],
         "chunks": list(writer.chunks), "slab_rows": min(plan.slab_rows, rows), "slabs": len(plan.slabs),
         "overlap": plan.overlap, "memory_budget_mb": round(memory_budget / 1e6),
         "plan_estimate_mb": round(plan.estimate_bytes / 1e6),
-        "read_amplification": round((scan.bytes_read - read_before) / max(scan.raw_bytes, 1), 3),
+        "read_amplification": round(read / max(scan.raw_bytes, 1), 3),
         "timings": {k: round(v, 4) for k, v in timer.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "flat_field_warnings": _flat_field_warnings(no_beam),
+        **({"dask": distributed} if distributed else {}),
     }
+
+
+def _run_on_dask(dask, work, writer, plan, timer, progress, no_beam) -> dict:
+    """The slabs as Dask tasks; what the workers did, summed into ``timer`` and ``no_beam``."""
+    from . import _dask
+
+    if plan.slab_rows % writer.slab_alignment:  # _plan keeps slabs on whole chunks; parallel writes rely on it
+        raise RuntimeError(f"slabs of {plan.slab_rows} rows cut the store's chunks "
+                             f"(alignment {writer.slab_alignment}): they cannot be written in parallel")
+    client = _dask.get_client(dask)
+    t0 = time.perf_counter()
+    reports = _dask.run_slabs(client, work, writer.path, plan.slabs, progress=progress,
+                              rows=work.scan.detector_shape[0])
+    timer["slabs_wall"] = time.perf_counter() - t0
+    for report in reports:
+        no_beam.update(report.pop("no_beam"))
+        for stage, (wall, _cpu) in report["stages"].items():
+            timer[stage] = timer.get(stage, 0.0) + wall
+    workers = sorted({r["worker"] for r in reports})
+    peaks = {}
+    for r in reports:
+        peaks[r["worker"]] = max(peaks.get(r["worker"], 0.0), r["worker_peak_rss_mb"])
+    return {"scheduler": client.scheduler.address, "workers": len(client.scheduler_info()["workers"]),
+            "workers_used": workers, "worker_peak_rss_mb": peaks,
+            "bytes_read": sum(r["bytes_read"] for r in reports),
+            "per_slab": sorted(reports, key=lambda r: r["slab"][0])}
 
 
 def _flat_field_warnings(no_beam: dict) -> list[str]:
@@ -205,23 +252,84 @@ def _frame_count(scan):
     return sum(len(r) for kind in (FLATS, DARKS) for r in getattr(scan, kind))
 
 
-def _run_slabs(scan, settings, writer, plan: SlabPlan, theta, center, timer, progress, seen=None, no_beam=None):
-    """Read → (rings) → reconstruct → write, with reading and writing beside the compute when the plan allows.
+@dataclass
+class SlabWork:
+    """What every slab of one scan needs, and the slab's stages: read (+ normalise, −log, rings) →
+    reconstruct → write. :meth:`run` does them one after another (a Dask task); the single-process
+    conveyor calls the stages itself so that they overlap. Steps added to the stop path go here,
+    between :meth:`read` and :meth:`reconstruct` (sinograms) or after it (slices).
+
+    Holds no open file: pickled whole to Dask workers (``scan`` must have none open either)."""
+
+    scan: HDF5Scan
+    settings: ReconSettings
+    theta: np.ndarray  # radians
+    center: float
+    batch_pairs: int
+    frame_block: int
+    ncore: int | None = None  # the engine's threads; None: all this process may use
+
+    def read(self, slab, no_beam: dict | None = None, seen: dict | None = None) -> np.ndarray:
+        """Sinograms of detector rows ``slab`` = (first, end), normalised, −log (and rings removed)."""
+        sinograms = (seen or {}).pop(tuple(slab), None)
+        if sinograms is None:
+            sinograms = read_sinograms(self.scan, slice(*slab), frame_block=self.frame_block, no_beam=no_beam)
+        if self.settings.ring_removal:
+            sinograms = recon.remove_rings(sinograms)
+        return sinograms
+
+    def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
+        s = self.settings
+        return recon.reconstruct(sinograms, self.theta, self.center, algorithm=s.algorithm,
+                                 filter_name=s.filter_name, backend=s.backend, batch_pairs=self.batch_pairs,
+                                 ncore=self.ncore, **_SINOGRAM_ORDER)
+
+    @staticmethod
+    def write(writer, slab, volume) -> None:
+        writer.write_slab(slab[0], volume)
+
+    def run(self, slab, writer, no_beam: dict | None = None, clock=None) -> None:
+        """The whole slab, one stage after another; ``clock(stage, since)`` (see ``_StageClock``) times each."""
+        clock = clock or (lambda stage, since: None)
+        t = _StageClock.now()
+        sinograms = self.read(slab, no_beam)
+        t = clock("read", t)
+        volume = self.reconstruct(sinograms)
+        del sinograms
+        t = clock("reconstruct", t)
+        self.write(writer, slab, volume)
+        clock("write", t)
+
+
+class _StageClock(dict):
+    """Wall and CPU seconds (this process's) per stage: {stage: [wall, cpu]}. The CPU time counts every
+    thread of the process, so it means the stage's own CPU only where stages do not overlap (a Dask task)."""
+
+    @staticmethod
+    def now():
+        return time.perf_counter(), time.process_time()
+
+    def __call__(self, stage, since):
+        now = self.now()
+        wall, cpu = self.setdefault(stage, [0.0, 0.0])
+        self[stage] = [wall + now[0] - since[0], cpu + now[1] - since[1]]
+        return now
+
+
+def _run_slabs(work: SlabWork, writer, plan: SlabPlan, timer, progress, seen=None, no_beam=None):
+    """Read → (rings) → reconstruct → write, with reading and writing beside the compute when the plan allows
+    (one process: a reader thread, this thread, a writer thread).
     ``seen``: sinograms already read, by (first row, end row); ``no_beam`` collects pixels without beam."""
 
     def load(slab):
         t0 = time.perf_counter()
-        sinograms = (seen or {}).pop(tuple(slab), None)
-        if sinograms is None:
-            sinograms = read_sinograms(scan, slice(*slab), frame_block=plan.frame_block, no_beam=no_beam)
-        if settings.ring_removal:
-            sinograms = recon.remove_rings(sinograms)
+        sinograms = work.read(slab, no_beam, seen)
         timer.add("read", t0)
         return sinograms
 
-    def write(r0, volume):
+    def write(slab, volume):
         t0 = time.perf_counter()
-        writer.write_slab(r0, volume)
+        work.write(writer, slab, volume)
         timer.add("write", t0)
 
     overlap = plan.overlap
@@ -233,19 +341,17 @@ def _run_slabs(scan, settings, writer, plan: SlabPlan, theta, center, timer, pro
             if overlap and i + 1 < len(plan.slabs):
                 pending_read = reader.submit(load, plan.slabs[i + 1])
             t0 = time.perf_counter()
-            volume = recon.reconstruct(sinograms, theta, center, algorithm=settings.algorithm,
-                                       filter_name=settings.filter_name, backend=settings.backend,
-                                       batch_pairs=plan.batch_pairs)
+            volume = work.reconstruct(sinograms)
             del sinograms
             timer.add("reconstruct", t0)
             if pending_write is not None:
                 pending_write.result()  # one slab being written at a time bounds the memory
             if overlap:
-                pending_write = writing.submit(write, slab[0], volume)
+                pending_write = writing.submit(write, slab, volume)
             else:
-                write(slab[0], volume)
+                write(slab, volume)
             del volume
             if progress:
-                progress(slab[1], scan.detector_shape[0])
+                progress(slab[1], work.scan.detector_shape[0])
         if pending_write is not None:
             pending_write.result()
