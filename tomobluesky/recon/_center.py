@@ -176,7 +176,7 @@ class _VoSpectra:
         return const + curve
 
 
-def _vo_spectra(sino: np.ndarray, ratio: float) -> _VoSpectra:
+def _vo_spectra(sino: np.ndarray, ratio: float, drop: int = 0) -> _VoSpectra:
     rows, angles, cols = sino.shape
     length = 2 * sfft.next_fast_len(cols)  # room for shifts of ±cols/2 without the mirror meeting itself
     half_a = sfft.fft(sfft.rfft(_periodic_pad(sino, length), axis=-1), n=2 * angles, axis=1)
@@ -184,7 +184,7 @@ def _vo_spectra(sino: np.ndarray, ratio: float) -> _VoSpectra:
     nu = np.abs(sfft.fftfreq(2 * angles) * 2 * angles)[:, None]  # cycles per turn
     j = np.arange(length // 2 + 1)[None, :]  # column frequency j / length, cycles per pixel
     # outside the double wedge: more angular frequency than an object of this radius can make
-    outside = nu > 2 * np.pi * (ratio * cols / 2) * (j / length) + 2
+    outside = (nu > 2 * np.pi * (ratio * cols / 2) * (j / length) + 2) & (nu > drop)
     sign = np.where(np.arange(2 * angles) % 2, -1, 1).astype(np.float32)[:, None]
     twin = np.where((j > 0) & (j < length // 2), 2, 1).astype(np.float32)
     sign, j, twin = (np.broadcast_to(g, outside.shape)[outside] for g in (sign, j, twin))
@@ -192,8 +192,8 @@ def _vo_spectra(sino: np.ndarray, ratio: float) -> _VoSpectra:
                       np.tile(j.astype(np.int32), rows), np.tile(twin, rows), length)
 
 
-def find_center_vo(sinogram, theta, *, search=None, ratio=0.6, max_angles=MAX_ANGLES, max_rows=MAX_ROWS,
-                   precision=0.02) -> CenterResult:
+def _vo_search(sinogram, theta, *, search=None, ratio=0.6, max_angles=MAX_ANGLES, max_rows=MAX_ROWS,
+               precision=0.02) -> CenterResult:
     """Vo, Drakopoulos, Atwood & Reinhard (2014): a 180° sinogram joined to its
     mirror is a valid 360° sinogram only for the right axis; any other shift
     puts energy outside the double wedge in its 2-D spectrum.
@@ -205,20 +205,67 @@ def find_center_vo(sinogram, theta, *, search=None, ratio=0.6, max_angles=MAX_AN
     fractional shifts around it.
     """
     sino, _, b = _reduced(sinogram, theta, max_rows, max_angles)
-    return _vo(sino, b, search, ratio, precision)
+    columns = sino.shape[-1] * b
+    reach = columns / 4 if search is None else search
+    return _vo(sino, b, ((columns - 1) / 2 - reach, (columns - 1) / 2 + reach), ratio, precision)
 
 
-def _vo(sino, b: int, search, ratio: float, precision: float) -> CenterResult:
-    spectra = _vo_spectra(sino, ratio)
+def find_center_vo(tomo, ind=None, smin=-50, smax=50, srad=6, step=0.25, ratio=0.5, drop=20, ncore=None) -> float:
+    """tomopy's ``find_center_vo``: the axis column of a 180° scan by Vo's method (Vo et al. 2014).
+
+    ``tomo``: (angles, rows, columns) projections, or one (angles, columns)
+    sinogram, with the angles evenly spaced over half a turn. ``ind``: the row
+    to use (default: the mean of the ten middle rows, as tomopy).
+    ``smin``, ``smax``: the coarse search, in columns from the detector's
+    middle (``columns // 2``). ``srad``: the fine search's radius around the
+    coarse answer, in columns. ``step``: the precision of the answer, in
+    columns (here a continuous minimisation stops within it, rather than a
+    grid of that step). ``ratio``: the object's width over the field of view,
+    which sets the double wedge. ``drop``: angular frequencies up to this many
+    (at most 5 % of them) are left out of the metric. ``ncore``: accepted for
+    tomopy's signature; the FFTs here run on one core. Returns a float, the
+    column with (columns − 1)/2 meaning centred, as ``reconstruct`` takes it.
+
+    ``find_center(sinograms, theta, method="vo")`` is the same search on
+    sinograms of any angular range, with a confidence.
+    """
+    data = np.asarray(tomo, dtype=np.float32)
+    if data.ndim == 2:
+        sino = data
+    elif data.ndim == 3:
+        rows = data.shape[1]
+        if ind is None:
+            middle = rows // 2
+            sino = data[:, max(middle - 5, 0):middle + 5].mean(axis=1) if rows > 10 else data[:, middle]
+        elif not -rows <= ind < rows:
+            raise ValueError(f"ind {ind} is not a row of the projections (0..{rows - 1})")
+        else:
+            sino = data[:, ind]
+    else:
+        raise ValueError(f"tomo must be (angles, rows, columns) or (angles, columns), got shape {data.shape}")
+    if not smin < smax:
+        raise ValueError(f"smin ({smin}) must be below smax ({smax})")
+    theta = np.linspace(0, np.pi, sino.shape[0], endpoint=False)
+    stack, _, b = _reduced(sino, theta, 1, MAX_ANGLES)
+    columns = sino.shape[-1]
+    bounds = (np.clip(columns // 2 + smin, 0, columns - 1), np.clip(columns // 2 + smax, 0, columns - 1))
+    drop = min(int(drop), int(np.ceil(0.05 * 2 * stack.shape[1])))
+    return _vo(stack, b, bounds, ratio, step, fine_radius=srad, drop=drop).center
+
+
+def _vo(sino, b: int, bounds, ratio: float, precision: float, fine_radius=None, drop: int = 0) -> CenterResult:
+    """Vo's search for the axis between ``bounds`` (full columns) on the reduced problem binned ``b``-fold;
+    the fine search spans ``fine_radius`` full columns around the coarse answer (default two binned ones)."""
+    spectra = _vo_spectra(sino, ratio, drop)
     mid = (sino.shape[-1] - 1) / 2
-    # the centre is mid + shift/2 in binned columns, and may be ``search`` full columns from the middle
-    full_width = sino.shape[-1] * b
-    reach = int(np.ceil(2 * (full_width / 4 if search is None else search) / b))
-    coarse = np.arange(-reach, reach + 1)
+    # the centre is mid + shift/2 in binned columns
+    low, high = (2 * (_to_binned(c, b) - mid) for c in bounds)
+    coarse = np.arange(int(np.floor(low)), int(np.ceil(high)) + 1)
     energy = spectra.energy_curve(coarse)
     guess = coarse[int(np.argmin(energy))]
     # Vo's exact metric near the guess: a half-step grid picks the valley, Brent's method its floor
-    grid = guess + np.arange(-2.0, 2.0 + 1e-9, 0.5)
+    reach = 2.0 if fine_radius is None else max(2.0 * fine_radius / b, 1.0)
+    grid = guess + np.arange(-reach, reach + 1e-9, 0.5)
     values = [spectra.metric(s) for s in grid]
     i = int(np.argmin(values))
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
@@ -321,7 +368,7 @@ def find_center(sinogram, theta, *, method: str = "vo", **kwargs) -> CenterResul
         _as_stack(sinogram)  # raises the shape error
     theta = check_theta(theta, shape[-2])
     if method == "vo":
-        return find_center_vo(sinogram, theta, **kwargs)
+        return _vo_search(sinogram, theta, **kwargs)
     if method == "sharpness":
         return find_center_sharpness(sinogram, theta, **kwargs)
     return _find_center_auto(sinogram, theta, **kwargs)
@@ -329,7 +376,8 @@ def find_center(sinogram, theta, *, method: str = "vo", **kwargs) -> CenterResul
 
 def _find_center_auto(sinogram, theta, *, max_rows=MAX_ROWS, slices=3, max_angles=MAX_ANGLES) -> CenterResult:
     sino, grid, b = _reduced(sinogram, theta, max_rows, max_angles)
-    vo = _vo(sino, b, None, 0.6, 0.02)
+    columns = sino.shape[-1] * b
+    vo = _vo(sino, b, ((columns - 1) / 2 - columns / 4, (columns - 1) / 2 + columns / 4), 0.6, 0.02)
     # sharpness one binned column apart around Vo's answer, on a few of the rows; its parabola
     # resolves a fraction of a binned column
     near = vo.center + b * np.arange(-2.0, 2.0 + 1e-9)

@@ -1,4 +1,5 @@
-"""find_center(): Vo's method, the sharpness search and "auto", on the tooth and on phantoms."""
+"""find_center(): Vo's method, the sharpness search and "auto", on the tooth and on phantoms;
+find_center_vo() with tomopy's signature."""
 
 import dataclasses
 
@@ -163,3 +164,58 @@ def test_auto_is_not_sure_of_pure_noise_even_when_both_searches_agree_by_chance(
                                method="auto") for seed in range(4)]
     assert min(f.details["gap"] for f in found) < 1.0  # the chance agreement this test is about
     assert max(f.confidence for f in found) < 0.05, [round(f.confidence, 3) for f in found]
+
+
+# -- find_center_vo: tomopy's signature -----------------------------------------------------------
+
+def test_find_center_vo_takes_projections_as_tomopy_and_returns_a_float(tooth):
+    sinograms, _ = tooth
+    projections = np.ascontiguousarray(np.swapaxes(sinograms, 0, 1))  # (angles, rows, columns)
+    found = recon.find_center_vo(projections)
+    assert isinstance(found, float) and abs(found - TOOTH_CENTER) <= 0.5, found
+    assert abs(recon.find_center_vo(projections, ind=0) - TOOTH_CENTER) <= 0.5
+    assert abs(recon.find_center_vo(sinograms[1]) - TOOTH_CENTER) <= 0.5  # one 2-D sinogram
+
+
+def test_find_center_vo_averages_the_ten_middle_rows_by_default():
+    """tomopy's default for ind=None: the mean of rows middle−5 .. middle+4 (3..12 of 16): the same answer
+    as that mean sinogram, to the last bit (each row has its own noise, so any other choice of rows differs)."""
+    n = 128
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    center = (n - 1) / 2 + 4.3
+    projections = np.ascontiguousarray(np.swapaxes(noisy_phantom(16, n, theta, center, noise=0.002), 0, 1))
+    mean = projections[:, 3:13].mean(axis=1)
+    assert recon.find_center_vo(projections) == recon.find_center_vo(mean)
+    assert abs(recon.find_center_vo(projections) - center) <= 0.25
+
+
+@pytest.mark.parametrize("offset", [-17.6, 2.75, 6.3])
+def test_find_center_vo_is_within_its_step(offset):
+    n = 256
+    theta = np.linspace(0, np.pi, 360, endpoint=False)
+    center = (n - 1) / 2 + offset
+    sino = noisy_phantom(1, n, theta, center)[0]
+    assert abs(recon.find_center_vo(sino) - center) <= 0.25  # tomopy's step
+    assert abs(recon.find_center_vo(sino, step=0.02) - center) <= 0.1
+
+
+def test_find_center_vo_searches_between_smin_and_smax():
+    """smin/smax bound the coarse search around columns // 2 as in tomopy: an axis 30 columns off is found
+    with the default ±50, and not with a window of ±10 (the answer then stays within srad of that window)."""
+    n = 256
+    theta = np.linspace(0, np.pi, 360, endpoint=False)
+    center = n // 2 + 30.4
+    sino = noisy_phantom(1, n, theta, center)[0]
+    assert abs(recon.find_center_vo(sino) - center) <= 0.25
+    boxed = recon.find_center_vo(sino, smin=-10, smax=10, srad=2)
+    assert n // 2 - 12.5 <= boxed <= n // 2 + 12.5
+    assert abs(recon.find_center_vo(sino, smin=20, smax=40) - center) <= 0.25
+
+
+def test_find_center_vo_bad_input():
+    with pytest.raises(ValueError, match="angles, rows, columns"):
+        recon.find_center_vo(np.ones(16, np.float32))
+    with pytest.raises(ValueError, match="ind 9"):
+        recon.find_center_vo(np.ones((20, 4, 16), np.float32), ind=9)
+    with pytest.raises(ValueError, match="smin"):
+        recon.find_center_vo(np.ones((20, 16), np.float32), smin=5, smax=-5)
