@@ -435,6 +435,9 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     _add_view(sub, settings)
     _add_reconstruct(sub, settings)
     _add_replay(sub, settings)
+    from .cli_steps import add_steps_commands
+
+    add_steps_commands(sub)
     try:
         from .cli_kafka import add_kafka_commands
     except ImportError:

@@ -55,10 +55,10 @@ def rings(sinograms, *, method: str = "sort", size: int | None = None, sigma: fl
 
 
 @_declare("sinograms", needs=("theta", "center"), produces="volume")
-def reconstruct(sinograms, *, theta, center, algorithm: str = "nufft", filter_name: str = "shepp"):
-    """Filtered backprojection of sinograms into slices (NUFFT engine by default)."""
-    return recon.reconstruct(sinograms, theta, center, algorithm=algorithm, filter_name=filter_name,
-                             **_SINOGRAM_ORDER)
+def reconstruct(sinograms, *, theta, center, algorithm: str | None = None, filter_name: str | None = None):
+    """Filtered backprojection of sinograms into slices (the engine's default algorithm and filter unless named)."""
+    chosen = {k: v for k, v in (("algorithm", algorithm), ("filter_name", filter_name)) if v is not None}
+    return recon.reconstruct(sinograms, theta, center, **chosen, **_SINOGRAM_ORDER)
 
 
 # tomopy's flag: recon.reconstruct takes projections by default, as tomopy.recon does
