@@ -16,6 +16,8 @@ import logging
 import math
 import time
 import traceback
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from event_model import DocumentRouter, RunRouter
@@ -24,16 +26,21 @@ from .. import __version__
 from .._errors import NO_STOP_PREFIX, is_transient
 from ..pipeline import DEFAULT_BUDGET, DataRoots, reconstruct_scan
 from ..schema import ReconSettings
+from . import _kernels
 from ._accumulator import ScanDocuments
+from ._centers import CenterMemory, setup_key
 from ._frames import read_frames
+from ._live_slices import LiveSlices
 from ._sinks import ReconstructionSink
-from ._slices import IncrementalSlices
 
 log = logging.getLogger(__name__)
 
 #: live slices are previews: frames wider than this are binned to at most this many columns, so folding a
-#: projection costs about the same on a 2048-wide detector as on a 512-wide one (the volume keeps every pixel)
-LIVE_MAX_COLUMNS = 640
+#: projection costs about the same on a 2048-wide detector as on a 512-wide one (the volume keeps every pixel;
+#: docs/benchmarks.md has the rates at 256, 384 and 640)
+LIVE_MAX_COLUMNS = 256
+#: frames skipped while behind that one caught-up call folds at most (newest first): bounded work per document
+CATCH_UP_FRAMES = 2
 
 
 def live_binning(columns: int) -> int:
@@ -71,11 +78,25 @@ class LiveReconstruction(DocumentRouter):
     committing it; otherwise (in-process) it is logged and the scan goes on,
     and a spooling sink (:class:`tomobluesky.catalog.SpoolingSink`) keeps
     the volume for ``tomobluesky replay``.
+
+    ``backlog()``: how many documents wait to be handed to this callback (a
+    dispatcher's queue). While it is above 0, projections are only recorded,
+    not read; once caught up, the newest unread ones are folded first, a few
+    per document, and previews say how many were ``skipped``. The final volume
+    reads every frame from the detector file all the same. None: fold every frame.
+
+    The live slices use the best axis known: ``recon.center`` (given, kept),
+    else the start document's ``center_hint``, else the last centre found for
+    the same set-up in ``center_memory`` (a :class:`CenterMemory` or the path of
+    its JSON file, which the stop path updates), else the detector's middle;
+    once the frames span a half turn, the axis found from them (Vo's method).
+    ``set_center`` and ``set_live_row`` (or the sink's ``live_request``) move them.
     """
 
     def __init__(self, sink: ReconstructionSink, settings: ReconSettings | None = None, *,
                  on_projection=None, on_volume_rows=None, memory_budget: float = DEFAULT_BUDGET,
-                 data_roots: DataRoots | None = None, raise_unavailable: bool = False):
+                 data_roots: DataRoots | None = None, raise_unavailable: bool = False,
+                 backlog: Callable[[], int] | None = None, center_memory: CenterMemory | str | Path | None = None):
         super().__init__()
         self.sink = sink
         self.base_settings = settings or ReconSettings()
@@ -88,9 +109,17 @@ class LiveReconstruction(DocumentRouter):
         self._errors: list[str] = []
         self._frames: dict[str, dict[int, np.ndarray]] = {"dark": {}, "flat": {}}  # kept for the live slices
         self._waiting: dict[int, np.ndarray] = {}  # projections read, waiting for their angle
-        self.slices: IncrementalSlices | None = None
+        self.slices: LiveSlices | None = None
         self.live_binning = 1
         self._folded = 0
+        self.backlog = backlog
+        self._unread: dict[int, tuple[dict, int]] = {}  # primary seq → (resource, index): skipped while behind
+        self.center_memory = CenterMemory(center_memory) if isinstance(center_memory, (str, Path)) else center_memory
+        self.center_source = "middle"
+        self.center_confidence: float | None = None
+        self._user_center: float | None = None  # set before the slices started
+        self._estimated_at: int | None = None  # views folded when the axis was last found from the frames
+        self.request_errors: list[str] = []
         self.preview_updates = 0
         self.preview_errors: list[str] = []
         self._last_preview_n: int | None = None
@@ -138,7 +167,10 @@ class LiveReconstruction(DocumentRouter):
 
     def stream_datum(self, doc):
         new = self.documents.stream_datum(doc)
-        if new is not None:
+        if new is not None and new.stream == "primary" and self._behind():
+            start = int(new.indices["start"])  # only where the frames are: read them once caught up
+            self._unread.update((seq, (new.resource, start + i)) for i, seq in enumerate(new.seqs))
+        elif new is not None:
             frames = read_frames(new.resource, new.indices, roots=self.documents.roots)
             self._check_shape(frames)
             store = self._waiting if new.stream == "primary" else self._frames[new.stream]
@@ -167,13 +199,30 @@ class LiveReconstruction(DocumentRouter):
         if tuple(data.shape[1:]) != expected:
             raise ValueError(f"frame of shape {tuple(data.shape[1:])} does not match detector_shape {expected}")
 
+    def _behind(self) -> bool:
+        """Whether documents wait behind this one (a failing ``backlog`` counts as not behind, once reported)."""
+        if self.backlog is None:
+            return False
+        try:
+            return self.backlog() > 0
+        except Exception as err:
+            self.backlog = None
+            self.preview_errors.append(f"backlog() failed, every frame is folded from now: {type(err).__name__}: {err}")
+            return False
+
     def _after_projection(self):
         primary = self.documents.streams["primary"]
         for seq in [s for s in self._waiting if s in primary.angles]:
             self._fold(seq, self._waiting.pop(seq), primary.angles[seq])
+        behind = self._behind()
+        if self._unread and not behind:
+            self._catch_up(primary)
+        self._maybe_estimate_center()
         n = len(primary.complete())
         if self.on_projection:
             self.on_projection(n, self.meta.num_projections)
+        if behind:  # nothing new to show, and the time is better spent catching up
+            return
         if n >= 2 and n % self.settings.preview_every == 0 and n != self._last_preview_n:
             self._last_preview_n = n
             try:
@@ -184,23 +233,35 @@ class LiveReconstruction(DocumentRouter):
 
     def _fold(self, seq, frame, angle):
         """Fold one projection into the live slices (needs darks and flats first); the frame is then dropped."""
-        from tomobluesky import recon
-
         if self.slices is None and not self._start_slices():
             return
-        if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+        if not frame.dtype.isnative:  # the kernel reads native byte order (HDF5 may hand big-endian)
+            frame = frame.astype(frame.dtype.newbyteorder("="))
+        # binned, flat-fielded, −log and per detector pixel in one compiled pass
+        attenuation = np.empty((self.slices.rows, self.slices.columns), np.float32)
+        if not _kernels.attenuation(frame, self.live_binning, self._dark, self._beam, attenuation):
             raise ValueError("projections contains NaN or infinite values")
-        frame = bin_frame(frame, self.live_binning)
-        attenuation = recon.minus_log(recon.apply_flat_field(frame, self._dark, self._beam, out=frame))
-        if self.live_binning > 1:  # attenuation per detector pixel, as without binning
-            attenuation /= self.live_binning
         self.slices.add(attenuation, angle)
         self._folded += 1
         self._last_frame_time = time.time()
 
+    def _catch_up(self, primary):
+        """Fold a few frames skipped while behind, newest first (the preview shows the scan's present)."""
+        done = 0
+        for seq in reversed(list(self._unread)):
+            if done == CATCH_UP_FRAMES:
+                break
+            if seq not in primary.angles:
+                continue
+            resource, index = self._unread.pop(seq)
+            frame, = read_frames(resource, {"start": index, "stop": index + 1}, roots=self.documents.roots)
+            self._fold(seq, frame, primary.angles[seq])
+            done += 1
+
     def _start_slices(self) -> bool:
         from tomobluesky import recon
 
+        _kernels.warm_up()
         darks, flats = self._frames["dark"], self._frames["flat"]
         if not darks or not flats:
             if not self.preview_errors:
@@ -215,12 +276,52 @@ class LiveReconstruction(DocumentRouter):
         for name, image in (("darks", dark), ("flats", flat)):
             if not np.isfinite(image).all():
                 raise ValueError(f"{name} contains NaN or infinite values")
-        self._dark, self._beam = recon.flat_field(flat[None], dark[None])
+        self._dark, self._beam = (np.ascontiguousarray(a, np.float32) for a in recon.flat_field(flat[None], dark[None]))
         theta = np.asarray(self.meta.theta)
-        center = (self._known_center(columns) + 0.5) / b - 0.5  # the same axis in binned columns
-        self.slices = IncrementalSlices(*self._dark.shape, center=center, num_angles=len(theta),
-                                        angular_range=self._angular_range(theta), window="shepp")
+        self.slices = LiveSlices(*self._dark.shape, center=self._to_live(self._known_center(columns)),
+                                 num_angles=len(theta), angular_range=self._angular_range(theta), window="shepp")
         return True
+
+    def _to_live(self, center: float) -> float:
+        """A detector column in the binned live columns (the same axis)."""
+        return (center + 0.5) / self.live_binning - 0.5
+
+    def _from_live(self, center: float) -> float:
+        return (center + 0.5) * self.live_binning - 0.5
+
+    def set_center(self, value: float):
+        """Use detector column ``value`` as the live slices' axis from now on: the axial slice is redrawn
+        with it at once, the vertical slices restart; no estimate from the frames replaces it."""
+        columns = self.meta.detector_shape[1] if self.meta else None
+        value = float(value)
+        if not math.isfinite(value) or (columns is not None and not 0 <= value <= columns - 1):
+            raise ValueError(f"centre {value} is not a detector column (0..{columns - 1 if columns else '?'})")
+        self._user_center, self.center_source, self.center_confidence = value, "user", None
+        if self.slices is not None:
+            self.slices.set_center(self._to_live(value))
+
+    def _maybe_estimate_center(self):
+        """Find the axis from the frames once they span a half turn (again after another quarter turn of
+        views), unless it was given or set by hand; a different answer redraws the slices."""
+        s = self.slices
+        if s is None or self.center_source in ("given", "user"):
+            return
+        step = self._angular_range(self.meta.theta) / max(len(self.meta.theta), 1)
+        if not s.half_turn_covered(step):
+            return
+        if self._estimated_at is not None and len(s.angles_deg) < self._estimated_at + 90 / step:
+            return
+        self._estimated_at = len(s.angles_deg)
+        try:
+            found = s.estimate_center()
+            if not 0 <= found.center <= s.columns - 1:
+                raise ValueError(f"found centre {found.center:.2f} lies outside the live columns")
+        except Exception as err:  # the slices go on with the axis they have
+            self.preview_errors.append(f"centre from the frames: {type(err).__name__}: {err}")
+            return
+        self.center_source, self.center_confidence = "frames", round(float(found.confidence), 3)
+        if abs(found.center - s.center) > 0.05:
+            s.set_center(found.center)
 
     def set_live_row(self, row: int):
         """Move the live axial slice to detector row ``row`` (it restarts from the next projection)."""
@@ -236,24 +337,75 @@ class LiveReconstruction(DocumentRouter):
         span = float(np.ptp(theta_deg)) if len(theta_deg) > 1 else 180.0
         return 360.0 if span > 270 else 180.0
 
+    def _apply_request(self):
+        """What the viewer asks through the sink's ``live_request(scan_uid)``: None or {"row": .., "center": ..}.
+        Applied when it differs from what is shown; a bad request is reported, never raised."""
+        ask = getattr(self.sink, "live_request", None)
+        if not callable(ask):
+            return
+        try:
+            request = ask(self.scan_uid)
+            if request is None:
+                return
+            if not isinstance(request, dict) or set(request) - {"row", "center"}:
+                raise ValueError(f"a live request is a dict with 'row' and/or 'center', got {request!r}")
+            rows = self.meta.detector_shape[0]
+            row = request.get("row")
+            if row is not None and int(row) * self.slices.rows // rows != self.slices.row:
+                self.set_live_row(int(row))
+            center = request.get("center")
+            if center is not None and abs(self._to_live(float(center)) - self.slices.center) > 1e-6:
+                self.set_center(float(center))
+        except Exception as err:
+            self.request_errors.append(f"{type(err).__name__}: {err}")
+
     def _write_preview(self, n):
         if self.slices is None:
             return
+        self._apply_request()
         s = self.slices
         images = {"axial": s.axial, "vertical_x": s.vertical_x, "vertical_y": s.vertical_y}
         self.sink.write_preview(self.scan_uid, images, {
             "scan_uid": self.scan_uid, "row": s.row * self.live_binning, "binning": self.live_binning,
-            "projections": int(n),
-            "angle_coverage_deg": s.coverage_deg(), "center": (s.center + 0.5) * self.live_binning - 0.5,
+            "projections": int(n), "folded": self._folded, "skipped": len(self._unread),
+            "vertical_views": s.vertical_views,
+            "angle_coverage_deg": s.coverage_deg(), "center": self._from_live(s.center),
+            "center_source": self.center_source, "center_confidence": self.center_confidence,
+            "request_errors": self.request_errors[-3:],
             "lag_s": round(time.time() - self._last_frame_time, 4),
         })
         self.preview_updates += 1
 
     def _known_center(self, columns: int) -> float:
-        for candidate in (self.settings.center, self.meta.center_hint):
-            if candidate is not None:
-                return float(candidate)
+        """The best axis before any frame: given, set by hand, hinted, remembered for the set-up, or the middle."""
+        candidates = (("given", self.settings.center), ("user", self._user_center),
+                      ("hint", self.meta.center_hint), ("last", self._remembered_center()))
+        for source, value in candidates:
+            if value is not None:
+                self.center_source = source
+                return float(value)
+        self.center_source = "middle"
         return (columns - 1) / 2
+
+    def _remembered_center(self) -> float | None:
+        if self.center_memory is None:
+            return None
+        try:
+            value = self.center_memory.recall(setup_key(self.start_doc))
+            columns = self.meta.detector_shape[1]
+            return value if value is not None and 0 <= value <= columns - 1 else None
+        except Exception as err:  # a damaged memory file costs the guess, not the scan
+            self.preview_errors.append(f"centre memory: {type(err).__name__}: {err}")
+            return None
+
+    def _remember_center(self, info: dict):
+        if self.center_memory is None or info.get("center") is None:
+            return
+        try:
+            self.center_memory.remember(setup_key(self.start_doc), float(info["center"]), scan_uid=self.scan_uid,
+                                        method=info.get("center_method"))
+        except Exception as err:
+            log.warning("could not remember the centre of %s: %s: %s", self.scan_uid, type(err).__name__, err)
 
     # --- the stop path -----------------------------------------------------------
     def finish(self, stop_doc=None) -> dict:
@@ -264,13 +416,15 @@ class LiveReconstruction(DocumentRouter):
             return {"skipped": "complete"}
         scan = self.documents.scan()
         self._waiting.clear()
+        skipped, self._unread = len(self._unread), {}
         metadata = self._volume_metadata(scan.theta_deg, stop_doc)
         with scan:
             store = self.sink.begin_volume(uid, {**metadata, "status": "writing"})
             info = reconstruct_scan(scan, self.settings, store, memory_budget=self.memory_budget,
                                     pixel_size=self.start_doc.get("pixel_size"), attributes={"scan_uid": uid},
                                     progress=self.on_volume_rows)
-        metadata.update(self._result_metadata(info), status="complete")
+        metadata.update(self._result_metadata(info), status="complete", live_skipped=skipped)
+        self._remember_center(info)
         t0 = time.perf_counter()
         self.sink.complete_volume(uid, store, metadata)
         info["timings"]["register"] = round(time.perf_counter() - t0, 4)
@@ -324,21 +478,24 @@ class LiveReconstruction(DocumentRouter):
 def live_reconstruction_router(sink: ReconstructionSink, settings: ReconSettings | None = None, *,
                                on_projection=None, on_start=None, on_volume_rows=None,
                                memory_budget: float = DEFAULT_BUDGET, data_roots: DataRoots | None = None,
-                               raise_unavailable: bool = False) -> RunRouter:
+                               raise_unavailable: bool = False, backlog: Callable[[], int] | None = None,
+                               center_memory: CenterMemory | str | Path | None = None) -> RunRouter:
     """A RunRouter that follows every tomography run with a ``LiveReconstruction``.
 
     Subscribe it to a RunEngine (``RE.subscribe(router)``) or feed it documents
     from any transport. ``on_start(callback)`` sees each new per-run callback;
     ``on_projection(n, total)`` and ``on_volume_rows(done, total)`` report progress.
-    ``data_roots`` and ``raise_unavailable``: see :class:`LiveReconstruction`.
+    ``data_roots``, ``raise_unavailable``, ``backlog`` and ``center_memory``: see :class:`LiveReconstruction`.
     """
     roots = DataRoots.of(data_roots)
+    memory = CenterMemory(center_memory) if isinstance(center_memory, (str, Path)) else center_memory
 
     def factory(name, start_doc):
         if not is_tomography_run(start_doc):
             return [], []
         cb = LiveReconstruction(sink, settings, on_projection=on_projection, on_volume_rows=on_volume_rows,
-                                memory_budget=memory_budget, data_roots=roots, raise_unavailable=raise_unavailable)
+                                memory_budget=memory_budget, data_roots=roots, raise_unavailable=raise_unavailable,
+                                backlog=backlog, center_memory=memory)
         if on_start:
             on_start(cb)
         return [cb], []

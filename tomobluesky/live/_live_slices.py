@@ -1,0 +1,134 @@
+"""The live slices at detector rate: compiled folding, the axial slice kept as a sinogram.
+
+Same three slices and the same definition as :class:`IncrementalSlices` (its
+reference): the ramp-filtered rows of each view smeared back along the beam.
+What differs is how the work is held:
+
+* the axial slice is also kept in the sinogram domain: each view's filtered
+  axial row is stored (O(columns) per frame), so a new centre redraws the
+  axial slice exactly as if every view had been folded with it from the
+  start, and a row is re-read only once;
+* a few rows spread over the detector are kept as raw attenuation (the
+  probe sinograms), for estimating the centre from the frames so far;
+* the loops are numba kernels (``_kernels``): one pass over the frame.
+
+The vertical slices cut through every detector row, so keeping their
+sinograms would mean keeping every frame; after a centre change they
+restart from the next view (``vertical_views`` says how many they hold).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _kernels
+from ._slices import ramp_filter
+
+#: detector rows kept as raw sinograms for the centre estimate
+PROBE_ROWS = 8
+
+
+class LiveSlices:
+    """Axial slice at ``row`` and the two vertical slices through the axis, ``rows`` × ``columns``
+    views (already binned, attenuation per pixel), the axis at column ``center``.
+
+    ``num_angles`` over ``angular_range`` degrees sets each view's weight, as in IncrementalSlices.
+    """
+
+    def __init__(self, rows: int, columns: int, *, center: float | None = None, row: int | None = None,
+                 num_angles: int = 180, angular_range: float = 180.0, window: str = "shepp"):
+        self.rows, self.columns = rows, columns
+        self.center = (columns - 1) / 2 if center is None else float(center)
+        self.row = rows // 2 if row is None else int(row)
+        self.weight = math.radians(angular_range) / max(num_angles, 1) / (2 if angular_range >= 360 else 1)
+        self._filter, self._length = ramp_filter(columns, window)
+        self.probe_rows = np.unique(np.linspace(0, rows - 1, min(PROBE_ROWS, rows)).round().astype(int))
+        self.angles_deg: list[float] = []
+        self._probes: list[np.ndarray] = []  # per view: (probe rows, columns) attenuation
+        self.reset_axial()
+        self.reset_vertical()
+
+    # --- state -----------------------------------------------------------------------------------
+    def reset_axial(self):
+        self.axial = np.zeros((self.columns, self.columns), np.float32)
+        self._axial_rows: list[np.ndarray] = []  # filtered axial row of each view since the row was set
+        self._axial_angles: list[float] = []
+
+    def reset_vertical(self):
+        self.vertical_x = np.zeros((self.rows, self.columns), np.float32)
+        self.vertical_y = np.zeros((self.rows, self.columns), np.float32)
+        self.vertical_views = 0
+
+    def set_row(self, row: int):
+        """Move the axial slice; it restarts from the next view on."""
+        if not 0 <= row < self.rows:
+            raise ValueError(f"row {row} is outside the detector's {self.rows} rows")
+        self.row = int(row)
+        self.reset_axial()
+
+    def set_center(self, center: float):
+        """Use a new axis: the axial slice is redrawn from its stored rows, the vertical slices restart."""
+        center = float(center)
+        if not (math.isfinite(center) and 0 <= center <= self.columns - 1):
+            raise ValueError(f"centre {center} lies outside the live columns 0..{self.columns - 1}")
+        self.center = center
+        self.axial[:] = 0
+        if self._axial_rows:
+            theta = np.radians(np.asarray(self._axial_angles))
+            _kernels.backproject_axial(np.stack(self._axial_rows), np.cos(theta), np.sin(theta), center,
+                                       np.full(len(theta), self.weight), self.axial)
+        self.reset_vertical()
+
+    def coverage_deg(self) -> float:
+        return float(np.ptp(self.angles_deg)) if self.angles_deg else 0.0
+
+    # --- folding ---------------------------------------------------------------------------------
+    def _filtered(self, attenuation: np.ndarray) -> np.ndarray:
+        from scipy import fft
+
+        spectrum = fft.rfft(attenuation, n=self._length, axis=-1, workers=-1)
+        spectrum *= self._filter
+        return fft.irfft(spectrum, n=self._length, axis=-1, workers=-1)[..., : self.columns]
+
+    def add(self, attenuation: np.ndarray, angle_deg: float):
+        """Fold one view (rows × columns attenuation, float32)."""
+        attenuation = np.asarray(attenuation, dtype=np.float32)
+        if attenuation.shape != (self.rows, self.columns):
+            raise ValueError(f"view of shape {attenuation.shape} does not match the live slices' "
+                             f"{(self.rows, self.columns)}")
+        theta = math.radians(angle_deg)
+        c, s = math.cos(theta), math.sin(theta)
+        filtered = self._filtered(attenuation)
+        _kernels.backproject_vertical(filtered, c, s, self.center, self.weight, self.vertical_x, self.vertical_y)
+        axial_row = np.ascontiguousarray(filtered[self.row], dtype=np.float32)
+        _kernels.backproject_axial(axial_row[None], np.array([c]), np.array([s]), self.center,
+                                   np.array([self.weight]), self.axial)
+        self._axial_rows.append(axial_row)
+        self._axial_angles.append(float(angle_deg))
+        self._probes.append(attenuation[self.probe_rows].copy())
+        self.angles_deg.append(float(angle_deg))
+        self.vertical_views += 1
+
+    # --- the centre from the views so far ----------------------------------------------------------
+    def half_turn_covered(self, step_deg: float) -> bool:
+        """Whether the views so far span a half turn (to within 1.5 angular steps): enough for Vo's method."""
+        return self.coverage_deg() >= 180.0 - 1.5 * step_deg
+
+    def estimate_center(self):
+        """Vo's method on the probe rows' sinograms, resampled onto evenly spaced angles over the first
+        half turn (views may have come in any order, with gaps); a :class:`~tomobluesky.recon.CenterResult`
+        in live columns."""
+        from tomobluesky import recon
+
+        order = np.argsort(self.angles_deg)
+        angles = np.radians(np.asarray(self.angles_deg)[order])
+        sino = np.stack([self._probes[i] for i in order], axis=1)  # (probe rows, views, columns)
+        count = min(len(angles), 360)
+        grid = angles[0] + np.arange(count) * (np.pi / count)
+        at = np.interp(grid, angles, np.arange(len(angles)))  # fractional view index, clamped at the ends
+        lo = np.minimum(at.astype(int), len(angles) - 2)
+        w = (at - lo).astype(np.float32)[None, :, None]
+        even = sino[:, lo] * (1 - w) + sino[:, lo + 1] * w
+        return recon.find_center(even, grid, method="vo")
