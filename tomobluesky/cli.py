@@ -444,6 +444,9 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
         pass
     else:
         add_kafka_commands(sub)
+    from .services.stack_cli import add_stack_commands
+
+    add_stack_commands(sub)
     return parser
 
 
