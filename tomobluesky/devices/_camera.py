@@ -126,6 +126,17 @@ class TomoCamera(Device):
         """Arm the position-compare trigger: one projection at each angle."""
         self._fly_angles = np.asarray(angles_deg, dtype=float)
 
+    def prepare(self, value) -> Status:
+        """``bps.prepare(camera, angles)``: arm the position-compare trigger (as ``prepare_fly``)."""
+        status = DeviceStatus(self)
+        try:
+            self.prepare_fly(value)
+        except Exception as err:
+            status.set_exception(err)
+        else:
+            status.set_finished()
+        return status
+
     def kickoff(self) -> Status:
         if self._fly_angles is None:
             raise RuntimeError(f"{self.name}: call prepare_fly(angles) before kickoff")

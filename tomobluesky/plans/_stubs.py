@@ -1,43 +1,79 @@
-"""Small plan stubs: darks, flats, projections at angles."""
+"""Small plan stubs: darks, flats, projections at angles.
+
+Each takes ``detectors``, a list whose first entry is the tomography camera (a single device is taken
+as a list of one, so the older ``camera`` argument still works). The devices may be the ophyd-async
+end station (``tomobluesky.devices.oa``) or the older ophyd one (``tomobluesky.devices``).
+"""
 
 from __future__ import annotations
 
 from bluesky import plan_stubs as bps
+from ophyd_async.core import DetectorTrigger, TriggerInfo
+from ophyd_async.core import Device as AsyncDevice
 
 
-def take_darks(camera, rotation, shutter, num: int):
+def as_detectors(detectors) -> list:
+    """``detectors`` as a list; one device alone is a list of one."""
+    return list(detectors) if isinstance(detectors, (list, tuple)) else [detectors]
+
+
+def take_darks(detectors, rotation, shutter, num: int):
     """Close the shutter and record ``num`` dark frames in the ``dark`` stream."""
     yield from bps.mv(shutter, "closed")
     for _ in range(num):
-        yield from bps.trigger_and_read([camera, rotation], name="dark")
+        yield from bps.trigger_and_read([*as_detectors(detectors), rotation], name="dark")
 
 
-def take_flats(camera, rotation, shutter, sample, num: int):
-    """Move the sample out, open the shutter, record ``num`` flats in ``flat``."""
+def take_flats(detectors, rotation, shutter, sample, num: int):
+    """Move the sample out, open the shutter, record ``num`` flats in ``flat``, move the sample back."""
     yield from bps.mv(sample, "out")
     yield from bps.mv(shutter, "open")
     for _ in range(num):
-        yield from bps.trigger_and_read([camera, rotation], name="flat")
+        yield from bps.trigger_and_read([*as_detectors(detectors), rotation], name="flat")
     yield from bps.mv(sample, "in")
 
 
-def step_projections(camera, rotation, angles):
-    """Stop at each angle and record a projection in ``primary``."""
+def step_projections(detectors, rotation, angles, per_step=None):
+    """At each angle, ``per_step(detectors, rotation, angle)``: by default bluesky's ``one_1d_step``
+    (move, then trigger and read detectors and stage into ``primary``)."""
+    per_step = per_step or bps.one_1d_step
+    detectors = as_detectors(detectors)
     for angle in angles:
-        yield from bps.mv(rotation, float(angle))
-        yield from bps.trigger_and_read([camera, rotation], name="primary")
+        yield from per_step(detectors, rotation, float(angle))
 
 
-def fly_projections(camera, rotation, angles, velocity: float, *, flush_period: float = 0.2):
-    """Rotate continuously at ``velocity`` while the camera captures a
-    projection at each angle; frames are collected into ``primary`` as they land."""
+def _arm_fly(camera, rotation, angles, velocity: float):
+    """Arm the stage's trajectory and the camera's position-compare triggering, through ``bps.prepare``."""
+    if isinstance(camera, AsyncDevice):
+        from ..devices.oa import RotationTrajectory
+
+        # the stage moves to the first angle and takes the velocity; the camera waits for its pulses
+        yield from bps.prepare(rotation, RotationTrajectory([float(a) for a in angles], float(velocity)),
+                               group="arm")
+        yield from bps.prepare(camera, TriggerInfo(trigger=DetectorTrigger.EXTERNAL_EDGE,
+                                                   number_of_events=len(angles)), group="arm")
+        yield from bps.wait(group="arm")
+        return [camera, rotation]
+    # the ophyd (v1) end station: the camera drives the stage's motion itself
     yield from bps.mv(rotation.velocity, velocity)
     yield from bps.mv(rotation, float(angles[0]))
-    camera.prepare_fly(angles)
+    yield from bps.prepare(camera, angles, group="arm", wait=True)
+    return [camera]
+
+
+def fly_projections(detectors, rotation, angles, velocity: float, *, flush_period: float = 0.2):
+    """Rotate continuously at ``velocity`` while the camera captures a projection at each angle;
+    frames are collected into ``primary`` as they land. Armed with ``bps.prepare``, run with
+    ``kickoff``/``complete``."""
+    camera, = as_detectors(detectors)
+    flyers = yield from _arm_fly(camera, rotation, angles, velocity)
     yield from bps.declare_stream(camera, name="primary", collect=True)
-    yield from bps.kickoff(camera, wait=True)
-    status = yield from bps.complete(camera, wait=False, group="fly")
-    while not status.done:
+    for flyer in flyers:  # the camera first: it must listen before the stage moves
+        yield from bps.kickoff(flyer, wait=True)
+    statuses = []
+    for flyer in flyers:
+        statuses.append((yield from bps.complete(flyer, wait=False, group="fly")))
+    while not all(status.done for status in statuses):
         yield from bps.collect(camera, name="primary")
         yield from bps.sleep(flush_period)
     yield from bps.wait(group="fly")

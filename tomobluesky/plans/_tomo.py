@@ -8,7 +8,7 @@ from bluesky import preprocessors as bpp
 
 from ..limits import MAX_DARKS_FLATS, MAX_PROJECTIONS
 from ..schema import ReconSettings, TomoScanMetadata
-from ._stubs import fly_projections, step_projections, take_darks, take_flats
+from ._stubs import as_detectors, fly_projections, step_projections, take_darks, take_flats
 
 
 class PlanArgumentError(ValueError):
@@ -45,7 +45,9 @@ def check_frame_counts(num_projections: int, num_darks: int = 1, num_flats: int 
         _check_count(label, n, 1, MAX_DARKS_FLATS)
 
 
-def _start_metadata(scan_type, camera, rotation, angles, num_darks, num_flats, plan_args, recon, md):
+def _start_metadata(plan_name, scan_type, detectors, rotation, angles, num_darks, num_flats, plan_args, recon,
+                    md):
+    camera = detectors[0]
     source_md = camera.source.metadata() if hasattr(camera.source, "metadata") else {}
     meta = TomoScanMetadata(
         scan_type=scan_type,
@@ -62,9 +64,9 @@ def _start_metadata(scan_type, camera, rotation, angles, num_darks, num_flats, p
         recon=ReconSettings(**recon) if isinstance(recon, dict) else recon,
     ).model_dump(mode="json", exclude_none=True)
     meta.update(
-        plan_name=f"tomo_{scan_type}_scan",
+        plan_name=plan_name,
         plan_args=plan_args,
-        detectors=[camera.name],
+        detectors=[d.name for d in detectors],
         motors=[rotation.name],
         num_points=len(angles) + num_darks + num_flats,
         data_source=source_md.get("source"),
@@ -85,12 +87,23 @@ def _check_source_range(camera, angles):
         )
 
 
+def _check_detectors(detectors) -> list:
+    """The detectors as a list whose first entry is a tomography camera (it has a frame source)."""
+    detectors = as_detectors(detectors)
+    if not detectors or not all(hasattr(detectors[0], name) for name in ("source", "frame_shape")):
+        raise PlanArgumentError("detectors must be a list whose first entry is the tomography camera "
+                                f"(a device with a frame source), not {detectors!r}")
+    return detectors
+
+
 def _check_rotation_limits(rotation, angles):
-    """Refuse a scan the stage cannot finish before its run opens, rather than after darks and flats."""
+    """Refuse a scan the stage cannot finish before its run opens, rather than after darks and flats
+    (a plan: the limits are read through the RunEngine, as ophyd-async signals must be)."""
     limits = [getattr(rotation, name, None) for name in ("low_limit", "high_limit")]
     if any(signal is None for signal in limits):
         return  # a stage without soft limits
-    lo, hi = (float(signal.get()) for signal in limits)
+    lo = float((yield from bps.rd(limits[0])))
+    hi = float((yield from bps.rd(limits[1])))
     if angles.min() < lo or angles.max() > hi:
         raise PlanArgumentError(
             f"angles {angles.min():.2f}..{angles.max():.2f} deg are outside the soft limits of {rotation.name} "
@@ -98,58 +111,72 @@ def _check_rotation_limits(rotation, angles):
         )
 
 
-def _tomography(scan_type, camera, rotation, shutter, sample, projections, *, num_projections, start,
-                angular_range, num_darks, num_flats, recon, md, **extra_args):
+def _tomography(plan_name, scan_type, detectors, rotation, shutter, sample, projections, *, num_projections,
+                start, angular_range, num_darks, num_flats, recon, md, **extra_args):
     """Validate, describe, then darks → flats → ``projections(angles)`` → shutter closed,
-    in one run that stages the camera. The scan types differ only in how projections are taken."""
+    in one run that stages the detectors. The scan types differ only in how projections are taken."""
+    detectors = _check_detectors(detectors)
     check_frame_counts(num_projections, num_darks, num_flats)
     angles = scan_angles(start, num_projections, angular_range)
-    _check_source_range(camera, angles)
-    _check_rotation_limits(rotation, angles)
-    plan_args = dict(num_projections=num_projections, start=start, angular_range=angular_range,
-                     num_darks=num_darks, num_flats=num_flats, **extra_args)
-    meta = _start_metadata(scan_type, camera, rotation, angles, num_darks, num_flats, plan_args, recon, md)
+    _check_source_range(detectors[0], angles)
+    yield from _check_rotation_limits(rotation, angles)
+    plan_args = dict(detectors=[repr(d) for d in detectors], rotation=repr(rotation), shutter=repr(shutter),
+                     sample=repr(sample), num_projections=num_projections, start=start,
+                     angular_range=angular_range, num_darks=num_darks, num_flats=num_flats, **extra_args)
+    meta = _start_metadata(plan_name, scan_type, detectors, rotation, angles, num_darks, num_flats, plan_args,
+                           recon, md)
 
     # staged inside the run: unstage closes the detector file before the stop document, so whoever
     # reconstructs at the stop reads a finished file (and, in this process, reads only the rows it asks for:
     # HDF5 caches whole chunks of a file open for SWMR writing)
     @bpp.run_decorator(md=meta)
-    @bpp.stage_decorator([camera])
+    @bpp.stage_decorator(detectors)
     def inner():
-        yield from take_darks(camera, rotation, shutter, num_darks)
-        yield from take_flats(camera, rotation, shutter, sample, num_flats)
-        yield from projections(angles)
+        yield from take_darks(detectors, rotation, shutter, num_darks)
+        yield from take_flats(detectors, rotation, shutter, sample, num_flats)
+        yield from projections(detectors, angles)
         yield from bps.mv(shutter, "closed")
 
     return (yield from inner())
 
 
-def tomo_scan(camera, rotation, shutter, sample, *, num_projections: int = 181, start: float = 0.0,
-              angular_range: float = 180.0, num_darks: int = 10, num_flats: int = 10,
+def tomo_scan(detectors, rotation, shutter, sample, *, num_projections: int = 181, start: float = 0.0,
+              angular_range: float = 180.0, num_darks: int = 10, num_flats: int = 10, per_step=None,
               recon: dict | None = None, md: dict | None = None):
     """Step scan: darks, flats, then stop at each angle for a projection.
 
+    ``detectors``: a list whose first entry is the tomography camera; the others (a beam monitor, say)
+    are read beside it at every frame. A camera alone is taken as a list of one.
+    ``per_step(detectors, rotation, angle)``: what happens at each angle, by default bluesky's
+    ``one_1d_step`` (move, then trigger and read detectors and stage).
     Streams: ``dark``, ``flat``, ``primary`` (projections, with the angle).
     ``recon`` carries per-scan reconstruction settings (see ``ReconSettings``).
     """
     return (yield from _tomography(
-        "step", camera, rotation, shutter, sample, lambda angles: step_projections(camera, rotation, angles),
+        "tomo_scan", "step", detectors, rotation, shutter, sample,
+        lambda dets, angles: step_projections(dets, rotation, angles, per_step),
         num_projections=num_projections, start=start, angular_range=angular_range, num_darks=num_darks,
-        num_flats=num_flats, recon=recon, md=md))
+        num_flats=num_flats, recon=recon, md=md, **({"per_step": repr(per_step)} if per_step else {})))
 
 
-def tomo_fly_scan(camera, rotation, shutter, sample, *, num_projections: int = 181, start: float = 0.0,
+def tomo_fly_scan(detectors, rotation, shutter, sample, *, num_projections: int = 181, start: float = 0.0,
                   angular_range: float = 180.0, velocity: float = 90.0, num_darks: int = 10,
                   num_flats: int = 10, recon: dict | None = None, md: dict | None = None):
     """Fly scan: darks, flats, then one continuous rotation at ``velocity``
     (deg/s) with a projection captured at each angle.
 
-    The angles of the projections are recorded by the camera's position-compare
-    trigger in the same HDF5 file (data key ``<camera>_theta``).
+    ``detectors``: a list of one camera (or the camera alone); flying more than one is not supported.
+    The stage's trajectory and the camera's position-compare triggering are armed with ``bps.prepare``,
+    run with ``kickoff``/``complete``. The angles of the projections are recorded by the camera in the
+    same HDF5 file (data key ``<camera>_theta``).
     """
     if not velocity > 0:
         raise PlanArgumentError(f"velocity must be positive (deg/s), not {velocity!r}")
+    detectors = _check_detectors(detectors)
+    if len(detectors) != 1:
+        raise PlanArgumentError(f"tomo_fly_scan flies one camera, not {len(detectors)} detectors")
     return (yield from _tomography(
-        "fly", camera, rotation, shutter, sample, lambda angles: fly_projections(camera, rotation, angles, velocity),
+        "tomo_fly_scan", "fly", detectors, rotation, shutter, sample,
+        lambda dets, angles: fly_projections(dets, rotation, angles, velocity),
         num_projections=num_projections, start=start, angular_range=angular_range, num_darks=num_darks,
         num_flats=num_flats, recon=recon, md=md, velocity=velocity))

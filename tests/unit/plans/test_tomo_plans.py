@@ -1,4 +1,5 @@
-"""Plans are checked by the documents they emit."""
+"""Plans are checked by the documents they emit, on the ophyd-async end station (the profile's) and on
+the older ophyd one (which callers of ``tomobluesky.devices.make_sim_beamline`` still get)."""
 
 from collections import Counter
 
@@ -6,14 +7,29 @@ import h5py
 import numpy as np
 import pytest
 
-from tomobluesky.devices import PROJECTION, ReplaySource, SourceError, make_sim_beamline
+from bluesky import plan_stubs as bps
+
+from tomobluesky.devices import PROJECTION, ReplaySource, SourceError, make_sim_beamline, oa
 from tomobluesky.live import read_frames
 from tomobluesky.plans import PlanArgumentError, check_frame_counts, scan_angles, tomo_fly_scan, tomo_scan
 
+BEAMLINES = {"ophyd-async": oa.make_sim_beamline, "ophyd": make_sim_beamline}
 
-@pytest.fixture
-def beamline(tooth_path, tmp_path):
-    return make_sim_beamline(ReplaySource(tooth_path), tmp_path)
+
+@pytest.fixture(params=list(BEAMLINES))
+def beamline(request, tooth_path, tmp_path):
+    return BEAMLINES[request.param](ReplaySource(tooth_path), tmp_path)
+
+
+def _read(RE, obj):
+    """The value of ``obj`` read through the RunEngine (ophyd-async signals have no synchronous get)."""
+    values = []
+
+    def plan():
+        values.append((yield from bps.rd(obj)))
+
+    RE(plan())
+    return values[0]
 
 
 def _by_stream(documents):
@@ -26,7 +42,8 @@ def _by_stream(documents):
 
 
 def test_step_scan_emits_dark_flat_primary_streams(RE, documents, beamline):
-    RE(tomo_scan(*beamline, num_projections=30, num_darks=4, num_flats=5))
+    camera, *stages = beamline
+    RE(tomo_scan([camera], *stages, num_projections=30, num_darks=4, num_flats=5))
     names = Counter(n for n, _ in documents)
     assert names["start"] == names["stop"] == 1
     descriptors = [d["name"] for n, d in documents if n == "descriptor"]
@@ -45,7 +62,8 @@ def test_start_document_carries_what_reconstruction_needs(RE, documents, beamlin
     assert start["detector_shape"] == [2, 640]
     assert start["num_projections"] == 12 and start["num_darks"] == 10 and start["num_flats"] == 10
     assert start["sample_name"] == "molar" and start["proposal"] == "p1"
-    assert start["plan_name"] == "tomo_step_scan" and start["scan_type"] == "step"
+    assert start["plan_name"] == "tomo_scan" and start["scan_type"] == "step"
+    assert start["detectors"] == ["camera"] and start["motors"] == ["rotation"]
     assert "UChicago Argonne" in start["data_attribution"]
 
 
@@ -88,6 +106,7 @@ def test_fly_scan_records_angles_in_the_detector_file(RE, documents, beamline):
     theta = read_frames(theta_res[0], {"start": 0, "stop": 60})
     np.testing.assert_allclose(theta, np.linspace(0, 180, 60, endpoint=False))
     assert documents[0][1]["plan_args"]["velocity"] == 720.0
+    assert documents[0][1]["plan_name"] == "tomo_fly_scan"
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -119,12 +138,12 @@ def test_invalid_arguments_are_refused_before_the_run(RE, documents, beamline, p
 @pytest.mark.parametrize("plan", [tomo_scan, tomo_fly_scan])
 def test_a_scan_past_the_stages_soft_limits_is_refused_before_the_run(RE, documents, beamline, plan):
     rotation = beamline[1]
-    rotation.high_limit.put(90.0)  # the scan's 0..180 deg do not fit
+    RE(bps.mv(rotation.high_limit, 90.0))  # the scan's 0..180 deg do not fit
     with pytest.raises(PlanArgumentError, match=r"outside the soft limits of rotation \(-720.00..90.00 deg\)"):
         RE(plan(*beamline, num_projections=10, velocity=720.0) if plan is tomo_fly_scan
            else plan(*beamline, num_projections=10))
-    assert not documents and beamline[0].last_file is None and rotation.position == 0.0
-    rotation.high_limit.put(180.0)  # the limit is inclusive: a scan ending on it runs
+    assert not documents and beamline[0].last_file is None and _read(RE, rotation) == 0.0
+    RE(bps.mv(rotation.high_limit, 180.0))  # the limit is inclusive: a scan ending on it runs
     RE(plan(*beamline, num_projections=10, velocity=720.0) if plan is tomo_fly_scan
        else plan(*beamline, num_projections=10))
     assert documents[-1][1]["exit_status"] == "success"
@@ -173,3 +192,47 @@ def test_camera_refuses_frames_of_the_wrong_shape(tmp_path):
     with pytest.raises(ValueError, match="does not fit the detector"):
         writer.append(PROJECTION, np.zeros((3, 8)))
     writer.close()
+
+
+def test_other_detectors_are_read_beside_the_camera_and_per_step_replaces_the_step(RE, documents, beamline):
+    from ophyd import Signal
+
+    camera, *stages = beamline
+    monitor = Signal(name="ring_current", value=400.0)
+    visited = []
+
+    def per_step(detectors, motor, angle):  # bluesky's per_step signature: settle, then read twice
+        visited.append(angle)
+        yield from bps.mv(motor, angle)
+        yield from bps.trigger_and_read(list(detectors) + [motor])
+        yield from bps.trigger_and_read(list(detectors) + [motor])
+
+    RE(tomo_scan([camera, monitor], *stages, num_projections=4, num_darks=1, num_flats=1, per_step=per_step))
+    start, stop = documents[0][1], documents[-1][1]
+    assert start["detectors"] == ["camera", "ring_current"] and "per_step" in start["plan_args"]
+    assert visited == pytest.approx([0.0, 45.0, 90.0, 135.0])
+    assert stop["num_events"] == {"dark": 1, "flat": 1, "primary": 8}
+    primary = next(d for n, d in documents if n == "descriptor" and d["name"] == "primary")
+    assert {"camera_image", "ring_current", "rotation"} <= set(primary["data_keys"])
+    assert _by_stream(documents)["primary"] == 8
+
+
+@pytest.mark.parametrize("plan", [tomo_scan, tomo_fly_scan])
+def test_detectors_without_a_camera_first_are_refused_before_the_run(RE, documents, beamline, plan):
+    from ophyd import Signal
+
+    camera, *stages = beamline
+    with pytest.raises(PlanArgumentError, match="first entry is the tomography camera"):
+        RE(plan([Signal(name="ring_current")], *stages, num_projections=4))
+    with pytest.raises(PlanArgumentError, match="first entry is the tomography camera"):
+        RE(plan([], *stages, num_projections=4))
+    assert not documents and camera.last_file is None
+
+
+def test_a_fly_scan_flies_one_camera(RE, documents, beamline):
+    from ophyd import Signal
+
+    camera, *stages = beamline
+    with pytest.raises(PlanArgumentError, match="tomo_fly_scan flies one camera, not 2 detectors"):
+        RE(tomo_fly_scan([camera, Signal(name="ring_current")], *stages, num_projections=4))
+    assert not documents
