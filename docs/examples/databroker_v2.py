@@ -17,4 +17,4 @@ print("latest run:", start["uid"], start["plan_name"], "sample", start.get("samp
 print("angles (deg):", start["theta"][:3], "...", len(start["theta"]))
 flats = run["flat"]["camera_image"].read()      # read through the HDF5 file the camera wrote
 print("flats:", flats.shape, "mean", float(flats.mean()))
-print("step scans:", len(cat.search(Key("plan_name") == "tomo_step_scan")))
+print("step scans:", len(cat.search(Key("plan_name") == "tomo_scan")))

@@ -46,7 +46,7 @@ def test_find_and_slice(scanned, tiled_server):
 
 def test_databroker_v2(scanned, tiled_server):
     out = _run("databroker_v2.py", tiled_server)
-    assert "tomo_step_scan" in out and "flats: (1, 4, 32)" in out
+    assert "tomo_scan" in out and "flats: (1, 4, 32)" in out
 
 
 def test_export(scanned, tiled_server, tmp_path):
