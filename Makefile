@@ -13,11 +13,12 @@ $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# the demo starts a Tiled server: the `server` extra
 install: $(VENV)/bin/activate
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e ".[server]"
 
 install-test: $(VENV)/bin/activate
-	$(PY) -m pip install -q -e ".[test,kafka,stack]"
+	$(PY) -m pip install -q -e ".[test,kafka,server,stack]"
 	@if $(PY) -c "import tomobluesky.services.kafka" 2>/dev/null; then $(PY) -m tomobluesky.cli_kafka fetch; fi
 	@# the viewer's browser test drives Debian's Chromium
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; the browser test will fail"

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 
+from . import __version__
 from .keys import add_key_file_option, refuse_key_argument
 from .config import Settings
 from .limits import MAX_PROJECTIONS, PHANTOM_SIZES, PORTS, algorithm_name, bounded, memory_budget_gb
@@ -427,6 +428,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
         description="Acquisition-coupled tomography: Bluesky scans reconstructed live and catalogued in Tiled.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(sub, settings)
     _add_serve(sub, settings)

@@ -42,9 +42,10 @@ def reconstruction_router(client, settings: ReconSettings | None = None, *, on_s
     sink = TiledSink(client, volume_dir=volume_dir)
     out = sink
     if live_config is not None:
-        from .live import KafkaLiveSink
+        from .live import PublishingLiveSink
+        from .transport import LivePublisher
 
-        out = KafkaLiveSink(live_config, sink)
+        out = PublishingLiveSink(LivePublisher(live_config), sink)
 
     def factory(name, start):
         if not is_tomography_run(start):

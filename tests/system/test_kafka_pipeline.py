@@ -133,13 +133,13 @@ def test_cli_demo_over_kafka(kafka_broker, tmp_path):
 def test_live_slices_stream_on_the_live_topic(kafka_config, tmp_path):
     from confluent_kafka import Consumer
 
-    from tomobluesky.live import KafkaLiveSink, live_topic
+    from tomobluesky.live import PublishingLiveSink
     from tomobluesky.schema import ReconSettings
-    from tomobluesky.transport import unpack
+    from tomobluesky.transport import LivePublisher, live_topic, unpack
 
     ensure_topics(kafka_config.replace(topic=live_topic(kafka_config.beamline)))
     memory = MemorySink()
-    sink = KafkaLiveSink(kafka_config, memory)
+    sink = PublishingLiveSink(LivePublisher(kafka_config), memory)
     RE = RunEngine({})
     RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_every=10)))
     uid, = RE(tomo_scan(*make_sim_beamline(_phantom(), tmp_path), num_projections=40, num_darks=1, num_flats=1))

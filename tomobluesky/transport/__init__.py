@@ -19,13 +19,14 @@ from ._consumer import (
     run_complete,
     run_worker,
 )
+from ._live import LivePublisher, live_topic
 from ._logging import JsonFormatter, configure_json_logging
 from ._publisher import DocumentTooLarge, KafkaPublisher, PublishError
 from ._topics import ensure_topics
 
 __all__ = ["CodecError", "DEFAULT_CONFIG_PATH", "DOCUMENT_NAMES", "Delivery", "DocumentConsumer", "DocumentTooLarge",
-           "HandlerError", "JsonFormatter", "KafkaConfig", "KafkaPublisher", "Malformed", "PublishError",
+           "HandlerError", "JsonFormatter", "KafkaConfig", "KafkaPublisher", "LivePublisher", "Malformed", "PublishError",
            "WorkerStats", "configure_json_logging", "deadletter_topic", "decode_document", "document_topic",
-           "ensure_topics", "load_config", "pack", "run_complete", "run_worker", "unpack"]
+           "ensure_topics", "live_topic", "load_config", "pack", "run_complete", "run_worker", "unpack"]
 from ._inprocess import OffThread, flush_all  # noqa: E402  in-process callbacks off the RunEngine's thread
 __all__ += ["OffThread", "flush_all"]

@@ -41,6 +41,7 @@ from typing import Any
 
 from .._errors import NO_STOP_PREFIX, is_transient
 from ._codec import CodecError, pack, unpack
+from ._client_settings import consumer_settings
 from ._config import KafkaConfig, deadletter_topic
 from ._keys import RunKeys
 
@@ -182,7 +183,7 @@ class DocumentConsumer:
         self.topics = list(topics or [config.document_topic])
         self.validate = validate
         self.deadletter = deadletter
-        settings = {
+        ours = {
             "bootstrap.servers": config.bootstrap,
             "group.id": group_id,
             "enable.auto.commit": False,
@@ -193,9 +194,9 @@ class DocumentConsumer:
             "topic.metadata.refresh.interval.ms": 5000,
             "reconnect.backoff.max.ms": 1000,
             "logger": logging.getLogger("tomobluesky.transport.librdkafka"),
-            **dict(config.consumer_config),
-            **(consumer_config or {}),
         }
+        site = {**dict(config.consumer_config), **(consumer_config or {})}
+        settings = consumer_settings(ours, site, config.security_config, source=config.source)
         self._consumer = Consumer(settings)
         # how long the broker waits for a member that vanished without leaving (SIGKILL)
         # before giving its partitions to others (librdkafka's default: 45 s)

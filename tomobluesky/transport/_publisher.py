@@ -1,12 +1,17 @@
 """``KafkaPublisher``: a RunEngine subscriber that never waits on the network.
 
-The RunEngine's thread only serialises the document, checks its size and puts it
-on a bounded queue (microseconds). One background thread owns the producer
+The RunEngine's thread only serialises the document, checks its size and appends it
+to a deque (microseconds). It shares no lock with the sender: ``deque.append`` and
+``popleft`` are atomic, and the sender looks for work in ``producer.poll(1 ms)``
+instead of being woken through a condition variable, whose lock a preempted sender
+could hold while the RunEngine waits for it. One background thread owns the producer
 (confluent-kafka, acks=all, idempotence, no message timeout) and the journal:
 
 * healthy broker, empty journal → documents go straight to the producer;
-* a message undelivered for ``stall_s`` (broker down) or a full producer
-  buffer → later documents are appended to the on-disk journal instead;
+* no delivery report for ``stall_s`` while messages are in flight (broker down),
+  or a full producer buffer → later documents are appended to the on-disk journal
+  instead. A busy but working broker (a burst whose oldest message waits its turn
+  longer than ``stall_s`` while acknowledgements keep coming) is not a stall;
 * while the journal holds anything, new documents are appended behind it and
   the journal is replayed in order, one batch at a time, each batch committed
   on disk only once the broker acknowledged all of it;
@@ -17,19 +22,27 @@ Per run the order is kept: a run's messages share a key (its start uid), hence
 a partition, and both the idempotent producer and the journal keep order.
 A document larger than ``max_message_bytes`` is saved under
 ``<journal>/rejected/`` and reported by name (:class:`DocumentTooLarge`).
+
+``abort_run_on_kafka_exception`` (the NSLS-II file's key, default true): a document
+that cannot be serialised or is too large raises in the RunEngine, and a refusal by
+the broker (reported later, from the sender) raises at the next publish call, after
+that call's document is queued; so the run aborts. False: every such error is
+logged, kept in ``errors`` and passed to ``on_error``; the scan goes on. In both
+cases the document is saved, never dropped. An outage is not an error here: the
+journal holds the documents until the broker is back.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Callable
 
+from ._client_settings import producer_settings
 from ._codec import CodecError, pack
 from ._config import KafkaConfig, default_journal_dir
 from ._journal import Journal
@@ -53,20 +66,24 @@ class KafkaPublisher:
     >>> publisher = KafkaPublisher(load_config())       # doctest: +SKIP
     >>> RE.subscribe(publisher)                          # doctest: +SKIP
 
-    ``on_too_large``: ``"raise"`` (default: the RunEngine sees the error and the
-    plan fails loudly) or ``"report"`` (logged, kept in ``errors`` and passed to
-    ``on_error``; the scan goes on). Either way the document is saved, never dropped.
+    ``on_too_large``: ``"raise"`` (the RunEngine sees the error and the plan fails
+    loudly) or ``"report"`` (logged, kept in ``errors`` and passed to ``on_error``;
+    the scan goes on); by default ``"raise"`` when the configuration's
+    ``abort_run_on_kafka_exception`` is true, else ``"report"``. It governs broker
+    refusals too (see the module's docstring). Either way the document is saved.
     """
 
     def __init__(self, config: KafkaConfig | None = None, *, bootstrap: str | None = None,
                  topic: str | None = None, journal_dir: str | Path | None = None,
-                 on_too_large: str = "raise", on_error: Callable[[PublishError], None] | None = None,
+                 on_too_large: str | None = None, on_error: Callable[[PublishError], None] | None = None,
                  stall_s: float = 0.5, replay_batch: int = 2000, producer_config: dict | None = None):
         config = config or KafkaConfig()
         if bootstrap:
             config = config.replace(bootstrap=bootstrap)
         if topic:
             config = config.replace(topic=topic)
+        if on_too_large is None:
+            on_too_large = "raise" if config.abort_run_on_kafka_exception else "report"
         if on_too_large not in ("raise", "report"):
             raise ValueError("on_too_large must be 'raise' or 'report'")
         self.config = config
@@ -79,9 +96,13 @@ class KafkaPublisher:
         self.journal_dir = Path(journal_dir or config.journal_dir or default_journal_dir() / self.topic)
         self.rejected_dir = self.journal_dir / "rejected"
         self.errors: list[PublishError] = []
-        self.stats = {"published": 0, "delivered": 0, "journaled": 0, "replayed": 0, "rejected": 0}
+        # "waited": publish calls that found the queue full and waited for the sender
+        self.stats = {"published": 0, "delivered": 0, "journaled": 0, "replayed": 0, "rejected": 0, "waited": 0}
         self._keys = RunKeys()
-        self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
+        self._queue: deque = deque()
+        self._queue_size = config.queue_size
+        self._raise_next: PublishError | None = None  # a broker refusal, raised at the next call
+        self._last_delivery = 0.0  # monotonic time of the last delivery report
         self._journal = Journal(self.journal_dir)
         self._seq = itertools.count(self._journal.max_seq + 1)
         self._inflight: OrderedDict[int, tuple] = OrderedDict()  # seq → (origin, t, key, value)
@@ -93,7 +114,7 @@ class KafkaPublisher:
         self._idle = threading.Event()
         from confluent_kafka import Producer
 
-        settings = {
+        ours = {
             "bootstrap.servers": config.bootstrap,
             "acks": "all",
             "enable.idempotence": True,
@@ -104,9 +125,9 @@ class KafkaPublisher:
             "socket.connection.setup.timeout.ms": 3000,
             "reconnect.backoff.max.ms": 1000,
             "logger": logging.getLogger("tomobluesky.transport.librdkafka"),
-            **dict(config.producer_config),
-            **(producer_config or {}),
         }
+        site = {**dict(config.producer_config), **(producer_config or {})}
+        settings = producer_settings(ours, site, config.security_config, source=config.source)
         self._producer = Producer(settings)
         self._thread = threading.Thread(target=self._run, name="kafka-publisher", daemon=True)
         self._thread.start()
@@ -132,14 +153,22 @@ class KafkaPublisher:
             if self.on_too_large == "raise":
                 raise DocumentTooLarge(f"{err} (kept in {path})")
             return
-        item = (seq, key.encode() if key else None, value)
         self.stats["published"] += 1
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            log.error("the publish queue is full (%d documents): the RunEngine waits for the journal disk",
-                      self._queue.maxsize)
-            self._queue.put(item)
+        if len(self._queue) >= self._queue_size:
+            self._wait_for_room()
+        self._queue.append((seq, key.encode() if key else None, value))
+        if self._raise_next is not None and self.on_too_large == "raise":
+            err, self._raise_next = self._raise_next, None
+            raise err
+
+    def _wait_for_room(self) -> None:
+        """The only place a publish call waits: the sender has fallen ``queue_size`` documents
+        behind (the journal disk cannot keep up)."""
+        self.stats["waited"] += 1
+        log.error("the publish queue is full (%d documents): the RunEngine waits for the journal disk",
+                  self._queue_size)
+        while len(self._queue) >= self._queue_size and self._thread.is_alive():
+            time.sleep(0.001)
 
     def _report(self, err: PublishError, seq: int, key: str | None, name: str, doc_bytes: bytes | None):
         path = None
@@ -158,19 +187,24 @@ class KafkaPublisher:
         return path
 
     # ---- the sender thread -------------------------------------------------------------------
+    def _take(self, n: int = 5000) -> list:
+        items = []
+        pop = self._queue.popleft
+        try:
+            while len(items) < n:
+                items.append(pop())
+        except IndexError:
+            pass
+        return items
+
     def _run(self) -> None:
         closing = False
+        idle = False
         while True:
-            try:
-                first = self._queue.get(timeout=0.01)
-            except queue.Empty:
-                first = None
-            items = [] if first is None else [first]
-            while len(items) < 5000:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            items = self._take()
+            if not items:
+                self._producer.poll(0.001)  # the wait for work; serves delivery reports meanwhile
+                items = self._take()
             for item in items:
                 if item is _CLOSE:
                     closing = True
@@ -184,20 +218,21 @@ class KafkaPublisher:
             self._producer.poll(0)
             if not closing:
                 self._replay()
-            if not items and self._queue.empty() and not self._inflight and not self._journal.pending \
-                    and not self._carry:
-                self._idle.set()
-            else:
-                self._idle.clear()
+            now_idle = not items and not self._queue and not self._inflight and not self._journal.pending \
+                and not self._carry
+            if now_idle != idle:  # the Event's lock only when the state changes
+                idle = now_idle
+                (self._idle.set if idle else self._idle.clear)()
             if closing:
                 self._shutdown()
                 return
 
     def _stalled(self) -> bool:
+        """No delivery report for ``stall_s`` while the oldest message in flight waits."""
         if not self._inflight:
             return False
         _, t, _, _ = next(iter(self._inflight.values()))
-        return time.monotonic() - t > self.stall_s
+        return time.monotonic() - max(t, self._last_delivery) > self.stall_s
 
     def _must_journal(self) -> bool:
         return bool(self._journal.pending or self._replaying or self._carry or self._replay_last
@@ -227,6 +262,7 @@ class KafkaPublisher:
         if entry is None:
             return
         origin, _, key, value = entry
+        self._last_delivery = time.monotonic()
         if err is None:
             self.stats["delivered"] += 1
             if origin == "journal":
@@ -242,7 +278,8 @@ class KafkaPublisher:
         name = _peek_name(value)
         e = PublishError(f"the broker refused message {seq} ({name} document of run "
                          f"{key.decode() if key else '?'}): {err}")
-        self._report(e, seq, key.decode() if key else None, name, doc_bytes=value)
+        path = self._report(e, seq, key.decode() if key else None, name, doc_bytes=value)
+        self._raise_next = PublishError(f"{e} (kept in {path})")
 
     def _replay(self) -> None:
         if self._replaying:
@@ -281,12 +318,12 @@ class KafkaPublisher:
         deadline = time.monotonic() + timeout
         time.sleep(0.02)
         while time.monotonic() < deadline:
-            if self._idle.wait(0.05) and self._queue.empty() and not self._inflight and not self._journal.pending:
+            if self._idle.wait(0.05) and not self._queue and not self._inflight and not self._journal.pending:
                 return 0
         return self.pending()
 
     def pending(self) -> int:
-        return self._queue.qsize() + len(self._inflight) + self._journal.pending + len(self._carry)
+        return len(self._queue) + len(self._inflight) + self._journal.pending + len(self._carry)
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush for up to ``timeout`` s, then stop; whatever the broker has not acknowledged
@@ -295,7 +332,7 @@ class KafkaPublisher:
             return 0
         left = self.flush(timeout)
         self._closed = True
-        self._queue.put(_CLOSE)
+        self._queue.append(_CLOSE)
         self._thread.join()
         if left:
             log.warning("closing with %d documents unacknowledged; they stay in %s", left, self.journal_dir)

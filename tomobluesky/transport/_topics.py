@@ -10,7 +10,7 @@ def ensure_topics(config: KafkaConfig, partitions: int = 1, *, timeout: float = 
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": config.bootstrap})
+    admin = AdminClient(config.client_settings())
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [t for t in (config.document_topic, config.deadletter_topic) if t not in existing]
     if not wanted:

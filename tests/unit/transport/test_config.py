@@ -52,3 +52,95 @@ def test_mistakes_are_loud(tmp_path):
 def test_replace_keeps_the_rest():
     c = KafkaConfig(beamline="a").replace(bootstrap="h:1")
     assert (c.beamline, c.bootstrap) == ("a", "h:1")
+
+
+# nslsii's documented examples (its tests' configuration files), as a beamline has them
+NSLSII_ACKS_0 = """\
+---
+  abort_run_on_kafka_exception: true
+  bootstrap_servers:
+    - localhost:9092
+    - kafka1:9092
+    - kafka2:9092
+  runengine_producer_config:
+    acks: 0
+    message.timeout.ms: 3000
+    compression.codec: snappy
+"""
+
+NSLSII_SASL = """\
+---
+  abort_run_on_kafka_exception: false
+  bootstrap_servers:
+    - localhost:9092
+    - kafka2:9092
+    - kafka3:9092
+  producer_consumer_security_config:
+    security.protocol: SASL_SSL
+    sasl.mechanisms: PLAIN
+    ssl.ca.location: /etc/ssl/certs/ca-bundle.crt
+  consumer_config:
+    auto.offset.reset: latest
+  runengine_producer_config:
+    compression.codec: snappy
+    security.protocol: SASL_SSL
+    sasl.mechanisms: PLAIN
+    ssl.ca.location: /etc/ssl/certs/ca-bundle.crt
+  runengine_topics:
+    - "{endstation}.bluesky.runengine.documents"
+    - "{endstation}.bluesky.runengine.{document_name}.documents"
+"""
+
+
+def write(tmp_path, text, name="kafka.yml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_nslsii_path_variable_and_its_precedence(tmp_path):
+    nslsii = write(tmp_path, NSLSII_ACKS_0, "nslsii.yml")
+    ours = write(tmp_path, "bootstrap_servers: [ours:1]\n", "ours.yml")
+    assert load_config(env={"BLUESKY_KAFKA_CONFIG_PATH": str(nslsii)}).bootstrap == \
+        "localhost:9092,kafka1:9092,kafka2:9092"
+    both = {"BLUESKY_KAFKA_CONFIG_PATH": str(nslsii), "TOMOBLUESKY_KAFKA_CONFIG": str(ours)}
+    assert load_config(env=both).bootstrap == "ours:1"
+    assert load_config(nslsii, env={"TOMOBLUESKY_KAFKA_CONFIG": str(ours)}).source == nslsii
+    with pytest.raises(FileNotFoundError, match="gone.yml"):  # named, so it must exist (as nslsii)
+        load_config(env={"BLUESKY_KAFKA_CONFIG_PATH": str(tmp_path / "gone.yml")})
+
+
+def test_topic_is_lower_cased_and_the_files_beamline_wins_over_a_default(tmp_path):
+    nslsii = write(tmp_path, NSLSII_ACKS_0)
+    assert load_config(nslsii, env={}, default_beamline="FXI").document_topic == "fxi.bluesky.runengine.documents"
+    assert load_config(env={"TOMOBLUESKY_BEAMLINE": "ISS"}).document_topic == "iss.bluesky.runengine.documents"
+    named = write(tmp_path, NSLSII_ACKS_0 + "  beamline: TES\n", "named.yml")
+    assert load_config(named, env={}, default_beamline="tomo").document_topic == "tes.bluesky.runengine.documents"
+    # the environment still wins over the file
+    assert load_config(named, env={"TOMOBLUESKY_BEAMLINE": "hxn"}, default_beamline="tomo").beamline == "hxn"
+
+
+def test_abort_run_on_kafka_exception_is_read(tmp_path):
+    assert load_config(write(tmp_path, NSLSII_ACKS_0), env={}).abort_run_on_kafka_exception is True
+    off = write(tmp_path, NSLSII_ACKS_0.replace("exception: true", "exception: false"), "off.yml")
+    assert load_config(off, env={}).abort_run_on_kafka_exception is False
+    bad = write(tmp_path, NSLSII_ACKS_0.replace("exception: true", "exception: maybe"), "bad.yml")
+    with pytest.raises(ValueError, match="abort_run_on_kafka_exception must be true or false"):
+        load_config(bad, env={})
+
+
+def test_sasl_file_needs_credentials_and_takes_them_from_the_environment(tmp_path):
+    path = write(tmp_path, NSLSII_SASL)
+    with pytest.raises(ValueError, match=r"kafka.yml asks for SASL PLAIN but no credentials.*SASL_USERNAME"):
+        load_config(path, env={})
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    config = load_config(path, env={"TOMOBLUESKY_KAFKA_SASL_USERNAME": "tomo-bot",
+                                    "TOMOBLUESKY_KAFKA_SASL_PASSWORD_FILE": str(secret)}, default_beamline="CSX")
+    assert config.security_config == {"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN",
+                                      "ssl.ca.location": "/etc/ssl/certs/ca-bundle.crt",
+                                      "sasl.username": "tomo-bot", "sasl.password": "s3cret"}
+    assert config.document_topic == "csx.bluesky.runengine.documents"  # the first of runengine_topics
+    assert config.client_settings()["sasl.username"] == "tomo-bot"
+    assert config.consumer_config == {"auto.offset.reset": "latest"}
+    assert config.abort_run_on_kafka_exception is False
