@@ -259,6 +259,45 @@ class TiledSink:
                                        "levels": [list(s) for s in shapes]})
         return node
 
+    def steps_dir(self, scan_uid) -> Path:
+        """Where the outputs of a scan's volume steps are written: ``<volume_dir>/<scan uid>.steps``."""
+        return self._inside(self.volume_path(scan_uid).with_suffix(".steps"))
+
+    def register_outputs(self, scan_uid, outputs: dict, metadata: dict):
+        """The outputs of a scan's volume steps (:func:`tomobluesky.steps.run_volume_steps`) under
+        ``processed/<scan uid>/<step>[/<key>]``: arrays as containers of their levels, like the volume,
+        tables as Tiled tables, other values in the step's metadata."""
+        import pandas as pd
+        from tiled.utils import ensure_uri
+
+        from ..store import open_multiscale
+
+        volume = self.client[PROCESSED][scan_uid]
+        for name, store_path in sorted(outputs.get("arrays", {}).items()):
+            store_path = self._inside(store_path)
+            node = self._container_at(volume, name, metadata)
+            levels = open_multiscale(store_path)
+            for k, array in enumerate(levels):
+                _external_array(node, str(k), array, ensure_uri(str(store_path / str(k))))
+            node.update_metadata(metadata={**metadata, "status": "complete", "zarr_store": str(store_path),
+                                           "levels": [list(a.shape) for a in levels],
+                                           "multiscales": _group_attrs(store_path)["ome"]["multiscales"]})
+        for name, columns in sorted(outputs.get("tables", {}).items()):
+            parent, _, key = name.rpartition("/")
+            container = self._container_at(volume, parent, metadata) if parent else volume
+            container.write_dataframe(pd.DataFrame(columns), key=key, metadata={**metadata, "step": parent or key})
+        values = outputs.get("values") or {}
+        if values:
+            volume.update_metadata(metadata={"step_values": {k: _plain(v) for k, v in values.items()}})
+        return volume
+
+    @staticmethod
+    def _container_at(parent, name, metadata):
+        node = parent
+        for part in name.split("/"):
+            node = node[part] if part in node else node.create_container(part, metadata=metadata)
+        return node
+
     def record_failure(self, scan_uid, reason, metadata):
         processed = self.client[PROCESSED]
         if self.volume_status(scan_uid) == "complete":
@@ -278,6 +317,11 @@ class TiledSink:
     @staticmethod
     def _delete(container, key):
         container.delete_contents(key, recursive=True, external_only=False)
+
+
+def _plain(value):
+    """A value Tiled's metadata can hold (numbers from NumPy become Python numbers)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _live_request(metadata) -> dict | None:
