@@ -58,3 +58,15 @@ class TomoScanMetadata(BaseModel):
     camera: str
     rotation: str
     recon: ReconSettings | None = None
+    pipeline: list[dict] | None = Field(None, description="the processing steps of this scan, "
+                                        "[{'step': name, 'params': {...}}, ...] (docs/steps.md); None: the default")
+
+    @field_validator("pipeline")
+    @classmethod
+    def _known_steps(cls, value):
+        """Refused at the start document (and by the plan before it): unknown steps, bad parameters, wrong order."""
+        if value is not None:
+            from .steps import Pipeline
+
+            Pipeline.from_spec(value)
+        return value

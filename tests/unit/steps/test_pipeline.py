@@ -179,3 +179,17 @@ def test_builtin_steps_compute_what_the_engine_does():
     np.testing.assert_allclose(paganin.run("projections", transmission),
                                recon.paganin(transmission, pixel_size_m=1e-6, distance_m=0.1, energy_kev=20,
                                              delta_beta=100), rtol=1e-6)
+
+
+def test_a_start_document_with_a_bad_pipeline_is_refused_naming_the_entry(plugin):
+    from pydantic import ValidationError
+
+    from tomobluesky.schema import TomoScanMetadata
+
+    base = dict(scan_type="step", theta=[0.0, 90.0], num_projections=2, num_darks=1, num_flats=1,
+                detector_shape=(4, 8), camera="camera", rotation="rotation")
+    ok = TomoScanMetadata(**base, pipeline=[{"step": "reconstruct"}, {"step": "invert", "params": {"scale": 2}}])
+    assert ok.pipeline[1]["params"] == {"scale": 2}
+    assert TomoScanMetadata(**base).pipeline is None
+    with pytest.raises(ValidationError, match="pipeline entry 2: step 'invert' has no parameter 'size'"):
+        TomoScanMetadata(**base, pipeline=[{"step": "reconstruct"}, {"step": "invert", "params": {"size": 2}}])
