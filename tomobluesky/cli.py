@@ -196,12 +196,15 @@ def _cmd_ls(args, settings: Settings) -> int:
 
 
 def _add_export(sub, settings: Settings):
-    p = sub.add_parser("export", help="export a volume as TIFF, NXtomo or Data Exchange",
+    p = sub.add_parser("export", help="export a volume as TIFF, NeXus NXtomoproc or Data Exchange",
                        description="Read a volume slice by slice from Tiled and write it locally. "
-                                   "Example: tomobluesky export 1f2e... tooth.nxs --format nxtomo")
+                                   "nxtomoproc is NeXus's definition for reconstructed volumes (NXtomo is for "
+                                   "raw frames: tomobluesky.dxchange.export_nxtomo). "
+                                   "Example: tomobluesky export 1f2e... tooth.nxs --format nxtomoproc")
     p.add_argument("scan_uid", help="the scan's start uid (the volume's key in `processed`)")
-    p.add_argument("output", help="output folder (tiff) or HDF5 file (nxtomo, dxchange)")
-    p.add_argument("--format", choices=["tiff", "nxtomo", "dxchange"], default="tiff", help="default: %(default)s")
+    p.add_argument("output", help="output folder (tiff) or HDF5 file (nxtomoproc, dxchange)")
+    p.add_argument("--format", choices=["tiff", "nxtomoproc", "dxchange"], default="tiff",
+                   help="default: %(default)s")
     _add_catalog_options(p, settings)
     p.set_defaults(func=_cmd_export)
 

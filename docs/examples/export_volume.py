@@ -1,5 +1,5 @@
-"""Export a volume as a TIFF stack and as NXtomo HDF5, from Python.
-(The CLI does the same: `tomobluesky export SCAN_UID OUT --format nxtomo`.)
+"""Export a volume as a TIFF stack and as NeXus NXtomoproc HDF5, from Python.
+(The CLI does the same: `tomobluesky export SCAN_UID OUT --format nxtomoproc`.)
 
     TILED_URI=... TILED_API_KEY=$(cat DATA_DIR/keys/reader) OUT=/tmp/export [SCAN_UID=...] python docs/examples/export_volume.py
 
@@ -22,4 +22,4 @@ if "SCAN_UID" in os.environ:
 else:  # any finished volume
     scan_uid, volume = c["processed"].search(Key("status") == "complete").items().first()
 print(export_volume(volume, out / scan_uid[:8], "tiff"))
-print(export_volume(volume, out / f"{scan_uid[:8]}.nxs", "nxtomo"))
+print(export_volume(volume, out / f"{scan_uid[:8]}.nxs", "nxtomoproc"))

@@ -183,14 +183,18 @@ def test_ls_and_export_cli(tiled_server, sink, tmp_path):
     assert out.returncode == 0, out.stderr
     rows = [__import__("json").loads(line) for line in out.stdout.splitlines()]
     assert [r["scan_uid"] for r in rows] == ["scan-x"] and rows[0]["shape"] == [70, 6, 6]
-    for fmt, target in (("tiff", tmp_path / "tiffs"), ("nxtomo", tmp_path / "v.nxs"), ("dxchange", tmp_path / "v.h5")):
+    for fmt, target in (("tiff", tmp_path / "tiffs"), ("nxtomoproc", tmp_path / "v.nxs"), ("dxchange", tmp_path / "v.h5")):
         out = subprocess.run(base + ["export", "scan-x", str(target), "--format", fmt, *opts],
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "tiffs" / "slice_69.tiff"), volume[69])
     with h5py.File(tmp_path / "v.nxs") as f:
-        np.testing.assert_array_equal(f["/entry/reconstruction/data"][:], volume)
-        assert f["/entry/process/center_of_rotation"][()] == 2.5
+        assert f["/entry/definition"][()] == b"NXtomoproc" and f["/entry"].attrs["default"] == "data"
+        np.testing.assert_array_equal(f["/entry/data/data"][:], volume)
+        np.testing.assert_array_equal(f["/entry/reconstruction/results/data"][:], volume)
+        assert list(f["/entry/data"].attrs["axes"]) == ["z", "y", "x"] and len(f["/entry/data/x"]) == 6
+        assert f["/entry/reconstruction/parameters/center_of_rotation"][()] == 2.5
+        assert f["/entry/sample/name"][()] == b"bone"
     with h5py.File(tmp_path / "v.h5") as f:
         np.testing.assert_array_equal(f["/exchange/data"][2], volume[2])
     out = subprocess.run(base + ["export", "no-such-scan", str(tmp_path / "x"), *opts], capture_output=True, text=True)

@@ -40,12 +40,17 @@ def export_volume(node, path: str | Path, fmt: str = "tiff", *, progress=None) -
 
     ``node`` is ``processed/<scan uid>``; its full-resolution level "0" is
     exported, one chunk-deep slab per request, so memory stays one slab.
-    ``fmt``: ``tiff`` (a folder of one float32 TIFF per slice), ``nxtomo``
-    (NeXus NXentry with an NXdata ``reconstruction``) or ``dxchange`` (Data
-    Exchange ``/exchange/data``). ``progress(done, n)`` is called per slab.
+    ``fmt``: ``tiff`` (a folder of one float32 TIFF per slice), ``nxtomoproc``
+    (NeXus's application definition for reconstructed volumes) or ``dxchange``
+    (Data Exchange ``/exchange/data``). ``progress(done, n)`` is called per slab.
+    NXtomo is for raw scans (projections, flats, darks), not volumes: see
+    ``tomobluesky.dxchange.export_nxtomo``.
     """
     path = Path(path)
-    writers = {"tiff": _TiffStack, "nxtomo": _NXtomo, "dxchange": _DXchange}
+    writers = {"tiff": _TiffStack, "nxtomoproc": _NXtomoproc, "dxchange": _DXchange}
+    if fmt == "nxtomo":
+        raise ValueError("a volume is exported as 'nxtomoproc' (NeXus's definition for reconstructions); "
+                         "NXtomo holds a raw scan's frames: tomobluesky.dxchange.export_nxtomo writes that")
     if fmt not in writers:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(writers)}")
     level = full_resolution(node)
@@ -116,21 +121,41 @@ class _DXchange(_HDF5Export):
         return data
 
 
-class _NXtomo(_HDF5Export):
+class _NXtomoproc(_HDF5Export):
+    """NeXus NXtomoproc: ``/entry/data`` (NXdata: ``data`` with ``z``, ``y``, ``x`` in pixels) and the
+    ``reconstruction`` NXprocess. The volume also sits at ``reconstruction/results/data`` (a hard link
+    to the same dataset), where nabu writes its reconstructions and tomwer looks for them."""
+
     def _layout(self, f, shape, md):
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["default"] = "reconstruction"
+        entry = _group(f, "entry", "NXentry", default="data")
+        entry["definition"] = "NXtomoproc"
         entry["title"] = str(md.get("sample_name", ""))
         entry["experiment_identifier"] = str(md.get("scan_uid", ""))
-        rec = entry.create_group("reconstruction")
-        rec.attrs["NX_class"] = "NXdata"
-        rec.attrs["signal"] = "data"
-        data = rec.create_dataset("data", shape=shape, dtype="<f4", chunks=(1, *shape[1:]))
-        process = entry.create_group("process")
-        process.attrs["NX_class"] = "NXprocess"
+        source = _group(_group(entry, "instrument", "NXinstrument"), "source", "NXsource")
+        source["type"], source["name"], source["probe"] = "Synchrotron X-ray Source", "", "x-ray"
+        _group(entry, "sample", "NXsample")["name"] = str(md.get("sample_name", ""))
+        process = _group(entry, "reconstruction", "NXprocess")
         process["program"] = "tomobluesky"
         process["version"] = str(md.get("tomobluesky_version", ""))
-        process["center_of_rotation"] = md.get("center", np.nan)
-        process["algorithm"] = str(md.get("algorithm", ""))
+        process["date"] = str(md.get("time_finished", md.get("created", "")))
+        parameters = _group(process, "parameters", "NXparameters")
+        parameters["raw_file"] = str(md.get("scan_uid", ""))  # the raw run's key in the catalogue
+        parameters["center_of_rotation"] = md.get("center", np.nan)
+        parameters["algorithm"] = str(md.get("algorithm", ""))
+        results = _group(process, "results", "NXdata", signal="data")
+        data = results.create_dataset("data", shape=shape, dtype="<f4", chunks=(1, *shape[1:]))
+        data.attrs["units"] = "attenuation per pixel"
+        nxdata = _group(entry, "data", "NXdata", signal="data", axes=["z", "y", "x"])
+        nxdata["data"] = data  # a hard link: one dataset, two NeXus paths
+        for name, length in zip("zyx", shape):
+            nxdata[name] = np.arange(length, dtype=np.float64)
+            nxdata[name].attrs["units"] = "pixel"
         return data
+
+
+def _group(parent, name, nx_class, **attrs):
+    group = parent.create_group(name)
+    group.attrs["NX_class"] = nx_class
+    for key, value in attrs.items():
+        group.attrs[key] = value
+    return group
