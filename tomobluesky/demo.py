@@ -3,6 +3,7 @@ local Tiled catalogue, all in one process (no broker)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from .catalog import PROCESSED, SpoolingSink, TiledServer, ensure_layout, raw_ru
 from .devices import PhantomSource, ReplaySource, make_sim_beamline
 from .live import live_reconstruction_router
 from .plans import tomo_fly_scan, tomo_scan
+from .transport._inprocess import OffThread
 from .schema import ReconSettings
 from .pipeline import DEFAULT_BUDGET, peak_rss_mb, process_peak_rss_mb
 from .viz import central_slices, save_slices_png
@@ -138,6 +140,30 @@ def _summary(server, frame_source, RE, camera, scan_uid, volume, center_info, *,
     if source == "phantom":
         summary["true_center"] = frame_source.center
     return summary
+
+
+def live_off_thread(sink, settings: ReconSettings | None = None, *, on_stop=None, name: str = "live-reconstruction",
+                    **kwargs) -> OffThread:
+    """The live reconstruction router behind its own dispatcher, to subscribe to a RunEngine.
+
+    The router is told the dispatcher's backlog (``backlog=``, where it takes one), so that when it falls
+    behind it can skip ahead to the newest frames; the volume still uses every frame of the detector file.
+    ``on_stop(doc)`` is called on the dispatcher's thread just before the router sees a stop document:
+    when the stop reached the live path, not when the RunEngine emitted it. Other keyword arguments go to
+    :func:`tomobluesky.live.live_reconstruction_router`.
+    """
+    dispatcher = None
+    if "backlog" in inspect.signature(live_reconstruction_router).parameters:
+        kwargs["backlog"] = lambda: dispatcher.pending()
+    router = live_reconstruction_router(sink, settings, **kwargs)
+
+    def deliver(doc_name, doc):
+        if doc_name == "stop" and on_stop is not None:
+            on_stop(doc)
+        router(doc_name, doc)
+
+    dispatcher = OffThread(deliver, name=name)
+    return dispatcher
 
 
 WORKER_KINDS = ("catalog", "reconstruction")
@@ -273,19 +299,28 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
             rows_bar.total = total
             rows_bar.update(done - rows_bar.n)
 
-        # subscribed first, so it sees the stop document before the writers act on it
-        RE.subscribe(lambda name, doc: stops.setdefault(doc["run_start"], time.perf_counter()), "stop")
-        RE.subscribe(raw_run_writer(client, server.layout.backup))
-        # a Tiled outage never stops the scan: the raw run goes to the backup, the volume's registration to the spool
+        # the catalogue writer and the live reconstruction each work on their own thread: the RunEngine only
+        # queues documents for them, so neither slows the scan (nor does a Tiled outage: the raw run goes to the
+        # backup, the volume's registration to the spool)
+        writer = OffThread(raw_run_writer(client, server.layout.backup), name="raw-run-writer")
         sink = SpoolingSink(server.sink(), server.layout.backup)
-        RE.subscribe(live_reconstruction_router(sink, settings, on_projection=on_projection,
-                                                on_start=runs.append, on_volume_rows=on_volume_rows,
-                                                memory_budget=memory_budget or DEFAULT_BUDGET,
-                                                data_roots=[server.layout.detector]))
-        t0 = time.perf_counter()
-        scan_uid, camera = run_scan(RE, frame_source, server.layout.detector, fly=fly,
-                                    num_projections=num_projections)
-        t_done = time.perf_counter()  # every callback has handled the stop: the volume is complete
+        live = live_off_thread(sink, settings, on_projection=on_projection, on_start=runs.append,
+                               on_volume_rows=on_volume_rows, memory_budget=memory_budget or DEFAULT_BUDGET,
+                               data_roots=[server.layout.detector],
+                               on_stop=lambda doc: stops.setdefault(doc["run_start"], time.perf_counter()))
+        RE.subscribe(writer)
+        RE.subscribe(live)
+        try:
+            t0 = time.perf_counter()
+            scan_uid, camera = run_scan(RE, frame_source, server.layout.detector, fly=fly,
+                                        num_projections=num_projections)
+            t_scan = time.perf_counter()  # the RunEngine emitted the stop document
+            live.flush()
+            t_done = time.perf_counter()  # the live path has handled the stop: the volume is complete
+            writer.flush()  # the raw run is in Tiled (or its backup) before it is read back
+        finally:  # also after a stop signal: the aborted run's documents still reach the catalogue
+            live.close()
+            writer.close()
         bar.close()
         rows_bar.close()
         result = runs[-1].result if runs else None
@@ -301,11 +336,13 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
         timings = result["timings"]
         summary = _summary(server, frame_source, RE, camera, scan_uid, node["0"], result, source=source, fly=fly,
                            preview_updates=runs[-1].preview_updates, timings={
-                               "acquisition": round(stops[scan_uid] - t0, 3),
+                               "acquisition": round(t_scan - t0, 3),
                                "reconstruction": round(timings["total"], 3),
                                "registration": round(timings["register"] + t_readback, 3),
                                "stop_to_volume": round(t_done - stops[scan_uid], 3)})
         summary["raw_frames_in_tiled"] = int(raw_primary.shape[0])
+        summary["callback_queues"] = {d.name: {k: d.stats()[k] for k in ("delivered", "errors", "max_backlog")}
+                                      for d in (live, writer)}
         summary["stop_to_volume_s"] = summary["timings"]["stop_to_volume"]
         summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
         summary["peak_rss_mb_by_process"] = {"demo": summary["peak_rss_mb"],

@@ -6,7 +6,9 @@ import atexit
 import logging
 
 from tomobluesky.catalog import SpoolingSink, TiledServer, TiledSink, raw_run_writer
-from tomobluesky.live import SliceFigureSink, live_reconstruction_router
+from tomobluesky.demo import live_off_thread
+from tomobluesky.live import SliceFigureSink
+from tomobluesky.transport import OffThread
 
 log = logging.getLogger("tomobluesky.profile")
 
@@ -34,16 +36,29 @@ else:
         volume_dir = tiled_server.layout.volumes
         print(f"Tiled catalogue at {tiled_server.uri} (read-only key for analysts in "
               f"{tiled_server.layout.reader_key_file})")
-    RE.subscribe(raw_run_writer(tiled, settings.data_dir / "backup"))
+    # the catalogue writer and the live reconstruction work on their own threads: RE(...) only queues
+    # documents for them, so they never slow a scan, and RE(...) returns while they may still be busy
+    # with its end (the volume): wait_for_callbacks() waits for them
+    raw_writer = OffThread(raw_run_writer(tiled, settings.data_dir / "backup"), name="raw-run-writer")
+    RE.subscribe(raw_writer)
     # the live figure (three slices + angular coverage) updates during RE(...);
     # headless (TOMOBLUESKY_HEADLESS=1) it saves PNGs in the data dir instead
     # a Tiled outage never stops a scan: volumes are spooled beside the raw backups (`tomobluesky replay`)
     live_figure = SliceFigureSink(SpoolingSink(TiledSink(tiled, volume_dir=volume_dir), settings.data_dir / "backup"),
                                   png_dir=settings.data_dir / "live-png")
     _live_runs = []
-    live_recon = live_reconstruction_router(live_figure, settings.recon, on_start=_live_runs.append,
-                                            memory_budget=settings.memory_budget_gb * 1e9, data_roots=settings.roots)
+    live_recon = live_off_thread(live_figure, settings.recon, on_start=_live_runs.append,
+                                 memory_budget=settings.memory_budget_gb * 1e9, data_roots=settings.roots)
     RE.subscribe(live_recon)
+
+    def wait_for_callbacks(timeout: float | None = None) -> int:
+        """Wait until the live reconstruction and the catalogue writer have handled every document so far
+        (the last scan's volume is in Tiled); returns how many documents are still waiting after ``timeout``."""
+        return live_recon.flush(timeout) + raw_writer.flush(timeout)
+
+    # at exit, the last scan reaches the catalogue before the Tiled server started above stops
+    atexit.register(raw_writer.close)
+    atexit.register(live_recon.close)
 
     def live_row(row: int):
         """Move the live axial slice to detector row ``row`` during a scan

@@ -1,10 +1,11 @@
 """The IPython profile's startup files, executed in order as IPython would,
-against a real Tiled server they start themselves."""
+against a real Tiled server they start themselves. The end station is the ophyd-async one."""
 
 from pathlib import Path
 
 import matplotlib
 import pytest
+from ophyd_async.core import StandardDetector
 
 pytestmark = pytest.mark.system
 STARTUP = Path(__file__).resolve().parents[2] / "profile_collection" / "startup"
@@ -27,7 +28,10 @@ def test_profile_scans_reconstructs_and_keeps_counting(monkeypatch, tmp_path):
     ns = _start_session(monkeypatch, tmp_path)
     try:
         RE = ns["RE"]
-        uid, = RE(ns["tomo_scan"](num_projections=30, num_darks=2, num_flats=2))
+        assert isinstance(ns["camera"], StandardDetector) and ns["tomo_scan"].__name__ == "tomo_scan"
+        uid, = RE(ns["tomo_scan"]([ns["camera"]], ns["rotation"], ns["shutter"], ns["sample"], num_projections=30,
+                                  num_darks=2, num_flats=2))
+        assert ns["wait_for_callbacks"]() == 0  # the live path and the writer work off the RunEngine's thread
         volume = ns["tiled"]["processed"][uid]
         assert volume.metadata["status"] == "complete" and volume["0"].shape == (16, 128, 128)
         assert ns["tiled"]["raw"][uid]["primary"]["camera_image"].shape[0] == 30
@@ -41,7 +45,9 @@ def test_profile_scans_reconstructs_and_keeps_counting(monkeypatch, tmp_path):
     ns = _start_session(monkeypatch, tmp_path)  # a restarted IPython session
     try:
         RE = ns["RE"]
-        RE(ns["tomo_fly_scan"](num_projections=20, num_darks=1, num_flats=1, velocity=720))
+        RE(ns["tomo_fly_scan"]([ns["camera"]], ns["rotation"], ns["shutter"], ns["sample"], num_projections=20,
+                               num_darks=1, num_flats=1, velocity=720))
+        assert ns["wait_for_callbacks"]() == 0
         assert RE.md["scan_id"] == first_id + 1
     finally:
         ns["tiled_server"].stop()
