@@ -11,7 +11,8 @@ The RunEngine's call only appends the document to the queue; one worker
 thread per dispatcher hands documents to the callback in the order they were
 emitted. Nothing is dropped: when the queue is full the RunEngine waits (with
 a warning in the log) until there is room again. Documents are small (pixels
-stay in the detector's HDF5 file), so a deep queue costs little memory.
+stay in the detector's HDF5 file, an event is about a kilobyte), so the
+default 20,000 documents cost tens of MB at most.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class OffThread:
       (up to ``EXIT_TIMEOUT`` seconds each).
     """
 
-    def __init__(self, callback: Callable[[str, dict], object], *, maxsize: int = 100_000,
+    def __init__(self, callback: Callable[[str, dict], object], *, maxsize: int = 20_000,
                  name: str | None = None):
         if not callable(callback):
             raise TypeError(f"OffThread needs a callable taking (name, doc), got {type(callback).__name__}")
@@ -78,13 +79,17 @@ class OffThread:
     def _wait_for_room(self, name: str) -> None:
         """Called holding the lock with the queue full: wait, never drop."""
         self._stats["full_waits"] += 1
-        log.warning("%s: %d documents are waiting for the callback; the RunEngine waits before queueing "
-                    "the next %s document", self.name, len(self._queue), name)
+        waits = self._stats["full_waits"]
+        loud = waits == 1 or waits % 100 == 0  # a callback slower than every document must not flood the log
+        if loud:
+            log.warning("%s: %d documents are waiting for the callback; the RunEngine waits before queueing "
+                        "the next %s document (wait %d)", self.name, len(self._queue), name, waits)
         t0 = time.perf_counter()
         self._cond.notify_all()  # the producer is waiting: let observers (tests, monitors) see it
         while len(self._queue) >= self.maxsize:
             self._cond.wait()
-        log.warning("%s: queue has room again after %.2f s", self.name, time.perf_counter() - t0)
+        log.log(logging.WARNING if loud else logging.DEBUG, "%s: the queue has room again after %.2f s",
+                self.name, time.perf_counter() - t0)
 
     def _start_worker(self) -> None:
         self._worker = threading.Thread(target=self._run, name=f"offthread-{self.name}", daemon=True)
