@@ -1,40 +1,42 @@
-"""The web viewer in a real headless Chromium: a reader logs in with their
-key, live slices change during a scan, the finished volume gets a slice slider
-and shows the very pixels of the slice; a scan whose metadata is markup is
+"""The web viewer in a real headless Chromium, over a real Tiled server.
+
+A reader logs in with their key; a finished multiscale volume shows in three
+orthogonal planes, each from the pyramid level that fits the canvas, with the
+contrast window taken from the volume's histogram; zooming reaches level 0
+and a click moves the other planes. Every check reads the canvas's pixels
+back and compares them with the arrays stored in the Zarr store, rendered
+here with the documented window, not with the viewer's code. During a scan
+the page shows the live slices and the centre in use, and a request made on
+the page reaches the reconstruction's sink. A scan whose metadata is markup is
 shown as text and runs no script.
 
-What the page shows is compared, pixel by pixel, with the arrays in Tiled
-rendered here independently of the viewer's own PNG code, and with the
-phantom the camera looked at."""
+No scan runs here: the volume and the previews are written into Tiled the way
+the stop path and the live reconstruction write them (viewer_data.py)."""
 
-import io
 import json
 import shutil
 import threading
 import time
 from urllib.parse import quote
 
-import httpx
 import numpy as np
 import pytest
 import uvicorn
-from bluesky import RunEngine
-from PIL import Image
 
-from tomobluesky.catalog import TiledSink, free_port, raw_run_writer
-from tomobluesky.devices import PhantomSource, make_sim_beamline
-from tomobluesky.live import live_reconstruction_router
-from tomobluesky.plans import tomo_scan
-from tomobluesky.schema import ReconSettings
-from tomobluesky.viewer import create_app, to_png
+from tests.system.viewer_data import live_scan, raw_scan, volume_scan
+from tomobluesky.catalog import TiledSink, free_port
+from tomobluesky.viewer import create_app
 
 pytestmark = pytest.mark.system
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PX = 128  # the page's canvas size in device pixels (?px=128): small arrays, whole pixels at every zoom
+SHAPE = (48, 256, 256)  # levels (48, 256, 256), (24, 128, 128), (12, 64, 64), (6, 32, 32)
+PLANE_AXES = {"z": (1, 2), "y": (0, 2), "x": (0, 1)}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def viewer(tiled_server):
     """``viewer(**create_app_options)``: the URL of a viewer served by uvicorn on a free port."""
     servers = []
@@ -56,7 +58,7 @@ def viewer(tiled_server):
         thread.join(10)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
         pytest.fail("Chromium is not installed (Debian package 'chromium'; `make test` installs it)")
@@ -68,42 +70,9 @@ def browser():
         browser.close()
 
 
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
-
-
-def _shown_pixels(page, selector: str) -> np.ndarray:
-    """The grey values of the image the page shows, read back through a canvas at its natural size
-    (not a screenshot: no scaling, no neighbours)."""
-    rgba = page.eval_on_selector(selector, """img => {
-        const c = document.createElement("canvas");
-        c.width = img.naturalWidth; c.height = img.naturalHeight;
-        const g = c.getContext("2d");
-        g.drawImage(img, 0, 0);
-        return {w: c.width, h: c.height, data: Array.from(g.getImageData(0, 0, c.width, c.height).data)};
-    }""")
-    return np.asarray(rgba["data"], dtype=np.float32).reshape(rgba["h"], rgba["w"], 4)[..., 0]
-
-
-def _grey(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> np.ndarray:
-    """The grey levels the page should show for ``image``: its ``low``..``high`` percentiles stretched over
-    0..255 (the viewer's documented contrast), computed here, not with the viewer's code."""
-    image = np.asarray(image, dtype=np.float64)
-    lo, hi = np.percentile(image, [low, high])
-    return np.floor(np.clip((image - lo) / (hi - lo), 0, 1) * 255 + 1e-6)
-
-
-def _assert_shows(shown: np.ndarray, image: np.ndarray, what: str):
-    """``shown`` (grey levels read back from the page) is ``image`` as the viewer should draw it: same shape,
-    same orientation, every pixel within one grey level (float rounding of the percentiles)."""
-    expected = _grey(image)
-    assert shown.shape == expected.shape, f"{what}: the page shows {shown.shape}, the array is {expected.shape}"
-    worst = np.abs(shown - expected).max()
-    assert worst <= 1, f"{what}: the page's pixels differ from the array's by up to {worst:.0f} grey levels"
-
-
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+@pytest.fixture(scope="module")
+def volume(tiled_server):
+    return volume_scan(tiled_server, SHAPE, min_size=32)
 
 
 def _wait_until(page, condition: str, timeout: float = 30.0):
@@ -116,106 +85,214 @@ def _wait_until(page, condition: str, timeout: float = 30.0):
         time.sleep(0.05)
 
 
-def _in_catalogue(client, *path) -> bool:
-    try:
-        client[path]
-    except KeyError:
-        return False
-    return True
+def _canvas(page, axis: str) -> tuple[dict, np.ndarray]:
+    """What the plane's canvas says it drew (level, level-0 region, where, window), and its grey pixels."""
+    got = page.eval_on_selector(f"#plane-{axis}", """c => ({view: c.dataset.view,
+        data: Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data)})""")
+    pixels = np.asarray(got["data"], dtype=np.float64).reshape(PX, PX, 4)
+    return json.loads(got["view"]), pixels
 
 
-def test_live_slices_change_during_the_scan_then_the_volume_shows(tiled_server, viewer, browser):
-    client = tiled_server.client()
-    phantom = PhantomSource(n_slices=8, n_columns=96, noise=False)
-    camera, *others = beamline = make_sim_beamline(phantom, tiled_server.layout.detector)
-    camera.exposure_time.put(0.1)  # ~12 s of acquisition: time to watch, even on a busy machine
-    started = []
-    RE = RunEngine({}, context_managers=[])  # runs in a thread: no SIGINT handler
-    RE.subscribe(lambda name, doc: started.append(doc["uid"]) if name == "start" else None)
-    RE.subscribe(raw_run_writer(client))
-    RE.subscribe(live_reconstruction_router(TiledSink(client, volume_dir=tiled_server.layout.volumes),
-                                            ReconSettings(preview_every=5)))
-    scan = threading.Thread(target=RE, args=(tomo_scan(*beamline, num_projections=120, num_darks=2,
-                                                       num_flats=2),))
+def _draws(page, axis: str) -> int:
+    return int(page.eval_on_selector(f"#plane-{axis}", "c => Number(c.dataset.draws || 0)"))
+
+
+def _wait_drawn(page, axis: str, after: int, condition: str = "true"):
+    _wait_until(page, f"(() => {{ const c = document.getElementById('plane-{axis}');"
+                      f" if (Number(c.dataset.draws || 0) <= {after}) return false;"
+                      f" const view = JSON.parse(c.dataset.view); return {condition}; }})()")
+
+
+def _grey(image: np.ndarray, window) -> np.ndarray:
+    """The documented rendering: vmin -> 0, vmax -> 255, grey = floor(255 t), clipped."""
+    lo, hi = window
+    return np.floor(np.clip((np.asarray(image, np.float64) - lo) / (hi - lo), 0, 1) * 255)
+
+
+def _expected_level(extent: int, size: int, levels) -> int:
+    """The coarsest level at which ``extent`` level-0 pixels still span ``size`` pixels: computed here."""
+    fits = [k for k in range(len(levels)) if -(-extent // 2**k) >= size]
+    return fits[-1] if fits else 0
+
+
+def _assert_plane(page, axis: str, levels, *, region=None, scale=None):
+    """The canvas shows, pixel for pixel, the stored level it names, over the region it names; that
+    level is the one that fits, and the region covers what the view asked for."""
+    view, pixels = _canvas(page, axis)
+    shape = levels[0].shape
+    rows, cols = (shape[a] for a in PLANE_AXES[axis])
+    r0, r1, c0, c1 = region or (0, rows, 0, cols)
+    scale = scale or max(rows, cols) / PX
+    k = _expected_level(max(r1 - r0, c1 - c0), int(np.ceil(max(r1 - r0, c1 - c0) / scale)), levels)
+    assert view["level"] == k, f"{axis}: drawn from level {view['level']}, the canvas fits level {k}"
+    assert view["region"] == [r0, r1, c0, c1], f"{axis}: region {view['region']}, asked {[r0, r1, c0, c1]}"
+    index = view["index"]
+    cut = [slice(None)] * 3
+    cut["zyx".index(axis)] = index >> k
+    ra, ca = PLANE_AXES[axis]
+    cut[ra], cut[ca] = slice(r0 >> k, -(-r1 >> k)), slice(c0 >> k, -(-c1 >> k))
+    image = levels[k][tuple(cut)]
+    assert view["image"] == list(image.shape)
+    # the canvas pixel nearest each voxel's centre; a voxel cut by the canvas's edge may have none
+    n_rows, n_cols = image.shape
+    ys = np.floor(view["y"] + (np.arange(n_rows) + 0.5) * view["h"] / n_rows).astype(int)
+    xs = np.floor(view["x"] + (np.arange(n_cols) + 0.5) * view["w"] / n_cols).astype(int)
+    rows_in, cols_in = (ys >= 0) & (ys < PX), (xs >= 0) & (xs < PX)
+    assert rows_in.sum() >= n_rows - 1 and cols_in.sum() >= n_cols - 1, f"{axis}: the image is not on the canvas"
+    shown = pixels[np.ix_(ys[rows_in], xs[cols_in])]
+    assert (shown[..., 0] == shown[..., 1]).all() and (shown[..., 3] == 255).all(), f"{axis}: not an opaque grey"
+    expected = _grey(image, view["window"])[np.ix_(rows_in, cols_in)]
+    worst = np.abs(shown[..., 0] - expected).max()
+    assert worst == 0, f"{axis} = {index}: the canvas differs from level {k} of the store by up to {worst} grey levels"
+    assert expected.std() > 20, f"{axis}: a (nearly) uniform plane would prove little"
+    return view
+
+
+def _histogram_window(volume: np.ndarray, bins: int = 256) -> tuple[float, float]:
+    """The 1 % and 99.5 % points of the volume's histogram (linear within a bin), computed here."""
+    counts, edges = np.histogram(volume, bins=bins, range=(volume.min(), volume.max()))
+    cumulative = np.concatenate([[0], np.cumsum(counts)])
+    return tuple(float(np.interp(p / 100 * counts.sum(), cumulative, edges)) for p in (1, 99.5))
+
+
+def test_three_planes_zoom_and_cross_hair_show_the_stored_pixels(tiled_server, viewer, browser, volume):
+    uid, levels = volume
     url = viewer()  # protected: the reader logs in with their own key
-    scan.start()
-    try:
-        while not started or not _in_catalogue(client, "raw", started[0]):
-            time.sleep(0.05)
-        uid = started[0]
-        page = browser.new_page()
-        page.goto(f"{url}/?scan={uid}")
-        page.wait_for_selector("#login:not([hidden])", timeout=10_000)
-        page.fill("#key", "0" * 64)
-        page.click("#login button")
-        _wait_until(page, "document.getElementById('login-error').textContent.includes('refused')")
-        page.fill("#key", tiled_server.reader_key)
-        page.click("#login button")
-        page.wait_for_selector("#live:not([hidden])", timeout=30_000)
-        assert page.is_hidden("#login")
-        _wait_until(page, "document.getElementById('live-axial').complete && "
-                               "document.getElementById('live-axial').naturalWidth > 0")
-        first_status = page.text_content("#status")
-        first = _pixels(page.locator("#live-axial").screenshot())
-        time.sleep(2.0)
-        _wait_until(page, f"document.getElementById('status').textContent != {json.dumps(first_status)}")
-        # the status can change before the new image is drawn: look again until it differs (a busy
-        # machine draws late), as long as the scan still runs
-        deadline = time.monotonic() + 15
-        while True:
-            _wait_until(page, "document.getElementById('live-axial').complete")
-            second = _pixels(page.locator("#live-axial").screenshot())
-            if np.abs(first - second).mean() > 1.0 or not scan.is_alive() or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
-        assert np.abs(first - second).mean() > 1.0, "the live slice did not change during the scan"
-        scan.join(120)
-        page.wait_for_selector("#volume:not([hidden])", timeout=60_000)
-        _wait_until(page, "document.getElementById('volume-slice').complete && "
-                               "document.getElementById('volume-slice').naturalWidth > 0")
-        middle = _shown_pixels(page, "#volume-slice")
-        page.locator("#slice").fill("0")
-        _wait_until(page, "document.getElementById('volume-slice').src.includes('/volume/0.png')")
-        _wait_until(page, "document.getElementById('volume-slice').complete && "
-                               "document.getElementById('volume-slice').naturalWidth > 0")
-        top = _shown_pixels(page, "#volume-slice")
-        assert np.abs(middle - top).mean() > 1.0, "moving the slider did not change the slice"
+    page = browser.new_page()
+    page.goto(f"{url}/?px={PX}&scan={uid}")
+    page.wait_for_selector("#login:not([hidden])", timeout=10_000)
+    page.fill("#key", "0" * 64)
+    page.click("#login button")
+    _wait_until(page, "document.getElementById('login-error').textContent.includes('refused')")
+    page.fill("#key", tiled_server.reader_key)
+    page.click("#login button")
+    page.wait_for_selector("#volume:not([hidden])", timeout=30_000)
+    # the window comes from the histogram (level 0 has fewer than 4M voxels: all of it)
+    window = _histogram_window(levels[0])
+    for axis in "zyx":
+        _wait_drawn(page, axis, 0, "view.window !== null")
+    for axis in "zyx":
+        view = _assert_plane(page, axis, levels)
+        np.testing.assert_allclose(view["window"], window, rtol=1e-6)
+        assert view["index"] == SHAPE["zyx".index(axis)] // 2  # the planes start in the middle
+        assert view["level"] == 1  # 256 voxels on 128 canvas pixels
 
-        # the page shows exactly the slice the API serves, and that is the volume's slice 0 in Tiled
-        src = page.eval_on_selector("#volume-slice", "img => img.src")
-        served = _pixels(httpx.get(src, headers={"Authorization": f"Bearer {tiled_server.reader_key}"}).content)
-        volume = client["processed"][uid]["0"].read()
-        assert top.shape == served.shape == volume.shape[1:]
-        assert np.abs(top - served).max() <= 1, "the page does not show the PNG the API serves"
-        np.testing.assert_array_equal(served, _pixels(to_png(volume[0])))
-        assert top.std() > 20 and len(np.unique(top)) > 32, "the slice shown is (nearly) uniform"
-        assert f"scan {uid}" == page.text_content("#title")
-        assert "complete" in page.text_content("#status")
+    # two wheel steps in at the axial canvas's centre: 4× zoom, a 64-voxel region from level 0
+    box = page.locator("#overlay-z").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(2):
+        before = _draws(page, "z")
+        page.mouse.wheel(0, -100)
+        _wait_drawn(page, "z", before)
+    _wait_drawn(page, "z", 0, "view.level === 0")
+    zoomed = _canvas(page, "z")[0]["region"]
+    r0, r1, c0, c1 = zoomed  # 64 voxels (one more when the pointer sat between two) about the centre
+    assert r1 - r0 in (64, 65) and c1 - c0 in (64, 65) and abs(r0 + r1 - 256) <= 4 and abs(c0 + c1 - 256) <= 4
+    view = _assert_plane(page, "z", levels, region=zoomed, scale=0.5)
+    assert abs(view["w"] / (c1 - c0) - 2) < 1e-9  # every level-0 voxel is 2 × 2 canvas pixels
 
-        # the pixels, against the arrays themselves: the page first shows the middle slice, then slice 0,
-        # each the right way up and with the documented contrast
-        _assert_shows(middle, volume[len(volume) // 2], "the first volume slice shown")
-        _assert_shows(top, volume[0], "volume slice 0")
-        # and that is the phantom: the slice matches its own cut, not the middle one or a mirror image
-        truth = phantom.volume
-        assert _correlation(top, truth[0]) > 0.9
-        for wrong in (truth[len(truth) // 2], truth[0][::-1], truth[0].T):
-            assert _correlation(top, truth[0]) > _correlation(top, wrong) + 0.05
-        assert _correlation(middle, truth[len(truth) // 2]) > 0.9
+    # a click on the axial plane moves the coronal and sagittal planes to that voxel
+    before = {axis: _draws(page, axis) for axis in "yx"}
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.75)
+    row = view["region"][0] + (0.75 * PX - view["y"]) / 2  # the voxel under the pointer at 2 pixels per voxel
+    col = view["region"][2] + (0.25 * PX - view["x"]) / 2
+    _wait_drawn(page, "y", before["y"], f"Math.abs(view.index - {row}) <= 1")
+    _wait_drawn(page, "x", before["x"], f"Math.abs(view.index - {col}) <= 1")
+    for axis, other in (("y", "x"), ("x", "y")):
+        shown = _assert_plane(page, axis, levels)
+        assert page.input_value(f"#index-{axis}") == str(shown["index"])
 
-        # opened again after the scan, the page shows the final live slices: each the one it is named for
-        page.reload()
-        page.wait_for_selector("#volume:not([hidden])", timeout=60_000)
-        names = ("axial", "vertical_x", "vertical_y")
-        _wait_until(page, " && ".join(f"document.getElementById('live-{name}').complete && "
-                                      f"document.getElementById('live-{name}').naturalWidth > 0" for name in names))
-        for name in names:
-            _assert_shows(_shown_pixels(page, f"#live-{name}"), client["live"][uid][name].read(),
-                          f"the live {name} slice")
-        # the live axial slice is the middle detector row, and after 180 degrees it is the phantom's cut there
-        assert _correlation(_shown_pixels(page, "#live-axial"), truth[len(truth) // 2]) > 0.9
-    finally:
-        scan.join(120)
+    # a window typed in by hand is used as given
+    before = _draws(page, "x")
+    page.fill("#vmin", "-1")
+    page.fill("#vmax", "2.5")
+    page.press("#vmax", "Enter")
+    _wait_drawn(page, "x", before, "view.window[0] === -1 && view.window[1] === 2.5")
+    _assert_plane(page, "x", levels)
+
+
+def test_line_profile_drawn_on_a_plane_reads_the_stored_values(tiled_server, viewer, browser, volume):
+    uid, levels = volume
+    page = browser.new_page()
+    page.goto(f"{viewer(public=True, api_key=tiled_server.reader_key)}/?px={PX}&scan={uid}")
+    page.wait_for_selector("#volume:not([hidden])", timeout=30_000)
+    _wait_drawn(page, "z", 0)
+    page.check("input[name=mode][value=profile]")
+    box = page.locator("#overlay-z").bounding_box()
+    at = lambda fx, fy: (box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)  # noqa: E731
+    page.mouse.move(*at(0.1, 0.2))
+    page.mouse.down()
+    page.mouse.move(*at(0.5, 0.6), steps=4)
+    page.mouse.move(*at(0.9, 0.2), steps=4)
+    page.mouse.up()
+    _wait_until(page, "document.getElementById('profile').dataset.profile")
+    profile = json.loads(page.eval_on_selector("#profile", "c => c.dataset.profile"))
+    # the line spans ~0.8 of a canvas showing the level-1 plane: it is read from level 1
+    assert profile["level"] == 1 and profile["index"] == SHAPE[0] // 2 >> 1
+    points = np.asarray(profile["points"])
+    np.testing.assert_array_equal(profile["values"], levels[1][profile["index"]][points[:, 0], points[:, 1]])
+    # the samples run from the start to the end of the line drawn (rows 0.2 -> 0.2 of the plane, columns 0.1 -> 0.9)
+    assert np.abs(points[0] - [0.2 * 128, 0.1 * 128]).max() <= 1.5
+    assert np.abs(points[-1] - [0.2 * 128, 0.9 * 128]).max() <= 1.5
+    assert len(points) >= 0.75 * 128 and np.abs(np.diff(points, axis=0)).max() <= 1
+    assert f"{len(points)} values from level 1" in page.text_content("#profile-text")
+
+
+def _live_pixels(page, name: str) -> np.ndarray:
+    rgba = page.eval_on_selector(f"#live-{name}", """img => {
+        const c = document.createElement("canvas");
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext("2d");
+        g.drawImage(img, 0, 0);
+        return {w: c.width, h: c.height, data: Array.from(g.getImageData(0, 0, c.width, c.height).data)};
+    }""")
+    return np.asarray(rgba["data"], dtype=np.float64).reshape(rgba["h"], rgba["w"], 4)[..., 0]
+
+
+def _percentile_grey(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> np.ndarray:
+    lo, hi = np.percentile(np.asarray(image, np.float64), [low, high])
+    return _grey(image, (lo, hi))
+
+
+def test_live_slices_centre_and_steering_from_the_page(tiled_server, viewer, browser):
+    uid, slices = live_scan(tiled_server, rows=12, columns=20, metadata={"center": 9.25, "center_source": "plan"})
+    page = browser.new_page()
+    page.goto(f"{viewer(public=True, api_key=tiled_server.reader_key, control_key=tiled_server.writer_key)}"
+              f"/?scan={uid}")
+    page.wait_for_selector("#live:not([hidden])", timeout=30_000)
+    loaded = " && ".join(f"document.getElementById('live-{n}').complete && "
+                         f"document.getElementById('live-{n}').naturalWidth > 0" for n in slices)
+    _wait_until(page, loaded)
+    for name, image in slices.items():
+        assert np.abs(_live_pixels(page, name) - _percentile_grey(image)).max() <= 1, name
+    assert page.text_content("#live-center") == "9.25 (plan)"
+    assert "10 projections" in page.text_content("#status")
+
+    # the reconstruction writes a newer preview: the page follows it
+    sink = TiledSink(tiled_server.client())
+    newer = {name: np.ascontiguousarray(image[::-1]) for name, image in slices.items()}
+    sink.write_preview(uid, newer, {"projections": 30, "center": 11.5, "center_source": "opposite projections",
+                                    "row": 3, "binning": 1})
+    _wait_until(page, "document.getElementById('live-center').textContent === '11.50 (opposite projections)'")
+    _wait_until(page, loaded + " && document.getElementById('live-axial').src.includes('t=')")
+    deadline = time.monotonic() + 15
+    while np.abs(_live_pixels(page, "axial") - _percentile_grey(newer["axial"])).max() > 1:
+        assert time.monotonic() < deadline, "the page still shows the old live axial slice"
+        time.sleep(0.1)
+
+    # a request the viewer refuses says why on the page, and reaches nobody
+    assert sink.live_request(uid) is None
+    page.fill("#live-row", "12")  # the detector has rows 0..11
+    page.click("#live-apply")
+    _wait_until(page, "document.getElementById('control-status').textContent.includes('0 to 11')")
+    assert sink.live_request(uid) is None
+    # a good one reaches the sink, once
+    page.fill("#live-row", "4")
+    page.fill("#live-center-input", "10.5")
+    page.click("#live-apply")
+    _wait_until(page, "document.getElementById('control-status').textContent.includes('requested row 4')")
+    assert sink.live_request(uid) == {"row": 4, "center": 10.5}
+    assert sink.live_request(uid) is None
 
 
 PAYLOAD = ('<img src=x onerror="window.__pwned=1;document.title=\'pwned\'">'
@@ -223,19 +300,13 @@ PAYLOAD = ('<img src=x onerror="window.__pwned=1;document.title=\'pwned\'">'
 
 
 def test_markup_in_scan_metadata_is_shown_as_text_and_runs_nothing(tiled_server, viewer, browser):
-    client = tiled_server.client()
-    RE = RunEngine({})
-    RE.subscribe(raw_run_writer(client))
-    RE.subscribe(live_reconstruction_router(TiledSink(client, volume_dir=tiled_server.layout.volumes),
-                                            ReconSettings(preview_every=2)))
-    uid, = RE(tomo_scan(*make_sim_beamline(PhantomSource(n_slices=2, n_columns=16, noise=False),
-                                           tiled_server.layout.detector),
-                        num_projections=4, num_darks=1, num_flats=1, md={"sample_name": PAYLOAD}))
+    uid, _ = volume_scan(tiled_server, (4, 16, 16), min_size=16, sample=PAYLOAD)
+    raw_scan(tiled_server, uid, PAYLOAD)
     url = viewer(public=True, api_key=tiled_server.reader_key)
     page = browser.new_page()
     console = []
     page.on("console", lambda message: console.append(message.text))
-    page.goto(f"{url}/?scan={quote(PAYLOAD)}")  # markup in the address too
+    page.goto(f"{url}/?px={PX}&scan={quote(PAYLOAD)}")  # markup in the address too
     _wait_until(page, f"document.getElementById('scans').textContent.includes({json.dumps(PAYLOAD)})")
     row = page.locator("#scans div", has_text=PAYLOAD)
     assert row.count() == 1
@@ -244,9 +315,8 @@ def test_markup_in_scan_metadata_is_shown_as_text_and_runs_nothing(tiled_server,
     _wait_until(page, "document.getElementById('status').textContent.includes('nothing to show')")
     row.click()  # the scan itself: its volume, fetched with the uid in the URL
     page.wait_for_selector("#volume:not([hidden])", timeout=30_000)
-    _wait_until(page, "document.getElementById('volume-slice').complete && "
-                           "document.getElementById('volume-slice').naturalWidth > 0")
-    assert _shown_pixels(page, "#volume-slice").shape == (16, 16)
+    _wait_drawn(page, "z", 0)
+    assert _canvas(page, "z")[0]["image"] == [16, 16]
     # and the policy would stop a script that did get into the page
     page.evaluate("""() => { const s = document.createElement("script");
                              s.textContent = "window.__csp_failed = 1"; document.body.append(s); }""")

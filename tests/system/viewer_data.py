@@ -5,17 +5,19 @@ tests are fast; what the viewer reads is the same catalogue layout a scan leaves
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import numpy as np
 
-from tomobluesky.catalog import TiledSink
+from tomobluesky.catalog import TiledSink, ensure_layout
 from tomobluesky.store import MultiscaleWriter, open_multiscale
 
 
-def volume_scan(server, shape, *, min_size: int, seed: int = 0, sample: str = "test volume") -> tuple[str, list]:
+def volume_scan(server, shape, *, min_size: int, seed: int = 0, sample: str = "test volume",
+                uid: str | None = None) -> tuple[str, list]:
     """A complete volume of ``shape`` with levels down to ``min_size``; returns (uid, levels as NumPy)."""
-    uid = str(uuid.uuid4())
+    uid = uid or str(uuid.uuid4())
     rng = np.random.default_rng(seed)
     z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
     # smooth structure (so planes and profiles differ in a way a mix-up of axes shows) plus noise
@@ -40,3 +42,9 @@ def live_scan(server, *, rows: int = 12, columns: int = 20, binning: int = 1, me
           "center": (columns - 1) / 2, "center_source": "detector middle", "lag_s": 0.01, **(metadata or {})}
     TiledSink(server.client()).write_preview(uid, slices, md)
     return uid, slices
+
+
+def raw_scan(server, uid: str, sample: str) -> None:
+    """The raw run's node as the scan list reads it: a container with the start document."""
+    start = {"uid": uid, "scan_id": 7, "sample_name": sample, "time": time.time(), "plan_name": "tomo_scan"}
+    ensure_layout(server.client())["raw"].create_container(uid, metadata={"start": start})
