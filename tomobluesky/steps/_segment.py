@@ -40,18 +40,27 @@ def _smoothed(volume, z0, z1, sigma):
     return ndimage.gaussian_filter(block, sigma, mode="nearest", truncate=4.0)[z0 - a:z0 - a + (z1 - z0)]
 
 
+def _sample_slabs(depth: int, height: int, plane: int, budget: int = 2 ** 25):
+    """Evenly spaced slabs holding about ``budget`` voxels (all of them for a small volume): the threshold
+    comes from their histogram, an estimate whose error is far below a bin for volumes of millions of voxels."""
+    slabs = list(_slabs(depth, height))
+    stride = max(1, math.ceil(len(slabs) * height * plane / budget))
+    return slabs[::stride]
+
+
 def _threshold(volume, height, sigma, method, classes, level):
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
-    low, high = np.inf, -np.inf
-    for z0, z1 in _slabs(volume.shape[0], height):
-        block = np.asarray(volume[z0:z1])
-        low, high = min(low, float(block.min())), max(high, float(block.max()))
+    # the sampled slabs, smoothed, stay in memory (at most the budget: 128 MB) for the range, then the histogram
+    smoothed = [_smoothed(volume, z0, z1, sigma)
+                for z0, z1 in _sample_slabs(volume.shape[0], height, volume.shape[1] * volume.shape[2])]
+    low = min(float(block.min()) for block in smoothed)
+    high = max(float(block.max()) for block in smoothed)
     if not (np.isfinite(low) and np.isfinite(high)) or high <= low:
         raise ValueError(f"the volume holds no contrast to threshold (values {low}..{high})")
     counts = np.zeros(BINS, dtype=np.int64)
-    for z0, z1 in _slabs(volume.shape[0], height):
-        counts += np.histogram(_smoothed(volume, z0, z1, sigma), bins=BINS, range=(low, high))[0]
+    for block in smoothed:
+        counts += np.histogram(block, bins=BINS, range=(low, high))[0]
     centres = low + (np.arange(BINS) + 0.5) * (high - low) / BINS
     if method == "otsu":
         return float(threshold_otsu(hist=(counts, centres)))
@@ -62,24 +71,35 @@ def _threshold(volume, height, sigma, method, classes, level):
 
 
 class _Objects:
-    """Per provisional label: voxel count, bounding box, centroid sums."""
+    """Per provisional label: voxel count, bounding box, centroid sums (bincounts: no sort of the slab)."""
 
     def __init__(self):
         self.parts = []
 
-    def add(self, labels, z0):
+    def add(self, local, count, offset, z0):
+        """``local``: one slab's labels 0..count as scikit-image numbered them; provisional = local + offset."""
         from scipy import ndimage
 
-        found = np.unique(labels)
-        found = found[found > 0]
+        if not count:
+            return
+        depth, rows, columns = local.shape
+        ys = np.broadcast_to(np.arange(rows, dtype=np.float64)[:, None], (rows, columns)).ravel()
+        xs = np.broadcast_to(np.arange(columns, dtype=np.float64)[None, :], (rows, columns)).ravel()
+        voxels, sums = np.zeros(count + 1, dtype=np.int64), np.zeros((count + 1, 3))
+        for i in range(depth):  # one plane at a time keeps the weights small
+            flat = local[i].ravel()
+            plane = np.bincount(flat, minlength=count + 1)
+            voxels += plane
+            sums[:, 0] += plane * (z0 + i)
+            sums[:, 1] += np.bincount(flat, weights=ys, minlength=count + 1)
+            sums[:, 2] += np.bincount(flat, weights=xs, minlength=count + 1)
+        boxes = ndimage.find_objects(local, max_label=count)
+        found = np.array([i + 1 for i, box in enumerate(boxes) if box is not None])
         if not len(found):
             return
-        counts = ndimage.sum_labels(np.ones_like(labels, dtype=np.int64), labels, found)
-        coms = np.asarray(ndimage.center_of_mass(np.ones_like(labels, dtype=np.uint8), labels, found)).reshape(-1, 3)
-        boxes = ndimage.find_objects(labels)
-        lo = np.array([[s.start for s in boxes[i - 1]] for i in found]) + (z0, 0, 0)
-        hi = np.array([[s.stop for s in boxes[i - 1]] for i in found]) + (z0, 0, 0)
-        self.parts.append((found, counts, (coms + (z0, 0, 0)) * counts[:, None], lo, hi))
+        lo = np.array([[b.start for b in boxes[i - 1]] for i in found]) + (z0, 0, 0)
+        hi = np.array([[b.stop for b in boxes[i - 1]] for i in found]) + (z0, 0, 0)
+        self.parts.append((found + offset, voxels[found], sums[found], lo, hi))
 
     def table(self, mapping, count, voxel_volume_um3):
         voxels = np.zeros(count + 1, dtype=np.int64)
@@ -127,17 +147,21 @@ def segment(volume, *, sigma: float = 1.0, method: str = "otsu", classes: int = 
     threshold = _threshold(volume, height, sigma, method, classes, level)
     workdir = Path(workdir) if workdir is not None else None
     store = zarr.create_array(store=str(workdir / "provisional.zarr") if workdir else zarr.storage.MemoryStore(),
-                              shape=volume.shape, chunks=(height, *volume.shape[1:]), dtype="uint64",
+                              shape=volume.shape, chunks=(height, *volume.shape[1:]), dtype="uint32",
                               fill_value=0, overwrite=True)
     objects, pairs, offset, previous = _Objects(), [], 0, None
     for z0, z1 in _slabs(volume.shape[0], height):
-        labels = label_slab(_smoothed(volume, z0, z1, sigma) > threshold, connectivity=1).astype(np.uint64)
-        labels[labels > 0] += offset
-        offset = max(offset, int(labels.max()))
+        local, count = label_slab(_smoothed(volume, z0, z1, sigma) > threshold, connectivity=1, return_num=True)
+        if offset + count >= 2 ** 32:
+            raise ValueError(f"more than {2 ** 32 - 1} provisional objects by slice {z1}: raise sigma or the "
+                             "threshold (is the volume mostly noise?)")
+        objects.add(local, count, offset, z0)
+        labels = np.where(local > 0, local + offset, 0).astype(np.uint32)
+        del local
+        offset += count
         if previous is not None:  # objects touching across the border (6-connectivity: the same pixel)
             touching = (previous > 0) & (labels[0] > 0)
             pairs.append(np.stack([previous[touching], labels[0][touching]]))
-        objects.add(labels, z0)
         store[z0:z1] = labels
         previous = labels[-1]
     edges = np.concatenate(pairs, axis=1) if pairs else np.zeros((2, 0), dtype=np.uint64)
