@@ -62,6 +62,7 @@ def _start_metadata(plan_name, scan_type, detectors, rotation, angles, num_darks
         camera=camera.name,
         rotation=rotation.name,
         recon=ReconSettings(**recon) if isinstance(recon, dict) else recon,
+        pipeline=(md or {}).get("pipeline"),  # checked against the installed steps before anything moves
     ).model_dump(mode="json", exclude_none=True)
     meta.update(
         plan_name=plan_name,

@@ -55,8 +55,12 @@ def test_step_scan_emits_dark_flat_primary_streams(RE, documents, beamline):
 
 
 def test_start_document_carries_what_reconstruction_needs(RE, documents, beamline):
-    RE(tomo_scan(*beamline, num_projections=12, md={"sample_name": "molar", "proposal": "p1"}))
+    pipeline = [{"step": "normalize"}, {"step": "minus_log"}, {"step": "reconstruct"},
+                {"step": "segment", "params": {"sigma": 1.5}}]
+    RE(tomo_scan(*beamline, num_projections=12, md={"sample_name": "molar", "proposal": "p1",
+                                                    "pipeline": pipeline}))
     start = documents[0][1]
+    assert start["pipeline"] == pipeline
     assert start["theta"] == pytest.approx(list(np.linspace(0, 180, 12, endpoint=False)))
     assert start["theta_units"] == "deg"
     assert start["detector_shape"] == [2, 640]
@@ -124,6 +128,8 @@ def test_fly_scan_records_angles_in_the_detector_file(RE, documents, beamline):
     ({"recon": {"algorithm": "bogus"}}, "unknown algorithm 'bogus'"),
     ({"recon": {"center": float("nan")}}, "(?s)center.*finite number"),
     ({"recon": {"center": float("inf")}}, "(?s)center.*finite number"),
+    ({"md": {"pipeline": [{"step": "reconstruct"}, {"step": "segmnt"}]}}, "pipeline entry 2: unknown step 'segmnt'"),
+    ({"md": {"pipeline": [{"step": "segment"}]}}, "exactly one step that turns sinograms into a volume"),
 ])
 @pytest.mark.parametrize("plan", [tomo_scan, tomo_fly_scan])
 @pytest.mark.timeout(60)  # without the bound, 2,000,000 projections would run, not fail
