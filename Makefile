@@ -22,6 +22,8 @@ install-test: $(VENV)/bin/activate
 	@if $(PY) -c "import tomobluesky.services.kafka" 2>/dev/null; then $(PY) -m tomobluesky.cli_kafka fetch; fi
 	@# the viewer's browser test drives Debian's Chromium
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; the browser test will fail"
+	@# the queueserver test (tests/system/test_queueserver.py) starts Debian's redis-server
+	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || echo "warning: could not install redis-server; the queueserver test will fail"
 	@# `tomobluesky stack` runs Debian's PostgreSQL server (tests/system/test_stack.py)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || echo "warning: could not install postgresql; the stack test will fail"
 
