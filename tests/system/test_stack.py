@@ -196,7 +196,9 @@ def test_analyst_find_and_slice_on_postgres(stack, published_scan):
 
 def test_analyst_databroker_on_postgres(stack, published_scan):
     out = _example("databroker_v2.py", stack)
-    assert "tomo_step_scan" in out and "flats: (1, 4, 32)" in out
+    uid, _ = published_scan
+    assert f"latest run: {uid} tomo_scan sample stack-bone" in out
+    assert "flats: (1, 4, 32)" in out and "step scans: 1" in out
 
 
 def test_reader_key_cannot_write(stack, published_scan):

@@ -248,9 +248,12 @@ class Stack:
         return keys
 
     def _start_in_order(self, programs: list[Program], ports: Ports, keys: dict, deadline: float) -> None:
+        # Each service starts as soon as what it needs at start-up answers, so their (CPU-bound)
+        # start-ups overlap: the Dask worker retries its scheduler and the viewer asks Tiled per
+        # request; the workers need Kafka to start, and Tiled only at their first document.
         names = [p.name for p in programs]
         sup = self.supervisor
-        for first in ("postgres", "kafka", "dask-scheduler"):  # these need nothing: start them together
+        for first in ("postgres", "kafka", "dask-scheduler", "dask-worker", "viewer"):
             if first in names:
                 sup.start_group(first)
         self._wait("postgres", self.postgres.is_ready, deadline)
@@ -261,14 +264,11 @@ class Stack:
 
         self._wait("kafka", lambda: broker_is_ready(f"127.0.0.1:{ports.kafka}", 1.0), deadline)
         self._ensure_topics(ports)
-        for later in ("dask-worker", "viewer"):
-            if later in names:
-                sup.start_group(later)
-        self._wait("tiled", lambda: tiled_ready(ports.tiled)[0], deadline)
-        self._ensure_catalog_layout(ports, keys["writer"])
         for worker in ("catalog", "reconstruction"):
             if worker in names:
                 sup.start_group(worker)
+        self._wait("tiled", lambda: tiled_ready(ports.tiled)[0], deadline)
+        self._ensure_catalog_layout(ports, keys["writer"])  # before `up` returns, so before any document
         self._wait("every service", lambda: all(h.healthy for h in self.status()), deadline)
 
     def _wait(self, what: str, ready, deadline: float) -> None:
