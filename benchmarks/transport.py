@@ -21,6 +21,7 @@ are msgpack-numpy, which it reads too.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -86,6 +87,47 @@ def theirs(bootstrap: str, topic: str, journal: str):
     return pub, lambda: pub.flush()
 
 
+class CallTimer:
+    """Times each publish call three ways, to tell where a slow call went: wall time; this
+    thread's CPU time (the call's own work); and garbage collection inside the call. A slow call
+    with little CPU and no collection was runnable but not running: it waited for the GIL
+    (another thread of this process) or for a core (the machine's load)."""
+
+    def __init__(self, n: int):
+        self.wall, self.cpu, self.gc = np.empty(n), np.empty(n), np.empty(n)
+        self._gc_total = 0.0
+        self._gc_start = None
+
+    def _on_gc(self, phase, info):
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        elif self._gc_start is not None:
+            self._gc_total += time.perf_counter() - self._gc_start
+
+    def __enter__(self):
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._on_gc)
+
+    def call(self, i, publish, name, doc):
+        g0, c0, t0 = self._gc_total, time.thread_time(), time.perf_counter()
+        publish(name, doc)
+        self.wall[i] = time.perf_counter() - t0
+        self.cpu[i] = time.thread_time() - c0
+        self.gc[i] = self._gc_total - g0
+
+    def summary(self) -> dict:
+        out = percentiles(self.wall)
+        slow = self.wall > 0.010
+        out["over_10ms_own_cpu"] = int((slow & (self.cpu > 0.010)).sum())
+        out["over_10ms_in_gc"] = int((slow & (self.gc > 0.005)).sum())
+        out["over_10ms_waiting"] = int((slow & (self.cpu <= 0.010) & (self.gc <= 0.005)).sum())
+        out["max_own_cpu_ms"] = float(self.cpu.max() * 1e3)
+        return out
+
+
 def percentiles(values_s) -> dict:
     a = np.asarray(values_s) * 1e3
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
@@ -106,17 +148,16 @@ def run_case(make, bootstrap, docs, rate: float | None, ctx) -> dict:
     pub, finish = make(bootstrap, topic, tempfile.mkdtemp(prefix="journal-"))
     stats = getattr(pub, "stats", None)
     time.sleep(1.0)  # let the producer connect (and get its idempotent producer id)
-    emit_ns, call_s = {}, np.empty(len(docs))
+    emit_ns, timer = {}, CallTimer(len(docs))
     t_start = time.monotonic()
-    for i, (name, doc) in enumerate(docs):
-        if rate:
-            wait = t_start + i / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-        t0 = time.perf_counter()
-        emit_ns[doc_id(name, doc)] = time.monotonic_ns()
-        pub(name, doc)
-        call_s[i] = time.perf_counter() - t0
+    with timer:
+        for i, (name, doc) in enumerate(docs):
+            if rate:
+                wait = t_start + i / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            emit_ns[doc_id(name, doc)] = time.monotonic_ns()
+            timer.call(i, pub, name, doc)
     finish()
     received = out.get(timeout=600)
     proc.join(30)
@@ -128,7 +169,8 @@ def run_case(make, bootstrap, docs, rate: float | None, ctx) -> dict:
     print("slow (>50 ms) at indices", slow[:3], "...", slow[-3:], len(slow), "publisher stats", stats, file=sys.stderr)
     return {"documents": len(docs), "received": len(received),
             "docs_per_s": len(received) / ((last - first) / 1e9) if received else 0.0,
-            "latency": percentiles(lat) if lat.size else None, "publish_call": percentiles(call_s)}
+            "latency": percentiles(lat) if lat.size else None, "publish_call": timer.summary(),
+            "publisher_stats": dict(stats) if stats else None}
 
 
 def run_down(make, broker, docs) -> dict:
@@ -141,19 +183,18 @@ def run_down(make, broker, docs) -> dict:
     pub(*docs[0])  # connected before the outage
     time.sleep(1.0)
     broker.stop()
-    call_s = np.empty(len(docs) - 1)
+    timer = CallTimer(len(docs) - 1)
     try:
-        for i, (name, doc) in enumerate(docs[1:]):
-            t0 = time.perf_counter()
-            pub(name, doc)
-            call_s[i] = time.perf_counter() - t0
-            if i % 100 == 0:
-                time.sleep(0.01)  # a RunEngine does other work between documents
+        with timer:
+            for i, (name, doc) in enumerate(docs[1:]):
+                timer.call(i, pub, name, doc)
+                if i % 100 == 0:
+                    time.sleep(0.01)  # a RunEngine does other work between documents
     finally:
         broker.start()
     t = time.monotonic()
     finish()
-    return {"documents": len(docs), "publish_call": percentiles(call_s),
+    return {"documents": len(docs), "publish_call": timer.summary(),
             "drain_after_restart_s": time.monotonic() - t}
 
 
@@ -185,7 +226,8 @@ def main(argv=None) -> int:
     t = time.monotonic()
     docs = record_documents(args.docs)
     print(f"recorded {len(docs)} RunEngine documents in {time.monotonic() - t:.1f} s", file=sys.stderr)
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "cases": {}}
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                           "load_average_at_start": os.getloadavg()}, "cases": {}}
     with KafkaBroker() as broker:
         results["machine"]["kafka"] = broker.version
         for label, make in publishers.items():
@@ -196,7 +238,11 @@ def main(argv=None) -> int:
             print(label, "paced", json.dumps(r["paced"]), file=sys.stderr)
             r["broker_down"] = run_down(make, broker, docs[: args.down_docs])
             print(label, "down", json.dumps(r["broker_down"]), file=sys.stderr)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     print(table(results, args))
+    print("load average (1, 5, 15 min) at start {} and end {}".format(
+        *(" / ".join(f"{v:.1f}" for v in results["machine"][k]) for k in ("load_average_at_start",
+                                                                         "load_average_at_end"))))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
@@ -221,6 +267,10 @@ def table(results, args) -> str:
         **r["burst"]["publish_call"]))
     row(f"paced {args.rate:.0f}/s: latency p50 / p99 / max (ms)",
         lambda r: "{p50_ms:.1f} / {p99_ms:.1f} / {max_ms:.1f}".format(**r["paced"]["latency"]))
+    row("burst: calls over 10 ms (own CPU / in GC / waiting for GIL or core)",
+        lambda r: "{over_10ms} ({over_10ms_own_cpu} / {over_10ms_in_gc} / {over_10ms_waiting})".format(
+            **r["burst"]["publish_call"]))
+    row("burst: most CPU one call used (ms)", lambda r: "{max_own_cpu_ms:.2f}".format(**r["burst"]["publish_call"]))
     row("paced: publish call p50 / p99 / max (ms)", lambda r: "{p50_ms:.3f} / {p99_ms:.3f} / {max_ms:.2f}".format(
         **r["paced"]["publish_call"]))
     row(f"broker down: publish call p50 / p99 / max (ms), {args.down_docs} docs",

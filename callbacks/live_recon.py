@@ -66,13 +66,14 @@ def main(argv=None) -> int:
         return 2
     client = from_uri(args.tiled_uri, api_key=key)
     if args.kafka:
-        from tomobluesky.transport import KafkaConfig
+        from tomobluesky.transport import KafkaConfig, WorkerPolicy
         from tomobluesky.workers import run_reconstruction_worker
 
         config = KafkaConfig(bootstrap=args.kafka, beamline=args.beamline)
         run_reconstruction_worker(config, client, settings=settings.recon, volume_dir=settings.volumes,
                                   memory_budget=settings.memory_budget_gb * 1e9,
-                                  until_idle=30.0 if args.until_idle else None, on_error="deadletter")
+                                  policy=WorkerPolicy(until_idle=30.0 if args.until_idle else None,
+                                                      on_error="deadletter"))
         return 0
     router = live_reconstruction_router(TiledSink(client, volume_dir=settings.volumes), settings.recon,
                                         memory_budget=settings.memory_budget_gb * 1e9)

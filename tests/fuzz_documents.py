@@ -38,7 +38,8 @@ from hypothesis import strategies as st
 
 from tomobluesky._errors import is_transient
 from tomobluesky.transport._codec import CodecError, pack
-from tomobluesky.transport._consumer import DOCUMENT_NAMES, Malformed, decode_document, no_stop_document
+from tomobluesky.transport._consumer import no_stop_document
+from tomobluesky.transport._decode import DOCUMENT_NAMES, Malformed, decode_document
 from tomobluesky.transport._keys import RunKeys
 
 DATASETS = ("/exchange/data", "/exchange/data_white", "/exchange/data_dark", "/exchange/theta")

@@ -88,28 +88,30 @@ def catalog_router(client, backup_directory=None, *, data_roots=None) -> RunRout
 
 def run_reconstruction_worker(config, client, *, settings: ReconSettings | None = None, group_id: str = RECON_GROUP,
                               volume_dir=None, memory_budget: float = DEFAULT_BUDGET, data_roots=None,
-                              **run_worker_kwargs):
+                              policy=None, stop=None):
     """Reconstruct every tomography run of the document topic into Tiled. After a Tiled outage the
-    worker re-reads the unfinished runs into a fresh router (``reset``)."""
+    worker re-reads the unfinished runs into a fresh router (``reset``). ``policy``: a
+    :class:`tomobluesky.transport.WorkerPolicy`; ``stop``: a threading.Event that ends the loop."""
     from .transport import run_worker
 
     def router():
         return _Lazy(lambda: reconstruction_router(client, settings, live_config=config, volume_dir=volume_dir,
                                                    memory_budget=memory_budget, data_roots=data_roots))
 
-    return run_worker(config, router(), group_id=group_id, reset=router, **run_worker_kwargs)
+    return run_worker(config, router(), group_id=group_id, reset=router, policy=policy, stop=stop)
 
 
 def run_catalog_worker(config, client, *, group_id: str = CATALOG_GROUP, backup_directory=None, data_roots=None,
-                       **run_worker_kwargs):
+                       policy=None, stop=None):
     """Write every run of the document topic into ``raw``; after a Tiled outage the unfinished runs
-    are re-read (a partial run in Tiled is replaced)."""
+    are re-read (a partial run in Tiled is replaced). ``policy`` and ``stop`` as for
+    :func:`run_reconstruction_worker`."""
     from .transport import run_worker
 
     def router():
         return _Lazy(lambda: catalog_router(client, backup_directory, data_roots=data_roots))
 
-    return run_worker(config, router(), group_id=group_id, reset=router, **run_worker_kwargs)
+    return run_worker(config, router(), group_id=group_id, reset=router, policy=policy, stop=stop)
 
 
 class _Lazy:
@@ -161,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from tiled.client import from_uri
 
-    from .transport import configure_json_logging, load_config
+    from .transport import WorkerPolicy, configure_json_logging, load_config
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -176,8 +178,8 @@ def main(argv=None) -> int:
     changes = {k: v for k, v in (("bootstrap", args.bootstrap), ("beamline", args.beamline)) if v}
     config = config.replace(**changes) if changes else config
     client = from_uri(args.tiled_uri, api_key=key)
-    kwargs = dict(once=args.once, until_idle=args.until_idle, on_error="deadletter",
-                  run_timeout=args.run_timeout or None)
+    kwargs = dict(policy=WorkerPolicy(once=args.once, until_idle=args.until_idle, on_error="deadletter",
+                                      run_timeout=args.run_timeout or None))
     if args.group:
         kwargs["group_id"] = args.group
     from .config import Settings

@@ -36,14 +36,14 @@ def kafka_config(kafka_broker, tmp_path):
 
 @pytest.fixture
 def kafka_collect(kafka_config):
-    """``collect(config=None, group=None, **run_worker_kwargs) -> (documents, stats)``: read a
-    topic to its end with :func:`run_worker` (``once``) and return ``[(name, doc), ...]``."""
-    from tomobluesky.transport import run_worker
+    """``collect(config=None, group=None, **policy) -> (documents, stats)``: read a topic to its
+    end with :func:`run_worker` (``WorkerPolicy(once=True, **policy)``) and return ``[(name, doc), ...]``."""
+    from tomobluesky.transport import WorkerPolicy, run_worker
 
-    def collect(config=None, group=None, **kwargs):
+    def collect(config=None, group=None, **policy):
         got = []
         stats = run_worker(config or kafka_config, lambda name, doc: got.append((name, doc)),
-                           group_id=group or f"collect-{uuid.uuid4().hex[:8]}", once=True, **kwargs)
+                           group_id=group or f"collect-{uuid.uuid4().hex[:8]}", policy=WorkerPolicy(once=True, **policy))
         return got, stats
 
     return collect

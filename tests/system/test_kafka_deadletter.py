@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tomobluesky.transport import DOCUMENT_NAMES, KafkaPublisher, pack, run_worker
+from tomobluesky.transport import DOCUMENT_NAMES, KafkaPublisher, WorkerPolicy, pack, run_worker
 
 pytestmark = pytest.mark.system
 
@@ -90,7 +90,7 @@ def test_garbage_and_malformed_documents_are_dead_lettered(RE, documents, kafka_
         assert pub.flush(30) == 0
 
     got = []
-    stats = run_worker(kafka_config, lambda name, doc: got.append((name, doc)), group_id="dlq", once=True)
+    stats = run_worker(kafka_config, lambda name, doc: got.append((name, doc)), group_id="dlq", policy=WorkerPolicy(once=True))
     assert [pack(n, d) for n, d in got] == [pack(n, d) for n, d in documents]  # no good document lost
     assert stats.deadlettered == len(bad) > 1000
     assert set(stats.reasons) <= REASONS and {"undecodable", "schema-invalid", "not-a-pair"} <= set(stats.reasons)

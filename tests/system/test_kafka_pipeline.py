@@ -14,7 +14,7 @@ from tomobluesky.catalog import PROCESSED, ensure_layout
 from tomobluesky.devices import PhantomSource, make_sim_beamline
 from tomobluesky.live import MemorySink, live_reconstruction_router
 from tomobluesky.plans import tomo_scan
-from tomobluesky.transport import KafkaPublisher, ensure_topics
+from tomobluesky.transport import KafkaPublisher, WorkerPolicy, ensure_topics
 from tomobluesky.workers import run_catalog_worker, run_reconstruction_worker
 from tests.system.waiting import wait_for
 
@@ -39,8 +39,8 @@ def test_scan_through_kafka_equals_the_in_process_result(kafka_config, tiled_ser
         uid, = RE(tomo_scan(*make_sim_beamline(_phantom(), tiled_server.layout.detector), num_projections=90,
                             num_darks=2, num_flats=2))
         assert publisher.flush(30) == 0
-    run_catalog_worker(kafka_config, client, once=True)
-    run_reconstruction_worker(kafka_config, client, once=True, volume_dir=tiled_server.layout.volumes)
+    run_catalog_worker(kafka_config, client, policy=WorkerPolicy(once=True))
+    run_reconstruction_worker(kafka_config, client, policy=WorkerPolicy(once=True), volume_dir=tiled_server.layout.volumes)
     node = client[PROCESSED][uid]
     assert node.metadata["status"] == "complete"
     expected, meta = memory.volumes[uid]

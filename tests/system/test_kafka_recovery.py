@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tomobluesky._errors import NO_STOP_PREFIX
-from tomobluesky.transport import KafkaPublisher, ensure_topics, run_worker
+from tomobluesky.transport import KafkaPublisher, WorkerPolicy, ensure_topics, run_worker
 from tests.system.waiting import wait_for
 
 pytestmark = pytest.mark.system
@@ -112,8 +112,8 @@ def test_tiled_outage_on_a_stop_is_waited_out_and_the_run_handled_once(RE, docum
             raise connect_error()
         return fresh_handler()
 
-    stats = run_worker(kafka_config, fresh_handler(), group_id="recon", once=True, on_error="deadletter",
-                       reset=reset, retry_backoff=(0.1, 0.4))
+    stats = run_worker(kafka_config, fresh_handler(), group_id="recon", reset=reset,
+                       policy=WorkerPolicy(once=True, on_error="deadletter", retry_backoff=(0.1, 0.4)))
     assert len(failures) == 3 and len(resets) == 4 and len(handlers) == 4  # one fresh handler per rewind
     complete = [run for h in handlers for run in h.complete]
     assert sorted(complete) == sorted([run_a[0][1]["uid"], uid_b])  # each run handled whole exactly once
@@ -134,8 +134,8 @@ def test_a_bad_document_error_is_still_dead_lettered(RE, documents, kafka_config
             raise ValueError("the volume has the wrong shape")  # the document's fault: no retry
         seen(name, doc)
 
-    stats = run_worker(kafka_config, handle, group_id="recon", once=True, on_error="deadletter",
-                       retry_backoff=(0.1, 0.4))
+    stats = run_worker(kafka_config, handle, group_id="recon",
+                       policy=WorkerPolicy(once=True, on_error="deadletter", retry_backoff=(0.1, 0.4)))
     assert stats.deadlettered == 1 and stats.reasons == {"handler-error": 1}
     assert stats.outages == 0 and stats.rewinds == 0
     assert seen.complete == [run_b[0][1]["uid"]]
@@ -150,7 +150,8 @@ def test_a_run_without_stop_is_closed_after_run_timeout(RE, documents, kafka_con
     got, halt = [], threading.Event()
     worker_stats = []
     worker = threading.Thread(target=lambda: worker_stats.append(run_worker(
-        kafka_config, lambda n, d: got.append((n, d)), group_id="recon", stop=halt, run_timeout=2)))
+        kafka_config, lambda n, d: got.append((n, d)), group_id="recon", stop=halt,
+        policy=WorkerPolicy(run_timeout=2))))
     t0 = time.monotonic()
     worker.start()
     try:
@@ -203,7 +204,7 @@ def test_until_idle_waits_for_the_partitions_of_a_killed_member(RE, documents, k
         member.wait(10)
     seen = RunRecorder()
     t0 = time.monotonic()
-    stats = run_worker(kafka_config, seen, group_id="recon", until_idle=until_idle)
+    stats = run_worker(kafka_config, seen, group_id="recon", policy=WorkerPolicy(until_idle=until_idle))
     took = time.monotonic() - t0
     assert seen.complete == [run_a[0][1]["uid"]] and stats.runs_finished == 1, f"gave up after {took:.0f} s"
     assert took < session_s + until_idle + 15

@@ -15,7 +15,7 @@ from tomobluesky.catalog import PROCESSED, RAW, TiledServer, ensure_layout
 from tomobluesky.devices import PhantomSource, make_sim_beamline
 from tomobluesky.plans import tomo_scan
 from tomobluesky.recon import ssim_in_circle
-from tomobluesky.transport import KafkaPublisher, ensure_topics
+from tomobluesky.transport import KafkaPublisher, WorkerPolicy, ensure_topics
 from tomobluesky.workers import run_catalog_worker, run_reconstruction_worker
 from tests.system.waiting import wait_for
 
@@ -35,7 +35,7 @@ def _outage_through_kafka(kafka_config, server):
     # the Tiled client retries a refused request for 45 s in the caller's thread; the workers' own
     # backoff is what is tested here, so each request is tried once
     stamina.set_testing(True, attempts=1)
-    common = dict(on_error="deadletter", stop=stop, retry_backoff=(0.2, 1.0))
+    common = dict(policy=WorkerPolicy(on_error="deadletter", retry_backoff=(0.2, 1.0)), stop=stop)
     for kind, run in (("catalog", run_catalog_worker), ("reconstruction", run_reconstruction_worker)):
         kwargs = dict(common, data_roots=[server.layout.detector])
         if kind == "reconstruction":

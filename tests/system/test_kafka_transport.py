@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tomobluesky.transport import DocumentTooLarge, HandlerError, KafkaPublisher, pack, run_worker
+from tomobluesky.transport import DocumentTooLarge, HandlerError, KafkaPublisher, WorkerPolicy, pack, run_worker
 
 pytestmark = pytest.mark.system
 
@@ -104,7 +104,7 @@ def test_a_failing_handler_commits_nothing_of_its_run(RE, documents, kafka_confi
             raise RuntimeError("disk full")
 
     with pytest.raises(HandlerError, match="disk full"):
-        run_worker(kafka_config, crash_on_fifth_event, group_id="writer", once=True)
+        run_worker(kafka_config, crash_on_fifth_event, group_id="writer", policy=WorkerPolicy(once=True))
     again, stats = kafka_collect(group="writer")
     assert same(again, documents) and stats.runs_finished == 1
 

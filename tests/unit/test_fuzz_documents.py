@@ -46,7 +46,7 @@ from tomobluesky.catalog import ConfinedDocuments
 from tomobluesky.live import MemorySink, live_reconstruction_router, read_frames
 from tomobluesky.pipeline import DataRoots, uri_path
 from tomobluesky.schema import ReconSettings
-from tomobluesky.transport._consumer import Malformed, decode_document
+from tomobluesky.transport._decode import Malformed, decode_document
 
 #: streams per test; together at least the 10,000 the issue asks for
 N_MUTATED, N_NUMBERS, N_RANDOM, N_RAW = 1_000, 120, 880, 8_000

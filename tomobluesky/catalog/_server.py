@@ -25,12 +25,12 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .._ports import free_port, port_is_free
 from ..keys import KEY_ENV, check_key, new_key, read_key_file, write_secret
 
 log = logging.getLogger(__name__)
@@ -40,24 +40,6 @@ KEY_KINDS = ("writer", "reader")
 
 class CatalogError(RuntimeError):
     """The Tiled server could not be started or reached."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens on ``port``. SO_REUSEADDR as uvicorn sets it: connections of a stopped
-    server lingering in TIME_WAIT do not keep it from being restarted on its port."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class CatalogLayout:

@@ -1,97 +1,37 @@
-"""The consumer side: decode, validate, dead-letter, and commit only what is durable.
-
-:func:`run_worker` is the loop behind every worker process::
-
-    run_worker(load_config(), router, group_id="tomo-live-recon")
+"""The consumer side: a consumer-group member that hands out valid documents, dead-letters
+the rest, and commits only what is durable.
 
 Commit rule (whole runs, at least once): the offset of a partition advances past
-a message only when the message's run is finished, i.e. when ``durable(name,
-doc)`` returned True after ``handle`` succeeded on that run's document (by
-default: its stop document), or when the worker closed the run itself after
-``run_timeout`` seconds without a document. A restarted (or rebalanced, or
-rewound) worker therefore re-reads every unfinished run from its start document,
-and may see a finished run again when it lies behind an unfinished one: handlers
-must be idempotent per run (complete → skip, partial → replace). A document
-whose run's start document this consumer has not seen is skipped: its start lies
-behind the committed offset, which only happens when that run was already
-finished.
+a message only when the message's run is finished (:class:`.Ledger`), i.e. when
+the worker called :meth:`DocumentConsumer.finish` on that run (its handler made the
+run durable), or closed the run itself after a run timeout. A restarted (or
+rebalanced, or rewound) consumer therefore re-reads every unfinished run from its
+start document, and may see a finished run again when it lies behind an unfinished
+one. A document whose run's start document this consumer has not seen is skipped:
+its start lies behind the committed offset, which only happens when that run was
+already finished.
 
-A handler error that says a service is unreachable (:func:`tomobluesky._errors.is_transient`)
-is waited out: the worker pauses its partitions, waits with a growing backoff
-(still polling, so it keeps its place in the group), rewinds every partition to
-its first unfinished offset and feeds the unfinished runs again, from their
-start documents, to a fresh handler. Other handler errors follow ``on_error``.
-
-Malformed messages (undecodable msgpack, not a ``[name, doc]`` pair, unknown
-document name, schema-invalid per event_model) go to ``<topic>.deadletter``
-with the original key and bytes and the reason in the ``reason`` header; the
-worker goes on.
+Malformed messages (:mod:`._decode`) go to ``<topic>.deadletter`` with the original
+key and bytes and the reason in the ``reason`` header; the consumer goes on.
+The loop around it (handlers, outages, run timeouts) is :mod:`._worker`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from .._errors import NO_STOP_PREFIX, is_transient
-from ._codec import CodecError, pack, unpack
+from .._errors import NO_STOP_PREFIX
 from ._client_settings import consumer_settings
 from ._config import KafkaConfig, deadletter_topic
+from ._decode import Malformed, decode_document
 from ._keys import RunKeys
+from ._ledger import Ledger
 
 log = logging.getLogger("tomobluesky.transport.worker")
-
-DOCUMENT_NAMES = frozenset({"start", "descriptor", "event", "event_page", "stop", "resource", "datum",
-                            "datum_page", "stream_resource", "stream_datum"})
-
-
-class Malformed(ValueError):
-    """A message that is not a valid Bluesky document; ``reason`` is a short machine-readable tag."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class HandlerError(RuntimeError):
-    """``handle(name, doc)`` raised; nothing of that run was committed."""
-
-
-def decode_document(value: bytes | None, *, validate: bool = True) -> tuple[str, dict]:
-    """Message bytes → ``(name, doc)``, or :class:`Malformed` saying why not."""
-    if value is None:
-        raise Malformed("empty", "the message has no value")
-    try:
-        obj = unpack(value)
-    except CodecError as e:
-        raise Malformed("undecodable", str(e)) from None
-    if not isinstance(obj, (list, tuple)) or len(obj) != 2:
-        raise Malformed("not-a-pair", f"expected [name, document], got {type(obj).__name__}"
-                        + (f" of length {len(obj)}" if isinstance(obj, (list, tuple)) else ""))
-    name, doc = obj
-    if not isinstance(name, str) or name not in DOCUMENT_NAMES:
-        raise Malformed("unknown-name", f"unknown document name {name!r:.80}")
-    if not isinstance(doc, dict):
-        raise Malformed("not-a-document", f"the {name} document is a {type(doc).__name__}, not a mapping")
-    if validate:
-        from event_model import DocumentNames, schema_validators
-        from jsonschema.exceptions import ValidationError
-
-        try:
-            schema_validators[DocumentNames[name]].validate(doc)
-        except ValidationError as e:
-            where = "/".join(map(str, e.absolute_path)) or "(top level)"
-            raise Malformed("schema-invalid", f"{name} at {where}: {e.message:.300}") from None
-        except Exception as e:  # validators can trip on odd types (bytes keys, NaN in odd places)
-            raise Malformed("schema-invalid", f"{name}: {type(e).__name__}: {e}"[:300]) from None
-    return name, doc
 
 
 @dataclass
@@ -124,45 +64,6 @@ class WorkerStats:
     rewinds: int = 0  # unfinished runs re-read after a backoff
     runs_timed_out: int = 0  # runs closed with a stop document the worker wrote itself
     late_stops: int = 0  # real stop documents of runs already closed that way (skipped)
-
-
-class _Ledger:
-    """Offsets of one partition not yet committable, grouped by run."""
-
-    def __init__(self):
-        self.entries: deque[list] = deque()  # [offset, run, done]
-        self.by_run: dict[str | None, list[list]] = {}
-        self.next_offset: int | None = None  # last offset read + 1
-        self.started: set[str] = set()  # runs open in this partition
-        self.last_seen: dict[str, float] = {}  # run → when its latest new document was read (monotonic)
-
-    def add(self, offset: int, run: str | None, done: bool = False) -> list:
-        entry = [offset, run, done]
-        self.entries.append(entry)
-        if not done:
-            self.by_run.setdefault(run, []).append(entry)
-        self.next_offset = offset + 1
-        return entry
-
-    def finish_run(self, run: str | None, through: int) -> None:
-        entries = self.by_run.get(run, [])
-        keep = []
-        for e in entries:
-            if e[0] <= through:
-                e[2] = True
-            else:
-                keep.append(e)
-        if keep:
-            self.by_run[run] = keep
-        else:
-            self.by_run.pop(run, None)
-
-    def committable(self) -> int | None:
-        while self.entries and self.entries[0][2]:
-            self.entries.popleft()
-        if self.entries:
-            return self.entries[0][0]
-        return self.next_offset
 
 
 #: how many runs closed by the run timeout are remembered, so that their late documents are skipped
@@ -208,7 +109,7 @@ class DocumentConsumer:
                               "logger": logging.getLogger("tomobluesky.transport.librdkafka"), **security}) \
             if deadletter else None
         self._dlq_failed: list = []
-        self.ledgers: dict[tuple[str, int], _Ledger] = {}
+        self.ledgers: dict[tuple[str, int], Ledger] = {}
         self.eof: set[tuple[str, int]] = set()
         self._keys = RunKeys(strict=True)
         self._committed: dict[tuple[str, int], int] = {}
@@ -223,7 +124,7 @@ class DocumentConsumer:
     # --- rebalancing ---------------------------------------------------------------------------
     def _on_assign(self, consumer, partitions) -> None:
         for p in partitions:
-            self.ledgers[(p.topic, p.partition)] = _Ledger()
+            self.ledgers[(p.topic, p.partition)] = Ledger()
             self.eof.discard((p.topic, p.partition))
         self.assigned_at = time.monotonic()
         log.info("partitions assigned", extra={"event": "assigned",
@@ -305,7 +206,7 @@ class DocumentConsumer:
             out.append(Delivery(name, doc, run, msg.topic(), msg.partition(), msg.offset()))
         return out
 
-    def _skip_closed(self, ledger: _Ledger, msg, name: str, run: str, replayed: bool) -> None:
+    def _skip_closed(self, ledger: Ledger, msg, name: str, run: str, replayed: bool) -> None:
         ledger.add(msg.offset(), run, done=True)
         self.stats.skipped += 1
         if name == "stop" and not replayed:
@@ -396,7 +297,7 @@ class DocumentConsumer:
                 # seek also drops what librdkafka fetched ahead for this partition
                 self._consumer.seek(TopicPartition(tp[0], tp[1], target))
                 self._replayed[tp] = max(self._replayed.get(tp, -1), old.next_offset)
-            new = self.ledgers[tp] = _Ledger()
+            new = self.ledgers[tp] = Ledger()
             new.last_seen = {run: t for run, t in old.last_seen.items() if run in old.started}
         self.eof.clear()
         self._keys = RunKeys(strict=True)
@@ -454,238 +355,3 @@ class DocumentConsumer:
             if self._dlq is not None:
                 self._dlq.flush(10)
             self._consumer.close()
-
-
-def run_complete(name: str, doc: dict) -> bool:
-    """The default durability rule: a run is durable once its stop document is handled."""
-    return name == "stop"
-
-
-class _Worker:
-    """One :func:`run_worker` loop: hands documents over, waits out outages, closes silent runs."""
-
-    def __init__(self, consumer: DocumentConsumer, handle, *, durable, on_error, reset, backoff, run_timeout):
-        self.consumer = consumer
-        self.stats = consumer.stats
-        self.handle = handle
-        self.durable = durable
-        self.on_error = on_error
-        self.reset = reset
-        self.backoff = backoff
-        self.run_timeout = run_timeout
-        self.delay = backoff[0] if backoff else 0.0
-        self.outage: dict | None = None  # since, partition and offset of the latest transient failure
-
-    # --- handing over --------------------------------------------------------------------------
-    def deliver(self, d: Delivery, stop: threading.Event | None) -> bool:
-        """Hand ``d`` to the handler; False when an outage rewound the consumer (the rest of the
-        batch is then stale and must be dropped)."""
-        try:
-            self.handle(d.name, d.doc)
-        except Exception as e:
-            if self.backoff is not None and is_transient(e):
-                self._wait_out(d, e, stop)
-                return False
-            self._failed(d, e)
-            return True
-        self.stats.handled += 1
-        if self.outage is not None and self._past_outage(d):
-            self._recovered()
-        if d.synthetic:
-            self._closed(d)
-        elif self.durable(d.name, d.doc):
-            self.consumer.finish(d)
-            if d.name == "stop":
-                self.stats.runs_finished += 1
-                log.info("run finished", extra={"event": "run-finished", "run": d.run,
-                                                "partition": d.partition, "offset": d.offset})
-        return True
-
-    def _failed(self, d: Delivery, e: Exception) -> None:
-        """A handler error that is the document's fault (called inside the ``except``)."""
-        log.exception("handler failed on the %s document of run %s", d.name, d.run,
-                      extra={"event": "handler-error", "doc_name": d.name, "run": d.run,
-                             "partition": d.partition, "offset": d.offset})
-        if self.on_error == "raise":
-            raise HandlerError(f"handle({d.name!r}, ...) failed for run {d.run} at "
-                               f"{d.topic}[{d.partition}]@{d.offset}: {e}") from e
-        if not self.consumer.replayed(d):  # else it went to the dead-letter topic before the rewind
-            self.consumer.deadletter_message(d.topic, d.run.encode() if d.run else None, pack(d.name, d.doc),
-                                             "handler-error", f"{type(e).__name__}: {e}")
-            self.stats.deadlettered += 1
-            self.stats.reasons["handler-error"] = self.stats.reasons.get("handler-error", 0) + 1
-        if d.synthetic:
-            self._closed(d)
-        elif d.name == "stop":
-            self.consumer.finish(d)
-
-    # --- outages -------------------------------------------------------------------------------
-    def _wait_out(self, d: Delivery, e: Exception, stop: threading.Event | None) -> None:
-        """Pause, wait the backoff, take a fresh handler, rewind to the first unfinished offsets."""
-        self._note_failure(d, e)
-        self.consumer.pause()
-        while True:
-            if not self._sleep(stop):
-                return
-            try:  # building the handler may need the service too (the catalogue's layout)
-                handle = self.reset() if self.reset is not None else self.handle
-                break
-            except Exception as again:
-                if not is_transient(again):
-                    raise
-                self._note_failure(d, again)
-        self.consumer.rewind()
-        self.stats.rewinds += 1
-        self.handle = handle  # the old one may hold half of any run: the re-read starts afresh
-
-    def _note_failure(self, d: Delivery, e: Exception) -> None:
-        now = time.monotonic()
-        where = {"doc_name": d.name, "run": d.run, "partition": d.partition, "offset": d.offset,
-                 "error": f"{type(e).__name__}: {e}"[:500], "retry_in_s": self.delay}
-        if self.outage is None:
-            self.outage = {"since": now}
-            self.stats.outages += 1
-            log.warning("a service is unreachable (%s: %s); pausing, nothing of run %s is committed; "
-                        "retrying in %.1f s", type(e).__name__, e, d.run, self.delay,
-                        extra={"event": "outage", **where})
-        else:
-            took = now - self.outage["since"]
-            log.warning("still unreachable after %.1f s (%s); retrying in %.1f s", took, type(e).__name__,
-                        self.delay, extra={"event": "outage-retry", "outage_s": round(took, 1), **where})
-        self.outage.update(tp=(d.topic, d.partition), offset=d.offset)
-
-    def _sleep(self, stop: threading.Event | None) -> bool:
-        """Wait the current backoff, then double it; False when ``stop`` was set meanwhile."""
-        deadline = time.monotonic() + self.delay
-        while not (stop is not None and stop.is_set()) and (left := deadline - time.monotonic()) > 0:
-            # polling serves the group (heartbeats, max.poll.interval.ms); paused partitions yield
-            # nothing, and whatever a new assignment yields is read again after the rewind
-            self.consumer.poll(timeout=min(0.2, left))
-            self.consumer.pause()
-        self.delay = min(self.delay * 2, self.backoff[1])
-        return not (stop is not None and stop.is_set())
-
-    def _past_outage(self, d: Delivery) -> bool:
-        tp = self.outage["tp"]
-        if tp not in self.consumer.assignment:  # the failed partition went to another member
-            return True
-        return (d.topic, d.partition) == tp and d.offset >= self.outage["offset"]
-
-    def _recovered(self) -> None:
-        took = time.monotonic() - self.outage["since"]
-        log.warning("the service is back after %.1f s; the worker goes on", took,
-                    extra={"event": "recovered", "outage_s": round(took, 1), "rewinds": self.stats.rewinds})
-        self.stats.recoveries += 1
-        self.outage = None
-        self.delay = self.backoff[0]
-
-    # --- runs without a stop -------------------------------------------------------------------
-    def close_silent_runs(self, now: float, stop: threading.Event | None) -> bool:
-        """Close every run silent for ``run_timeout``; False when an outage rewound the consumer."""
-        if self.run_timeout is None:
-            return True
-        for d in self.consumer.silent_runs(self.run_timeout, now):
-            log.warning("run %s sent no document for %g s; the worker closes it with a failed stop document",
-                        d.run, self.run_timeout, extra={"event": "run-timeout", "run": d.run,
-                                                        "partition": d.partition, "offset": d.offset,
-                                                        "run_timeout_s": self.run_timeout})
-            if not self.deliver(d, stop):
-                return False
-        return True
-
-    def _closed(self, d: Delivery) -> None:
-        self.consumer.close_run(d)
-        self.stats.runs_timed_out += 1
-
-    # --- the loop ------------------------------------------------------------------------------
-    def run(self, *, once: bool, until_idle: float | None, stop: threading.Event | None,
-            commit_interval: float) -> None:
-        c = self.consumer
-        started = last_message = time.monotonic()
-        last_commit = 0.0
-        while not (stop is not None and stop.is_set()):
-            batch = c.poll(timeout=0.2)
-            now = time.monotonic()
-            if batch:
-                last_message = now
-            rewound = not all(self.deliver(d, stop) for d in batch)  # all() stops at a rewind
-            if not rewound:
-                rewound = not self.close_silent_runs(time.monotonic(), stop)
-            if rewound:  # the unfinished runs are about to be read again: that is not idleness
-                now = last_message = time.monotonic()
-            if now - last_commit >= commit_interval or (once and c.caught_up()):
-                c.commit()
-                last_commit = now
-            if once and c.caught_up() and not batch:
-                break
-            if until_idle is not None and self._idle(now, last_message, started, until_idle):
-                break
-
-    def _idle(self, now: float, last_message: float, started: float, until_idle: float) -> bool:
-        c = self.consumer
-        if c.assignment:  # count from the assignment: a rebalance may come long after the start
-            return now - max(last_message, c.assigned_at) >= until_idle
-        # nothing assigned yet: a member killed without leaving holds its partitions until its
-        # session times out, and only then does the group hand them over
-        return now - max(started, c.unassigned_since) >= c.session_timeout + until_idle
-
-
-def run_worker(config: KafkaConfig, handle: Callable[[str, dict], Any], *, group_id: str,
-               durable: Callable[[str, dict], bool] = run_complete, once: bool = False,
-               until_idle: float | None = None, stop: threading.Event | None = None,
-               validate: bool = True, on_error: str = "raise", topics: Iterable[str] | None = None,
-               consumer_config: dict | None = None, commit_interval: float = 0.2,
-               reset: Callable[[], Callable[[str, dict], Any]] | None = None,
-               retry_backoff: tuple[float, float] | None = (0.5, 30.0),
-               run_timeout: float | None = 3600.0) -> WorkerStats:
-    """Feed every valid document of ``topics`` (default: the config's document topic) to
-    ``handle(name, doc)`` until stopped.
-
-    ``durable(name, doc)`` is asked after ``handle`` returns: True means the effects of that
-    document and all earlier ones of its run are durable, so their offsets may be committed
-    (default :func:`run_complete`: on the stop document).
-    Stops when ``stop`` is set, when ``once`` and every assigned partition is read to its end,
-    or after ``until_idle`` seconds without a message (counted from the partitions'
-    assignment; with none assigned, it waits the session timeout longer for the group to hand
-    over the partitions of a member that died).
-
-    A handler error for which :func:`tomobluesky._errors.is_transient` is true (a service
-    unreachable) is waited out: nothing is dead-lettered or committed past it; the worker
-    pauses, waits ``retry_backoff`` = ``(first, longest)`` seconds (doubling), rewinds every
-    partition to its first unfinished offset and, when ``reset`` is given, replaces the handler
-    with ``reset()``; the unfinished runs are then read again from their start documents.
-    ``retry_backoff=None`` treats transient errors like the others.
-
-    Other handler errors follow ``on_error``: ``"raise"`` (log, commit what is safe, raise
-    :class:`HandlerError`; a restarted worker re-reads the run) or ``"deadletter"`` (the document
-    goes to the dead-letter topic with reason ``handler-error`` and the worker goes on).
-
-    A run with no document for ``run_timeout`` seconds (None: never) is closed: the handler gets
-    a stop document the worker writes (``exit_status="fail"``, a ``reason`` starting with
-    :data:`tomobluesky._errors.NO_STOP_PREFIX`), the run's offsets become committable, and its
-    real stop, should it come later, is skipped.
-    """
-    if on_error not in ("raise", "deadletter"):
-        raise ValueError("on_error must be 'raise' or 'deadletter'")
-    if retry_backoff is not None and not 0 < retry_backoff[0] <= retry_backoff[1]:
-        raise ValueError("retry_backoff must be (first, longest) with 0 < first <= longest")
-    if run_timeout is not None and run_timeout <= 0:
-        raise ValueError("run_timeout must be positive (or None)")
-    consumer = DocumentConsumer(config, group_id, topics=topics, validate=validate, consumer_config=consumer_config)
-    stats = consumer.stats
-    log.info("worker started", extra={"event": "worker-start", "group": group_id, "topics": consumer.topics,
-                                      "bootstrap": config.bootstrap, "run_timeout_s": run_timeout})
-    worker = _Worker(consumer, handle, durable=durable, on_error=on_error, reset=reset, backoff=retry_backoff,
-                     run_timeout=run_timeout)
-    try:
-        worker.run(once=once, until_idle=until_idle, stop=stop, commit_interval=commit_interval)
-    except KeyboardInterrupt:
-        log.info("interrupted", extra={"event": "interrupted"})
-    finally:
-        consumer.close()
-        log.info("worker stopped", extra={"event": "worker-stop", "handled": stats.handled,
-                                          "skipped": stats.skipped, "deadlettered": stats.deadlettered,
-                                          "runs_finished": stats.runs_finished, "outages": stats.outages,
-                                          "recoveries": stats.recoveries, "runs_timed_out": stats.runs_timed_out,
-                                          "late_stops": stats.late_stops, "reasons": stats.reasons})
-    return stats

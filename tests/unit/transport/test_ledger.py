@@ -1,10 +1,10 @@
 """The commit rule: a partition's offset passes a message only once its run is finished."""
 
-from tomobluesky.transport._consumer import _Ledger
+from tomobluesky.transport._ledger import Ledger
 
 
 def test_interleaved_runs_commit_only_past_finished_runs():
-    led = _Ledger()
+    led = Ledger()
     for offset, run in enumerate(["A", "A", "B", "A", "B", "A"]):
         led.add(offset, run)
     assert led.committable() == 0
@@ -16,7 +16,7 @@ def test_interleaved_runs_commit_only_past_finished_runs():
 
 
 def test_dead_letters_and_skips_are_done_at_once():
-    led = _Ledger()
+    led = Ledger()
     led.add(0, None, done=True)
     led.add(1, "A")
     led.add(2, None, done=True)
@@ -26,7 +26,7 @@ def test_dead_letters_and_skips_are_done_at_once():
 
 
 def test_durable_prefix_of_a_run():
-    led = _Ledger()
+    led = Ledger()
     for o in range(4):
         led.add(o, "A")
     led.finish_run("A", through=1)  # a handler that makes every document durable at once

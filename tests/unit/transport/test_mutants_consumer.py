@@ -14,8 +14,10 @@ import pytest
 from tomobluesky._errors import NO_STOP_PREFIX
 from tomobluesky.transport._codec import pack
 from tomobluesky.transport._config import KafkaConfig
-from tomobluesky.transport._consumer import (DocumentConsumer, Malformed, _Ledger, decode_document,
-                                             no_stop_document, run_complete)
+from tomobluesky.transport._consumer import DocumentConsumer, no_stop_document
+from tomobluesky.transport._decode import Malformed, decode_document
+from tomobluesky.transport._ledger import Ledger
+from tomobluesky.transport._worker import run_complete
 
 
 def raw(obj) -> bytes:
@@ -112,13 +114,13 @@ def test_a_run_is_durable_at_its_stop_only():
 # --- the ledger ------------------------------------------------------------------------------------
 
 def test_a_new_ledger_has_nothing_to_commit():
-    led = _Ledger()
+    led = Ledger()
     assert led.committable() is None and led.next_offset is None
     assert not led.entries and led.by_run == {} and led.started == set() and led.last_seen == {}
 
 
 def test_add_records_open_and_done_entries():
-    led = _Ledger()
+    led = Ledger()
     entry = led.add(7, "A")
     assert entry == [7, "A", False] and list(led.entries) == [[7, "A", False]]
     assert led.by_run == {"A": [[7, "A", False]]} and led.next_offset == 8
@@ -128,7 +130,7 @@ def test_add_records_open_and_done_entries():
 
 
 def test_finishing_a_run_through_an_offset():
-    led = _Ledger()
+    led = Ledger()
     for offset in range(4):
         led.add(offset, "A")
     led.add(4, "B")
@@ -144,7 +146,7 @@ def test_finishing_a_run_through_an_offset():
 
 
 def test_finish_run_through_an_earlier_offset_changes_nothing():
-    led = _Ledger()
+    led = Ledger()
     led.add(5, "A")
     led.add(6, "A")
     led.finish_run("A", through=4)

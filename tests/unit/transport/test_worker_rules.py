@@ -6,7 +6,9 @@ from types import SimpleNamespace
 import pytest
 
 from tomobluesky._errors import NO_STOP_PREFIX
-from tomobluesky.transport._consumer import WorkerStats, _Ledger, _Worker, no_stop_document
+from tomobluesky.transport._consumer import WorkerStats, no_stop_document
+from tomobluesky.transport._ledger import Ledger
+from tomobluesky.transport._worker import WorkerPolicy, _Worker
 from tomobluesky.transport._keys import RunKeys
 
 
@@ -23,7 +25,7 @@ def test_the_workers_stop_document_is_a_valid_failed_stop():
 def idle_worker(**consumer):
     fake = SimpleNamespace(**{"stats": WorkerStats(), "session_timeout": 45.0, "assigned_at": None,
                               "unassigned_since": 0.0, "assignment": set(), **consumer})
-    return _Worker(fake, None, durable=None, on_error="raise", reset=None, backoff=None, run_timeout=None)
+    return _Worker(fake, None, WorkerPolicy(retry_backoff=None, run_timeout=None))
 
 
 @pytest.mark.parametrize("now, idle", [(40.0, False), (49.0, False), (50.5, True)])
@@ -49,7 +51,7 @@ def test_closing_a_run_forgets_its_links():
 
 
 def test_a_closed_run_is_committable_through_its_last_offset():
-    led = _Ledger()
+    led = Ledger()
     for offset, run in enumerate(["A", "A", "B", "A"]):
         led.add(offset, run)
     led.finish_run("B", through=2)
