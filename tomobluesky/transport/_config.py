@@ -62,9 +62,10 @@ def deadletter_topic(topic: str) -> str:
 
 
 def default_journal_dir() -> Path:
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
-    return base / "tomobluesky" / "kafka-journal"
+    """~/.local/state/tomobluesky/kafka-journal on Linux ($XDG_STATE_HOME respected)."""
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("tomobluesky")) / "kafka-journal"
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,16 @@ def test_sasl_file_needs_credentials_and_takes_them_from_the_environment(tmp_pat
     assert config.client_settings()["sasl.username"] == "tomo-bot"
     assert config.consumer_config == {"auto.offset.reset": "latest"}
     assert config.abort_run_on_kafka_exception is False
+
+
+def test_state_and_cache_directories_follow_xdg(tmp_path, monkeypatch):
+    from tomobluesky.services.kafka import default_cache_root, default_state_dir
+    from tomobluesky.transport._config import default_journal_dir
+
+    for variable in ("TOMOBLUESKY_KAFKA_CACHE", "TOMOBLUESKY_KAFKA_STATE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_journal_dir() == tmp_path / "state" / "tomobluesky" / "kafka-journal"
+    assert default_state_dir() == tmp_path / "state" / "tomobluesky" / "kafka"
+    assert default_cache_root() == tmp_path / "cache" / "tomobluesky" / "kafka"

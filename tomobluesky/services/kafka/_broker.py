@@ -84,9 +84,9 @@ def default_state_dir() -> Path:
     env = os.environ.get("TOMOBLUESKY_KAFKA_STATE")
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
-    return base / "tomobluesky" / "kafka"
+    import platformdirs  # ~/.local/state/tomobluesky on Linux ($XDG_STATE_HOME respected)
+
+    return Path(platformdirs.user_state_dir("tomobluesky")) / "kafka"
 
 
 def broker_is_ready(bootstrap: str, timeout: float = 2.0) -> bool:

@@ -71,9 +71,9 @@ def default_cache_root() -> Path:
     env = os.environ.get("TOMOBLUESKY_KAFKA_CACHE")
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "tomobluesky" / "kafka"
+    import platformdirs  # ~/.cache/tomobluesky on Linux ($XDG_CACHE_HOME respected)
+
+    return Path(platformdirs.user_cache_dir("tomobluesky")) / "kafka"
 
 
 def _tool(name: str, env_home: str | None = None) -> str:
