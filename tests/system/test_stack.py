@@ -61,9 +61,9 @@ def stack():
         dask={"workers": 1, "scheduler_port": 0, "dashboard_port": 0, "memory_limit": "1GB"},
         paths={"root": root / "stack"})
     s = Stack(settings)
-    s.up(timeout=240)
     s.pids_seen = set()  # every service process the tests saw, for the final check
     try:
+        s.up(timeout=420)  # generous: up took 4-5 min here with a load average of 15-20 on 2 cores
         yield s
     finally:
         if s.is_up():

@@ -248,12 +248,12 @@ class Stack:
         return keys
 
     def _start_in_order(self, programs: list[Program], ports: Ports, keys: dict, deadline: float) -> None:
-        # Each service starts as soon as what it needs at start-up answers, so their (CPU-bound)
-        # start-ups overlap: the Dask worker retries its scheduler and the viewer asks Tiled per
-        # request; the workers need Kafka to start, and Tiled only at their first document.
+        # Tiled's start-up (imports, then its schema in PostgreSQL) is the longest and everything
+        # waits for it, so on a busy machine it gets the CPU first: the Dask worker and the viewer
+        # start once Kafka answers, the workers (which need Kafka and Tiled) once Tiled answers.
         names = [p.name for p in programs]
         sup = self.supervisor
-        for first in ("postgres", "kafka", "dask-scheduler", "dask-worker", "viewer"):
+        for first in ("postgres", "kafka", "dask-scheduler"):
             if first in names:
                 sup.start_group(first)
         self._wait("postgres", self.postgres.is_ready, deadline)
@@ -264,11 +264,14 @@ class Stack:
 
         self._wait("kafka", lambda: broker_is_ready(f"127.0.0.1:{ports.kafka}", 1.0), deadline)
         self._ensure_topics(ports)
+        for later in ("dask-worker", "viewer"):
+            if later in names:
+                sup.start_group(later)
+        self._wait("tiled", lambda: tiled_ready(ports.tiled)[0], deadline)
+        self._ensure_catalog_layout(ports, keys["writer"])  # before any worker reads a document
         for worker in ("catalog", "reconstruction"):
             if worker in names:
                 sup.start_group(worker)
-        self._wait("tiled", lambda: tiled_ready(ports.tiled)[0], deadline)
-        self._ensure_catalog_layout(ports, keys["writer"])  # before `up` returns, so before any document
         self._wait("every service", lambda: all(h.healthy for h in self.status()), deadline)
 
     def _wait(self, what: str, ready, deadline: float) -> None:
