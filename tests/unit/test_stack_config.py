@@ -114,3 +114,10 @@ def test_services_left_out_are_not_generated(tmp_path):
     _, progs = _stack(tmp_path, workers={"reconstruction": 0, "catalog": 1}, dask={"workers": 0},
                       viewer={"enabled": False})
     assert list(progs) == ["postgres", "kafka", "tiled", "catalog"]
+
+
+def test_the_stack_probes_the_groups_its_workers_join():
+    from tomobluesky import workers
+    from tomobluesky.services import stack
+
+    assert (stack.RECON_GROUP, stack.CATALOG_GROUP) == (workers.RECON_GROUP, workers.CATALOG_GROUP)
