@@ -1,0 +1,141 @@
+"""Acquisition rate with and without the live pipeline subscribed (issue 11), in one run.
+
+    .venv/bin/python benchmarks/acquisition.py [--projections 1440] [--rows 128] [--columns 1280]
+                                               [--pairs 1] [--fly] [--json out.json]
+
+The same simulated scan (a phantom with the axis 21.25 px off the middle,
+written by the simulated camera to its HDF5 file) is run on one RunEngine:
+
+    bare   nothing subscribed but a probe that keeps the start and stop documents;
+    live   the demo's in-process pipeline: the live reconstruction (with its stop
+           path, the final volume) and the raw-run TiledWriter into a real
+           ``tiled serve``, each behind its own ``OffThread`` dispatcher.
+
+The acquisition rate is frames (projections, darks and flats) over the time
+from the start document to the stop document, as the RunEngine stamped them.
+After a live scan the script waits for both dispatchers to drain (stop → the
+volume complete in Tiled) before the next scan starts, so one scan's
+processing never overlaps the next one's acquisition. ``--pairs`` runs bare and
+live alternately that many times (the load on a shared machine drifts); the
+summary compares the medians. ``cpu_ms_per_frame`` is the process's CPU time
+over all threads per frame: the live pipeline's cost shows there even when the
+rate holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+AXIS_OFFSET = 21.25
+
+
+def _scan(RE, source, detector_dir, projections, fly):
+    from tomobluesky.devices import make_sim_beamline
+    from tomobluesky.plans import tomo_fly_scan, tomo_scan
+
+    devices = make_sim_beamline(source, detector_dir)
+    plan = tomo_fly_scan(*devices, num_projections=projections, velocity=1e6) if fly else \
+        tomo_scan(*devices, num_projections=projections)
+    marks = {}
+    token = RE.subscribe(lambda name, doc: marks.setdefault(name, doc), "all")
+    cpu = time.process_time()
+    try:
+        uid, = RE(plan)
+    finally:
+        RE.unsubscribe(token)
+    cpu = time.process_time() - cpu
+    start, stop = marks["start"], marks["stop"]
+    frames = projections + start.get("num_darks", 10) + start.get("num_flats", 10)
+    seconds = stop["time"] - start["time"]
+    return uid, {"frames": frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 2),
+                 "cpu_ms_per_frame": round(1e3 * cpu / frames, 2)}
+
+
+def bare_scan(RE, source, detector_dir, projections, fly) -> dict:
+    _, result = _scan(RE, source, detector_dir, projections, fly)
+    return {"case": "bare", **result}
+
+
+def live_scan(RE, server, source, projections, fly) -> dict:
+    from tomobluesky.catalog import SpoolingSink, raw_run_writer
+    from tomobluesky.demo import live_off_thread
+    from tomobluesky.transport import OffThread
+
+    runs = []
+    writer = OffThread(raw_run_writer(server.client(), server.layout.backup), name="raw-run-writer")
+    live = live_off_thread(SpoolingSink(server.sink(), server.layout.backup), on_start=runs.append,
+                           data_roots=[server.layout.detector])
+    tokens = [RE.subscribe(writer), RE.subscribe(live)]
+    try:
+        uid, result = _scan(RE, source, server.layout.detector, projections, fly)
+        t_stop = time.perf_counter()
+        left = live.flush() + writer.flush()
+        drained = time.perf_counter() - t_stop
+    finally:
+        for token in tokens:
+            RE.unsubscribe(token)
+        live.close()
+        writer.close()
+    run = runs[-1]
+    if left or not run.result or "error" in run.result:
+        raise RuntimeError(f"live pipeline failed: {left} documents left, result {run.result}")
+    return {"case": "live", **result, "stop_to_drained_s": round(drained, 2),
+            "max_backlog": {"live": live.stats()["max_backlog"], "writer": writer.stats()["max_backlog"]},
+            "preview_updates": run.preview_updates, "skipped": getattr(run, "skipped", None),
+            "callback_errors": live.stats()["errors"] + writer.stats()["errors"]}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--projections", type=int, default=1440)
+    parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument("--columns", type=int, default=1280)
+    parser.add_argument("--pairs", type=int, default=1, help="bare and live scans run alternately this many times")
+    parser.add_argument("--fly", action="store_true", help="fly scans (default: step scans, as the demo)")
+    parser.add_argument("--dir", type=Path, default=None, help="where the catalogue and detector files go")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--keep", action="store_true", help="keep the detector files and catalogue (~1 GB a scan)")
+    args = parser.parse_args(argv)
+
+    from bluesky import RunEngine
+
+    from tomobluesky.catalog import TiledServer
+    from tomobluesky.devices import PhantomSource
+
+    source = PhantomSource(n_slices=args.rows, n_columns=args.columns, axis_offset=AXIS_OFFSET, seed=1)
+    root = Path(tempfile.mkdtemp(prefix="acq-bench-", dir=args.dir))
+    RE = RunEngine({})
+    runs = []
+    try:
+        with TiledServer(root / "catalog", startup_timeout=300) as server:
+            for _ in range(args.pairs):
+                runs.append(bare_scan(RE, source, server.layout.detector, args.projections, args.fly))
+                print(json.dumps(runs[-1]), flush=True)
+                runs.append(live_scan(RE, server, source, args.projections, args.fly))
+                print(json.dumps(runs[-1]), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    rate = {case: statistics.median(r["frames_per_s"] for r in runs if r["case"] == case) for case in ("bare", "live")}
+    summary = {
+        "scan": f"{'fly' if args.fly else 'step'} {args.projections} × {args.rows} × {args.columns} float32",
+        "bare_frames_per_s": rate["bare"], "live_frames_per_s": rate["live"],
+        "difference_pct": round(100 * (rate["live"] - rate["bare"]) / rate["bare"], 1),
+        "target": "within 5 %", "load_average": os.getloadavg(), "runs": runs,
+    }
+    print(f"bare {rate['bare']:.1f} frames/s, live {rate['live']:.1f} frames/s: "
+          f"{summary['difference_pct']:+.1f} % (target within 5 %); load average {summary['load_average']}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
