@@ -230,8 +230,9 @@ def _cmd_export(args, settings: Settings) -> int:
 def _add_view(sub, settings: Settings):
     description = """\
 Serve a web page that lists the scans in a Tiled catalogue, shows the live
-slices updating during a scan, and finished volumes with a slice slider and
-contrast control.
+slices updating during a scan (and, with --control-key-file, lets readers move
+the live row and set the centre), and finished volumes in three orthogonal
+planes with zoom, a histogram for the contrast, and line profiles.
 
 Who reads what: by default the viewer holds no key. Each reader logs in on the
 page with their own Tiled API key (kept in an HttpOnly cookie), or sends
@@ -244,6 +245,13 @@ can reach its port: give it a read-only key, never the catalogue's write key.
 Examples:
   tomobluesky view --uri http://127.0.0.1:8000 --port 8080
   tomobluesky view --public --api-key-file ~/tiled-reader.key --host 0.0.0.0
+  tomobluesky view --control-key-file DATA_DIR/keys/writer
+
+--control-key-file: a Tiled key that may write (the catalogue's writer key).
+The viewer writes a reader's live request (row, centre) with it to
+live/<scan>/control, where the live reconstruction reads it, in-process or in
+a Kafka worker. Only readers who may read the scan can ask; with --public,
+anyone who reaches the port can.
 """
     p = sub.add_parser("view", help="web viewer: scans, live slices, volumes", description=description,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -254,6 +262,9 @@ Examples:
                    help="serve reads to anyone, reading Tiled with the key from --api-key-file or "
                         "TOMOBLUESKY_TILED_API_KEY (no key: anonymous reads, if Tiled allows them)")
     p.add_argument("--api-key-file", metavar="FILE", help="file holding the read-only Tiled key for --public")
+    p.add_argument("--control-key-file", metavar="FILE",
+                   help="file holding a Tiled key that may write, to pass readers' live requests (row, centre) "
+                        "on to the live reconstruction; without it the page cannot steer")
     refuse_key_argument(p, "with --public give --api-key-file FILE; otherwise each reader brings their own key")
     p.add_argument("--port", type=bounded(int, *PORTS), default=8080, help="port of the page (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
@@ -279,7 +290,13 @@ def _cmd_view(args, settings: Settings) -> int:
     elif args.api_key_file:
         raise ValueError("--api-key-file is for --public: otherwise the viewer holds no key and each reader "
                          "logs in with their own")
-    app = create_app(args.uri, public=args.public, api_key=key, max_stream_s=args.stream_limit)
+    control_key = None
+    if args.control_key_file:
+        control_key = Path(args.control_key_file).expanduser().read_text().strip()
+        if not control_key:
+            raise ValueError(f"{args.control_key_file} holds no key")
+    app = create_app(args.uri, public=args.public, api_key=key, max_stream_s=args.stream_limit,
+                     control_key=control_key)
     who = ("anyone who reaches it, reading with " + ("the given key" if key else "no key")) if args.public \
         else "readers who log in with their own Tiled key"
     print(f"viewer at http://{args.host}:{args.port}/ over {args.uri}, for {who}", flush=True)

@@ -145,7 +145,8 @@ UNKNOWN = ["nope", "00000000-0000-0000-0000-000000000000", "<img src=x onerror=a
 @pytest.mark.parametrize("uid", UNKNOWN)
 def test_an_unknown_scan_is_404_naming_it_on_every_route(tiled_server, scans, http, uid):
     h = bearer(tiled_server.reader_key)
-    for route in ("volume", "volume/0.png", "live/axial.png", "live/events"):
+    for route in ("volume", "volume/0.png", "live/axial.png", "live/events", "plane/z.png?index=0", "histogram",
+                  "profile?axis=z&index=0&start=0,0&end=1,1", "live/control"):
         r = http.get(f"/api/scans/{quote(uid, safe='')}/{route}", headers=h)
         assert r.status_code == 404, (route, r.status_code, r.text)
         assert r.headers["content-type"] == "application/json"
@@ -318,3 +319,192 @@ def test_view_command_takes_no_key_on_its_command_line(capsys):
         main(["view", "--api-key", "0" * 64])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "--api-key is not accepted" in err and "0" * 64 not in err
+
+
+# --- three planes, histogram, profiles, live control (issue 11) -------------------------------------------------
+
+SHAPE = (20, 40, 36)  # levels (20, 40, 36), (10, 20, 18), (5, 10, 9), (3, 5, 5): odd sizes, cut short blocks
+
+
+@pytest.fixture(scope="module")
+def volume(tiled_server):
+    from tests.system.viewer_data import volume_scan
+
+    return volume_scan(tiled_server, SHAPE, min_size=8, seed=3)
+
+
+def _grey(image, lo, hi):
+    """The documented rendering of a window: lo -> 0, hi -> 255, grey = floor(255 t), clipped; computed here."""
+    return np.floor(np.clip((np.asarray(image, np.float64) - lo) / (hi - lo), 0, 1) * 255)
+
+
+def _cut(levels, k, axis, index, r0, r1, c0, c1):
+    """Rows r0:r1 and columns c0:c1 (level-k pixels) of level k's plane through level-0 ``index``, indexed here."""
+    level = levels[k]
+    if axis == "z":
+        return level[index >> k, r0:r1, c0:c1]
+    if axis == "y":
+        return level[r0:r1, index >> k, c0:c1]
+    return level[r0:r1, c0:c1, index >> k]
+
+
+@pytest.mark.parametrize("axis, index, region, size, level, covered", [
+    ("z", 7, None, 40, 0, (0, 40, 0, 36)),           # a canvas as large as the plane: full resolution
+    ("z", 7, None, 20, 1, (0, 40, 0, 36)),           # half as large: level 1
+    ("z", 19, None, 1, 3, (0, 40, 0, 36)),           # tiny: the coarsest level; the last slice is in its last pixel
+    ("y", 33, None, 10, 1, (0, 20, 0, 36)),          # coronal: rows are z; 36 columns need level 1 for 10
+    ("x", 35, None, 9, 2, (0, 20, 0, 40)),           # sagittal: rows z, columns y
+    ("z", 4, (3, 17, 5, 30), 12, 1, (2, 18, 4, 30)),  # a region, widened to whole level-1 pixels
+    ("x", 0, (10, 20, 30, 40), 10, 0, (10, 20, 30, 40)),  # zoomed in: level 0 even with a coarse canvas
+])
+def test_a_plane_comes_from_the_level_that_fits_with_the_stored_pixels(tiled_server, http, volume, axis, index,
+                                                                       region, size, level, covered):
+    uid, levels = volume
+    query = {"index": index, "size": size, "vmin": -1.5, "vmax": 4.25}
+    if region:
+        query["region"] = ",".join(map(str, region))
+    r = http.get(f"/api/scans/{uid}/plane/{axis}.png", params=query, headers=bearer(tiled_server.reader_key))
+    assert r.status_code == 200, r.text
+    assert int(r.headers["x-level"]) == level and tuple(map(int, r.headers["x-region"].split(","))) == covered
+    k, (r0, r1, c0, c1) = level, covered
+    expected = _grey(_cut(levels, k, axis, index, r0 >> k, -(-r1 >> k), c0 >> k, -(-c1 >> k)), -1.5, 4.25)
+    np.testing.assert_array_equal(_pixels(r.content), expected)
+    assert expected.std() > 5
+
+
+def test_a_plane_without_a_window_is_stretched_over_its_own_percentiles(tiled_server, http, volume):
+    from tomobluesky.viewer import to_png
+
+    uid, levels = volume
+    r = http.get(f"/api/scans/{uid}/plane/y.png?index=5&size=36", headers=bearer(tiled_server.reader_key))
+    np.testing.assert_array_equal(_pixels(r.content), _pixels(to_png(levels[0][:, 5, :])))
+
+
+def test_the_histogram_counts_the_stored_voxels(tiled_server, http, volume):
+    uid, levels = volume
+    got = http.get(f"/api/scans/{uid}/histogram?bins=16", headers=bearer(tiled_server.reader_key)).json()
+    voxels = levels[0]  # 14,400 voxels: all of level 0
+    counts, edges = np.histogram(voxels, bins=16, range=(voxels.min(), voxels.max()))
+    assert got["level"] == 0 and got["slice_step"] == 1 and got["voxels"] == voxels.size
+    assert got["counts"] == counts.tolist()
+    np.testing.assert_allclose(got["edges"], edges, rtol=1e-6)  # float32 extremes, float64 edges
+    assert (got["min"], got["max"]) == (float(voxels.min()), float(voxels.max()))
+
+
+def test_a_line_profile_reads_the_stored_values_at_the_level_that_fits(tiled_server, http, volume):
+    uid, levels = volume
+    h = bearer(tiled_server.reader_key)
+    for axis, index, start, end, size, level in [("z", 9, (0, 0), (39, 35), 60, 0), ("z", 9, (0, 0), (39, 35), 20, 1),
+                                                 ("x", 20, (2, 39), (19, 0), 200, 0), ("y", 3, (5, 5), (5, 6), 2, 0)]:
+        query = {"axis": axis, "index": index, "start": "%d,%d" % start, "end": "%d,%d" % end, "size": size}
+        got = http.get(f"/api/scans/{uid}/profile", params=query, headers=h).json()
+        assert got["level"] == level and got["index"] == index >> level
+        points = np.asarray(got["points"])
+        rows, cols = points[:, 0], points[:, 1]
+        np.testing.assert_array_equal(got["values"], [_cut(levels, level, axis, index, r, r + 1, c, c + 1)[0, 0]
+                                                      for r, c in zip(rows, cols)])
+        # one sample per level pixel along the line, from one end to the other, no gaps
+        scale = 2 ** level
+        a, b = ((np.asarray(p) + 0.5) / scale - 0.5 for p in (start, end))  # pixel centres at level k
+        assert np.abs(points[0] - a).max() <= 0.5 and np.abs(points[-1] - b).max() <= 0.5
+        assert len(points) >= np.hypot(*(b - a)) and np.abs(np.diff(points, axis=0)).max(initial=0) <= 1
+
+
+def test_bad_plane_histogram_and_profile_requests_are_refused_naming_the_problem(tiled_server, http, volume):
+    uid, _ = volume
+    h = bearer(tiled_server.reader_key)
+    bad = {
+        "plane/z.png": "index must be a whole number",
+        "plane/z.png?index=20": "outside the volume's 0..19",
+        "plane/x.png?index=36": "outside the volume's 0..35",
+        "plane/z.png?index=1&region=0,41,0,36": "outside the plane's 40 rows and 36 columns",
+        "plane/z.png?index=1&region=5,5,0,36": "empty",
+        "plane/z.png?index=1&region=0,1.5,0,36": "whole level-0 pixels",
+        "plane/z.png?index=1&region=0,1,0": "4 finite numbers",
+        "plane/z.png?index=1&region=0,nan,0,3": "4 finite numbers",
+        "plane/z.png?index=1&vmin=3&vmax=1": "vmin < vmax",
+        "plane/z.png?index=1&vmin=3": "vmin and vmax",
+        "plane/z.png?index=1&vmin=-inf&vmax=1": "finite",
+        "plane/z.png?index=1&size=-3": "size",
+        "histogram?bins=0": "bins must be from 1 to 4096",
+        "histogram?bins=x": "bins must be a whole number",
+        "profile?axis=z&index=1&start=0,0": "start=row,column and end=row,column",
+        "profile?axis=q&index=1&start=0,0&end=1,1": "axis must be z, y or x",
+        "profile?axis=z&index=1&start=0,0&end=40,0": "outside the plane's 40 rows",
+        "profile?axis=z&index=99&start=0,0&end=1,1": "outside the volume's 0..19",
+        "profile?axis=y&index=1&start=0,inf&end=1,1": "finite numbers",
+    }
+    for route, words in bad.items():
+        r = http.get(f"/api/scans/{uid}/{route}", headers=h)
+        assert r.status_code == 400 and words in r.json()["error"], (route, r.status_code, r.text)
+    r = http.get(f"/api/scans/{uid}/plane/w.png?index=0", headers=h)
+    assert r.status_code == 404 and "z (axial), y (coronal) or x (sagittal)" in r.json()["error"]
+    assert http.get(f"/api/scans/{uid}/plane/z.png?index=0").status_code == 401  # behind the key like the rest
+
+
+def test_a_live_request_goes_from_the_page_to_the_reconstructions_sink(tiled_server):
+    from tests.system.viewer_data import live_scan
+    from tomobluesky.catalog import TiledSink
+
+    uid, _ = live_scan(tiled_server, rows=12, columns=20, binning=2)  # slices 6 rows × 10 columns
+    h = bearer(tiled_server.reader_key)
+    url = f"/api/scans/{uid}/live/control"
+    steering = TestClient(create_app(tiled_server.uri, control_key=tiled_server.writer_key))
+    sink = TiledSink(tiled_server.client())  # as the live reconstruction holds it
+    assert steering.get(url, headers=h).json() == {"enabled": True, "request": None}
+    assert sink.live_request(uid) is None
+
+    r = steering.post(url, json={"row": 11, "center": 3.25}, headers=h)
+    assert r.status_code == 200 and r.json()["request"]["seq"] == 1
+    assert sink.live_request(uid) == {"row": 11, "center": 3.25}
+    assert sink.live_request(uid) is None  # handed on once
+    assert steering.post(url, json={"center": 19}, headers=h).json()["request"]["seq"] == 2
+    assert sink.live_request(uid) == {"center": 19.0}  # replaces the request: the row is not asked for again
+    assert TiledSink(tiled_server.client()).live_request(uid) == {"center": 19.0}  # a restarted worker sees it
+    assert steering.get(url, headers=h).json()["request"]["center"] == 19
+
+    refused = {
+        '{"row": 12}': "row must be a whole number from 0 to 11",  # detector rows: 6 binned rows × 2
+        '{"row": -1}': "from 0 to 11", '{"row": 2.5}': "whole number", '{"row": true}': "whole number",
+        '{"row": "3"}': "whole number", '{"center": NaN}': "finite number", '{"center": Infinity}': "finite",
+        '{"center": 20}': "from -0.5 to 19.5", '{"center": "<b>1</b>"}': "finite number",
+        '{"rows": 1}': "unknown field 'rows'", "{}": "nothing to do", '{"row": null}': "nothing to do",
+        "[1, 2]": "JSON object", "not json": "JSON object", " " * 5000: "JSON object",
+    }
+    for body, words in refused.items():
+        r = steering.post(url, content=body, headers={**h, "Content-Type": "application/json"})
+        assert r.status_code == 400 and words in r.json()["error"], (body, r.status_code, r.text)
+    assert steering.post(url, data={"row": "1"}, headers=h).status_code == 415  # what a form on another site sends
+    assert steering.post(url, json={"row": 1}, headers={**h, "Origin": "http://evil.example"}).status_code == 403
+    assert steering.post(url, json={"row": 1}).status_code == 401  # a reader's key is needed to ask
+    assert steering.post(url, json={"row": 1}, headers=bearer("f" * 64)).status_code == 401
+    assert steering.post("/api/scans/no-such-scan/live/control", json={"row": 1}, headers=h).status_code == 404
+    assert sink.live_request(uid) is None  # none of those reached the sink
+
+    # without a control key the viewer cannot steer, and says how to make it; the reader key alone may not write
+    plain = TestClient(create_app(tiled_server.uri))
+    r = plain.post(url, json={"row": 1}, headers=h)
+    assert r.status_code == 403 and "--control-key-file" in r.json()["error"]
+    assert plain.get(url, headers=h).json()["enabled"] is False
+    from tiled.client import from_uri
+
+    with pytest.raises(httpx.HTTPStatusError) as write:
+        from_uri(tiled_server.uri, api_key=tiled_server.reader_key)["live"][uid]["control"].replace_metadata({"row": 1})
+    assert write.value.response.status_code in (401, 403)
+    assert sink.live_request(uid) is None
+
+
+def test_a_malformed_stored_request_is_skipped_and_logged(tiled_server, caplog):
+    from tests.system.viewer_data import live_scan
+    from tomobluesky.catalog import TiledSink
+
+    uid, _ = live_scan(tiled_server)
+    live = tiled_server.client()["live"][uid]
+    live.create_container("control", metadata={"row": -4, "seq": 1})  # written by something other than the viewer
+    sink = TiledSink(tiled_server.client())
+    assert sink.live_request(uid) is None
+    assert "malformed live control request 1" in caplog.text
+    live["control"].replace_metadata({"row": 2, "center": "1e3", "seq": 2})
+    assert sink.live_request(uid) is None
+    live["control"].replace_metadata({"row": 2, "seq": 3})
+    assert sink.live_request(uid) == {"row": 2}

@@ -407,7 +407,7 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         (which also shows that this reader may see the scan)."""
         live = _node(client, LIVE, uid)
         if live is None:
-            raise Problem(409, f"scan {uid} has no live reconstruction to steer (yet)")
+            raise Problem(404, f"no live slices of scan {uid} to steer (none yet, or no such scan)")
         shapes = {name: tuple(live[name].shape) for name in ("axial", "vertical_x") if name in live}
         return detector_shape(dict(live.metadata), shapes)
 
