@@ -242,3 +242,18 @@ def test_a_fly_scan_flies_one_camera(RE, documents, beamline):
     with pytest.raises(PlanArgumentError, match="tomo_fly_scan flies one camera, not 2 detectors"):
         RE(tomo_fly_scan([camera, Signal(name="ring_current")], *stages, num_projections=4))
     assert not documents
+
+
+@pytest.mark.parametrize("plan, extra", [(tomo_scan, {}), (tomo_fly_scan, {"velocity": 1e4})])
+def test_every_document_validates_against_event_models_schemas(RE, documents, beamline, plan, extra):
+    from event_model import DocumentNames, schema_validators
+
+    RE(plan(*beamline, num_projections=8, num_darks=1, num_flats=1, **extra))
+    invalid = []
+    for name, doc in documents:
+        try:
+            schema_validators[DocumentNames(name)].validate(doc)
+        except Exception as err:  # collected, so the message names every invalid document
+            invalid.append(f"{name}: {str(err)[:200]}")
+    assert not invalid, invalid
+    assert {"start", "descriptor", "event", "stream_resource", "stream_datum", "stop"} <= {n for n, _ in documents}
