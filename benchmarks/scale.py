@@ -19,6 +19,17 @@ engine under an interpreter that has tomopy.
 
     python benchmarks/scale.py                 # S M L
     python benchmarks/scale.py S M L XL --json # everything (XL needs ~35 GB of disk and ~15 min)
+
+With ``--dask``, it measures the stop path alone on the case's detector file
+(written straight from the phantom, one frame per chunk, as the camera does):
+in this process (the three-thread conveyor) and as Dask tasks on a
+LocalCluster of 1 and 2 single-threaded worker processes, each in a fresh
+process, ``--repeat`` times in turn. Per slab it reports the wall and CPU
+seconds of reading + normalising, reconstructing and writing, and the
+workers' peak RSS; the load average is printed beside every run, since CPU
+seconds are what stays meaningful on a shared machine.
+
+    python benchmarks/scale.py --dask M --repeat 2 --json
 """
 
 from __future__ import annotations
@@ -174,6 +185,121 @@ def _table(results) -> str:
     return "\n".join(lines)
 
 
+def write_detector_file(case: str, path: Path) -> float:
+    """Case ``case``'s fly scan as the camera writes it (Data Exchange, one frame per chunk), straight from the
+    phantom without the RunEngine; returns the true centre."""
+    import h5py
+    import numpy as np
+
+    source, projections = _source(case)
+    theta = np.linspace(0, 180, projections, endpoint=False)
+    rows, columns = source.shape
+    dtype = CASES[case][3]
+    with h5py.File(path, "w") as f:
+        frames = {name: f.create_dataset(f"/exchange/{name}", shape=(n, rows, columns), dtype=dtype,
+                                         chunks=(1, rows, columns))
+                  for name, n in (("data", projections), ("data_white", 10), ("data_dark", 10))}
+        for i in range(10):
+            frames["data_white"][i] = source.flat()
+            frames["data_dark"][i] = source.dark()
+        for i, angle in enumerate(theta):
+            frames["data"][i] = source.projection(angle)
+        f["/exchange/theta"] = theta
+        f["/exchange/theta"].attrs["units"] = "degrees"
+    return source.center
+
+
+def _uptime() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def stop_path_alone(path: str, center: float, workers: int, budget_gb: float) -> dict:
+    """The stop path on ``path`` in this (fresh) process: ``workers`` = 0 in-process, else a LocalCluster of that
+    many single-threaded worker processes (its start-up timed apart, its workers warmed by one import)."""
+    from tomobluesky.pipeline import HDF5Scan, peak_rss_mb, reconstruct_scan
+    from tomobluesky.schema import ReconSettings
+
+    client, startup, load = None, 0.0, _uptime()
+    if workers:
+        from distributed import Client, LocalCluster
+
+        t = time.perf_counter()
+        client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                     dashboard_address=None))
+        client.run(lambda: __import__("tomobluesky.pipeline._stop"))
+        startup = time.perf_counter() - t
+    output = Path(path).with_name(f"volume-{workers}.zarr")
+    t, cpu = time.perf_counter(), time.process_time()
+    with HDF5Scan.from_dxchange(path) as scan:
+        info = reconstruct_scan(scan, ReconSettings(center=center), output, memory_budget=budget_gb * 1e9,
+                                dask=client)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu  # cpu: this process's threads (not the workers')
+    shutil.rmtree(output, ignore_errors=True)
+    if client is not None:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    out = {"workers": workers, "load_before": load, "load_after": _uptime(), "cluster_start_s": round(startup, 2),
+           "stop_path_s": round(wall, 2), "this_process_cpu_s": round(cpu, 2), "slabs": info["slabs"], "slab_rows": info["slab_rows"],
+           "stages_s": info["timings"], "peak_rss_mb": round(peak_rss_mb(), 1),
+           "read_amplification": info["read_amplification"]}
+    if "dask" in info:
+        out.update(_per_slab_summary(info["dask"]["per_slab"]), worker_peak_rss_mb=info["dask"]["worker_peak_rss_mb"])
+    return out
+
+
+def _per_slab_summary(per_slab) -> dict:
+    """Sums and medians over slabs of each stage's wall and CPU seconds (the worker process's, and the task
+    thread's alone), and the CPU seconds per detector row."""
+    import numpy as np
+
+    rows = sum(r["slab"][1] - r["slab"][0] for r in per_slab)
+    stages = {}
+    for stage in per_slab[0]["stages"]:
+        wall, cpu, thread = ([r["stages"][stage][i] for r in per_slab] for i in range(3))
+        stages[stage] = {"wall_sum": round(sum(wall), 2), "cpu_sum": round(sum(cpu), 2),
+                         "thread_cpu_sum": round(sum(thread), 2),
+                         "wall_median": round(float(np.median(wall)), 3), "cpu_median": round(float(np.median(cpu)), 3),
+                         "cpu_per_row": round(sum(cpu) / rows, 4)}
+    return {"per_slab_stages": stages}
+
+
+def dask_scaling(cases, budget_gb: float, repeat: int, keep: bool):
+    """For each case: its detector file once, then in-process, 1 and 2 workers, ``repeat`` rounds, each run in a
+    fresh process so that its peak RSS is its own."""
+    for case in cases:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"tomobluesky-dask-{case}-"))
+        try:
+            path = data_dir / "scan.h5"
+            t = time.perf_counter()
+            center = write_detector_file(case, path)
+            yield {"case": case, "detector_file_written_s": round(time.perf_counter() - t, 1),
+                   "bytes": path.stat().st_size}
+            for _ in range(repeat):
+                for workers in (0, 1, 2):
+                    cmd = [sys.executable, __file__, "--stop-only", str(path), str(center), str(workers),
+                           "--memory-budget", str(budget_gb)]
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    yield ({"case": case, **json.loads(proc.stdout.strip().splitlines()[-1])} if proc.returncode == 0
+                           else {"case": case, "workers": workers, "error": proc.stderr.strip().splitlines()[-3:]})
+        finally:
+            if not keep:
+                shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _dask_line(r) -> str:
+    if "workers" not in r or "error" in r:
+        return json.dumps(r)
+    where = "in-process" if not r["workers"] else f"{r['workers']} Dask worker(s)"
+    line = (f"{r['case']} {where}: {r['stop_path_s']} s (cluster start {r['cluster_start_s']} s), "
+            f"{r['slabs']} × {r['slab_rows']} rows, load {r['load_before']} → {r['load_after']}")
+    for stage, s in r.get("per_slab_stages", {}).items():
+        line += (f"\n    {stage}: CPU {s['cpu_sum']} s (task thread {s['thread_cpu_sum']} s; median {s['cpu_median']} "
+                 f"per slab), wall {s['wall_sum']} s")
+    return line
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cases", nargs="*", help=f"cases to run, of {' '.join(CASES)} (default: S M L)")
@@ -183,7 +309,11 @@ def main(argv=None) -> int:
     p.add_argument("--gridrec-python", metavar="PYTHON",
                    help="for M, also run the stop path alone with tomopy's gridrec under this interpreter "
                         "(a venv with tomopy, e.g. from ../shared/tools/build-tomopy.sh), beside ours")
+    p.add_argument("--dask", action="store_true",
+                   help="measure the stop path alone, in this process and on 1 and 2 Dask workers (default case M)")
+    p.add_argument("--repeat", type=int, default=1, help="with --dask: rounds of the three runs (default 1)")
     p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--stop-only", nargs=3, metavar=("FILE", "CENTER", "WORKERS"), help=argparse.SUPPRESS)
     p.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     unknown = set(args.cases) - set(CASES)
@@ -191,6 +321,16 @@ def main(argv=None) -> int:
         p.error(f"unknown cases {sorted(unknown)}; choose from {' '.join(CASES)}")
     if args.one:
         print(json.dumps(run_case(args.one, Path(args.data_dir), args.memory_budget)))
+        return 0
+    if args.stop_only:
+        path, center, workers = args.stop_only
+        print(json.dumps(stop_path_alone(path, float(center), int(workers), args.memory_budget)))
+        return 0
+    if args.dask and "S" in args.cases:
+        p.error("--dask runs the phantom cases (M, L, XL): S replays the tooth, whose file is too small to split")
+    if args.dask:
+        for result in dask_scaling(args.cases or ["M"], args.memory_budget, args.repeat, args.keep):
+            print(json.dumps(result) if args.json else _dask_line(result), flush=True)
         return 0
     results = []
     for case in args.cases or ["S", "M", "L"]:

@@ -144,7 +144,7 @@ def check_visible(scan: HDF5Scan, output) -> None:
 
 def slab_task(work, output: str, slab) -> dict:
     """One slab on a worker: check the paths, then read → normalise → reconstruct → write (``work.run``).
-    Returns the slab's wall and CPU seconds per stage, the bytes it read, its pixels without beam and the
+    Returns the slab's wall, process CPU and thread CPU seconds per stage, the bytes it read, its pixels without beam and the
     worker's peak RSS so far."""
     from ..store import MultiscaleWriter
     from ._stop import _StageClock

@@ -3,6 +3,7 @@ single-process conveyor, voxel for voxel, and a clear refusal when a worker cann
 
 import os
 
+import h5py
 import numpy as np
 import pytest
 
@@ -28,8 +29,14 @@ def client():
 
 @pytest.fixture(scope="module")
 def scan_file(tmp_path_factory):
-    return write_scan(tmp_path_factory.mktemp("dask") / "scan.h5", rows=ROWS, columns=COLUMNS, angles=ANGLES,
+    """The phantom, with a dead strip in the flats (columns 10..12 of rows 20..) that every route must report."""
+    path = write_scan(tmp_path_factory.mktemp("dask") / "scan.h5", rows=ROWS, columns=COLUMNS, angles=ANGLES,
                       center=CENTER)
+    with h5py.File(path, "r+") as f:
+        flats = f["/exchange/data_white"][...]
+        flats[:, 20:, 10:13] = 50.0  # below the dark (100): no beam
+        f["/exchange/data_white"][...] = flats
+    return path
 
 
 def _levels(path):
@@ -49,10 +56,14 @@ def test_dask_slabs_give_the_single_process_volume_voxel_for_voxel(client, scan_
     on_dask = _reconstruct(scan_file, tmp_path / "dask.zarr", budget, dask=client,
                            progress=lambda rows, total: done.append((rows, total)))
     assert on_dask["slabs"] == local["slabs"] >= 4 and on_dask["slab_rows"] == local["slab_rows"]
-    # every voxel of every level equal: the same slabs pack the same slice pairs into the same NUFFTs
+    # every voxel of every level: the same slabs pack the same slice pairs into the same NUFFTs. Here (and in
+    # every run so far) they are bit for bit equal; the bound allows what finufft may do with more threads in
+    # one process than in a task (ncore=1): add its spreading sub-grids in another order, a float32 rounding
+    # (~1e-7 of the largest value per term). Any real slip (a slab off by a row, a normalisation missed) is
+    # 1e-2 of it or more.
     for a, b in zip(_levels(tmp_path / "local.zarr"), _levels(tmp_path / "dask.zarr"), strict=True):
         assert a.shape == b.shape
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(b, a, rtol=0, atol=2e-6 * np.abs(a).max())
     assert np.abs(_levels(tmp_path / "dask.zarr")[0]).max() > 0.01  # the phantom is there, not zeros on both sides
     report = on_dask["dask"]
     slabs = sorted(tuple(r["slab"]) for r in report["per_slab"])
@@ -61,30 +72,14 @@ def test_dask_slabs_give_the_single_process_volume_voxel_for_voxel(client, scan_
     assert len({r["pid"] for r in report["per_slab"]}) == 2 and os.getpid() not in {r["pid"] for r in report["per_slab"]}
     for r in report["per_slab"]:
         assert set(r["stages"]) == {"open", "read", "reconstruct", "write"}
-        assert all(wall > 0 and cpu >= 0 for wall, cpu in r["stages"].values())
+        assert all(wall > 0 and cpu >= thread_cpu >= 0 for wall, cpu, thread_cpu in r["stages"].values())
     # the workers read about one pass over the file between them, as the conveyor does
     assert 0.95 <= on_dask["read_amplification"] <= 1.5, on_dask["read_amplification"]
     assert all(0 < mb < 2000 for mb in report["worker_peak_rss_mb"].values())
+    # the pixels without beam, found by the workers slab by slab, are named once for the scan as in-process
+    assert on_dask["flat_field_warnings"] == local["flat_field_warnings"]
+    assert f"{(ROWS - 20) * 3} pixels (detector rows 20-{ROWS - 1}), in columns 10-12" in local["flat_field_warnings"][0]
     assert done[-1] == (ROWS, ROWS) and [d[0] for d in done] == sorted(d[0] for d in done) and len(done) == len(slabs)
-
-
-def test_pixels_without_beam_are_reported_from_the_workers(client, tmp_path):
-    path = write_scan(tmp_path / "dead.h5", rows=32, columns=64, angles=60, center=31.5)
-    import h5py
-
-    with h5py.File(path, "r+") as f:  # a dead strip of the flat: columns 10..12 of rows 20.. no brighter than dark
-        flats = f["/exchange/data_white"][...]
-        flats[:, 20:, 10:13] = 50.0
-        f["/exchange/data_white"][...] = flats
-    budget = current_rss_bytes() + 1.5e6
-    with HDF5Scan.from_dxchange(path) as scan:
-        local = reconstruct_scan(scan, ReconSettings(center=31.5), tmp_path / "a.zarr", memory_budget=budget)
-    with HDF5Scan.from_dxchange(path) as scan:
-        remote = reconstruct_scan(scan, ReconSettings(center=31.5), tmp_path / "b.zarr", memory_budget=budget,
-                                  dask=client)
-    assert remote["slabs"] > 1 and "dask" in remote
-    assert remote["flat_field_warnings"] == local["flat_field_warnings"] and len(local["flat_field_warnings"]) == 1
-    assert "36 pixels (detector rows 20-31), in columns 10-12" in local["flat_field_warnings"][0]
 
 
 def test_a_detector_file_the_workers_cannot_see_fails_naming_the_path_and_the_worker(client, scan_file, tmp_path):
