@@ -4,6 +4,14 @@
 
 1. IncrementalSlices alone: frames per second the three live slices keep up
    with for 512×512 frames (filter + backproject into axial and two vertical slices).
+1b. The options side by side (``--options``): the NumPy reference against the
+   compiled LiveSlices at several live widths, each folding raw uint16 frames
+   (binning, flat field, −log, filter, three slices) of an exact disk phantom
+   whose axis is 40 columns off the middle, 512² and 2048²; the gain inside
+   the big disk against its analytic attenuation and the SSIM of the axial
+   slice against the engine's NUFFT reconstruction of the same sinogram (the
+   final volume's way); and what redrawing the axial slice by NUFFT from an
+   accumulated sinogram costs (the "every 0.2 s" option).
 2. The whole live path in-process (RunEngine → camera HDF5 → LiveReconstruction
    → Tiled): the previews' lag behind acquisition, and the time from the stop
    document to the final volume being readable from Tiled, for 256 projections
@@ -61,6 +69,92 @@ def bench_slices(n=512, frames=200):
             "ms_per_frame": round(1e3 * dt / frames, 2)}
 
 
+DISKS = [(0.02, 0.3, 0.0, 0.0), (0.05, 0.07, 0.14, -0.08), (0.03, 0.05, -0.12, 0.15)]  # mu, r, x0, y0 (× n)
+
+
+def _disk_sinogram(n, theta, center):
+    from tomobluesky.recon.testing import project_disk
+
+    return sum(project_disk(n, theta, center, mu=mu, radius=r * n, x0=x * n, y0=y * n) for mu, r, x, y in DISKS)
+
+
+def bench_option(n, live_columns, angles=180, reference=False, offset=40.0):
+    """Fold ``angles`` raw uint16 n×n frames of the disk phantom (axis ``offset`` columns right of the
+    middle) the way LiveReconstruction does, binned to at most ``live_columns``; time only the folding."""
+    import math
+
+    from tomobluesky import recon
+    from tomobluesky.live import IncrementalSlices, _kernels
+    from tomobluesky.live._live_slices import LiveSlices
+    from tomobluesky.live._reconstruction import bin_frame
+
+    b = max(1, math.ceil(n / live_columns))
+    center = (n - 1) / 2 + offset
+    theta = np.linspace(0, 180, angles, endpoint=False)
+    sino = _disk_sinogram(n, np.radians(theta), center)  # (angles, n), the same in every detector row
+    dark, flat = np.full((n, n), 100, np.float32), np.full((n, n), 20100, np.float32)
+    d, beam = (np.ascontiguousarray(a) for a in recon.flat_field(bin_frame(flat, b)[None], bin_frame(dark, b)[None]))
+    m = n // b
+    live_center = (center + 0.5) / b - 0.5
+    kind = IncrementalSlices if reference else LiveSlices
+    slices = kind(m, m, center=live_center, num_angles=angles)
+    _kernels.warm_up()
+    spent = 0.0
+    for i, angle in enumerate(theta):
+        frame = np.broadcast_to((100 + 20000 * np.exp(-sino[i])).astype(np.uint16), (n, n))
+        frame = np.ascontiguousarray(frame)
+        t = time.perf_counter()
+        if reference:  # the NumPy path as it was: bin, flat field, −log, then IncrementalSlices
+            a = recon.minus_log(recon.apply_flat_field(bin_frame(frame, b), d, beam)) / b
+        else:
+            a = np.empty((m, m), np.float32)
+            _kernels.attenuation(frame, b, d, beam, a)
+        slices.add(a, angle)
+        spent += time.perf_counter() - t
+    # correctness: the gain inside the big disk (away from the small ones) and the NUFFT of the same views
+    coords = (np.arange(m) - (m - 1) / 2) * b
+    x, y = np.meshgrid(coords, -coords)
+    inside = (x**2 + y**2 <= (0.2 * n) ** 2) & ((x - 0.14 * n) ** 2 + (y + 0.08 * n) ** 2 > (0.1 * n) ** 2) \
+        & ((x + 0.12 * n) ** 2 + (y - 0.15 * n) ** 2 > (0.08 * n) ** 2)
+    binned = sino[:, : m * b].reshape(angles, m, b).mean(axis=-1) / b  # attenuation per live pixel
+    volume_way = recon.reconstruct(binned[None].astype(np.float32), np.radians(theta), live_center,
+                                   sinogram_order=True)[0]
+    return {"frame": f"{n}x{n}", "live": f"{m}x{m}", "path": "numpy reference" if reference else "numba LiveSlices",
+            "frames_per_s": round(angles / spent, 1), "ms_per_frame": round(1e3 * spent / angles, 2),
+            "gain_in_disk": round(float(slices.axial[inside].mean() / 0.02), 4),
+            "ssim_vs_nufft": round(recon.ssim_in_circle(slices.axial, volume_way), 4)}
+
+
+def bench_nufft_redraw(columns=256, angles=900, repeats=5):
+    """The sinogram-domain option: the axial slice redrawn by the engine's NUFFT from ``angles`` stored rows."""
+    from tomobluesky import recon
+
+    theta = np.linspace(0, np.pi, angles, endpoint=False)
+    sino = _disk_sinogram(columns, theta, (columns - 1) / 2)[None].astype(np.float32)
+    times = []
+    for k in range(repeats):
+        t = time.perf_counter()
+        recon.reconstruct(sino[:, : angles - k], theta[: angles - k], sinogram_order=True)  # new angles: new plan
+        times.append(time.perf_counter() - t)
+    return {"live": f"{columns}x{columns}", "angles": angles, "ms_per_redraw_median": round(1e3 * float(np.median(times)), 1)}
+
+
+def bench_options():
+    from tomobluesky.live import _kernels
+
+    t = time.perf_counter()
+    _kernels.warm_up()
+    rows = [{"kernels_warm_up_s": round(time.perf_counter() - t, 2)}]
+    rows.append(bench_option(512, 640, reference=True))
+    for live in (640, 256):
+        rows.append(bench_option(512, live))
+    rows.append(bench_option(2048, 640, angles=90, reference=True))
+    for live in (640, 384, 256):
+        rows.append(bench_option(2048, live, angles=90))
+    rows.append(bench_nufft_redraw())
+    return rows
+
+
 def bench_scan(n=256, angles=256, preview_every=16):
     from bluesky import RunEngine
 
@@ -109,8 +203,13 @@ def main():
     p.add_argument("--size", type=int, default=512, help="frame size for the slice throughput (default 512)")
     p.add_argument("--scan-size", type=int, default=256, help="rows = columns = projections of the scan (default 256)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--options", action="store_true", help="only the side-by-side options (1b), no Tiled scan")
     args = p.parse_args()
-    results = {"incremental_slices": bench_slices(args.size), "live_scan": bench_scan(args.scan_size, args.scan_size)}
+    if args.options:
+        results = {"options": bench_options()}
+    else:
+        results = {"incremental_slices": bench_slices(args.size), "options": bench_options(),
+                   "live_scan": bench_scan(args.scan_size, args.scan_size)}
     print(json.dumps(results, indent=None if args.json else 2))
 
 

@@ -6,9 +6,14 @@ smear the filtered rows back onto three slices. In NumPy each step walks
 the frame five to eight times through temporaries (clip, cast, two gathers,
 subtract, multiply, add); these kernels walk it once, on every core.
 
-Interpolation follows ``tomobluesky.recon._interp``: a row is continued by
-zeros on both sides, a position within one pixel outside fades linearly to
-zero, anything further out reads zero.
+Backprojection reads each filtered row over its whole zero-padded FFT
+length, circularly: beyond the detector's columns it reads the ramp
+filter's tails (negative, falling as 1/t²), not zeros. Where the raw row is
+zero outside the detector (the object fits), that is the filtered row's
+true value there, as the Fourier reconstruction of the final volume has it.
+Reading zeros instead lifts every pixel whose rays pass beyond the detector,
+which with the axis off the middle is a large part of the slice (a 40-column
+offset on 160 columns: +7 % of the object's attenuation on the background).
 """
 
 from __future__ import annotations
@@ -21,18 +26,14 @@ import numpy as np
 from tomobluesky.recon import MIN_TRANSMISSION
 
 
-@numba.njit(inline="always", fastmath=False)
-def _read(row, n, position):
-    """``row`` (n values) at fractional ``position``; zeros beyond the detector."""
-    t = position + 1.0  # position in the row padded by one zero before and two after
-    if t < 0.0:
-        t = 0.0
-    elif t > n + 1.0:
-        t = n + 1.0
-    left = int(t)
-    w = t - left
-    lo = row[left - 1] if 1 <= left <= n else 0.0
-    hi = row[left] if 0 <= left < n else 0.0  # padded index left + 1 is row index left
+@numba.njit(inline="always")
+def _read(row, length, position):
+    """A filtered row (its whole FFT ``length``) at fractional ``position``, linearly, circularly."""
+    left = math.floor(position)
+    w = position - left
+    i = int(left) % length
+    lo = row[i]
+    hi = row[i + 1] if i + 1 < length else row[0]
     return lo + w * (hi - lo)
 
 
@@ -66,21 +67,24 @@ def attenuation(frame, factor, dark, beam, out):
 def backproject_vertical(filtered, cos, sin, center, weight, vertical_x, vertical_y):
     """Add one view to the two vertical slices through the axis: row r of ``vertical_x`` is the line
     y = 0 of detector row r's axial slice (x to the right), of ``vertical_y`` the line x = 0 (y from
-    top to bottom). ``filtered``: (rows, n) ramp-filtered attenuation."""
-    rows, n = filtered.shape
+    top to bottom). ``filtered``: (rows, FFT length) ramp-filtered attenuation of n columns."""
+    rows, length = filtered.shape
+    n = vertical_x.shape[1]
     mid = (n - 1) / 2.0
     for r in numba.prange(rows):
         q = filtered[r]
         for j in range(n):
             x = j - mid
-            vertical_x[r, j] += weight * _read(q, n, x * cos + center)
-            vertical_y[r, j] += weight * _read(q, n, -x * sin + center)
+            vertical_x[r, j] += weight * _read(q, length, x * cos + center)
+            vertical_y[r, j] += weight * _read(q, length, -x * sin + center)
 
 
 @numba.njit(parallel=True, cache=True)
 def backproject_axial(sinogram, cos, sin, center, weights, image):
-    """Add views (angles, n) of one detector row to ``image`` (n × n, x right, y up), each times its weight."""
-    angles, n = sinogram.shape
+    """Add filtered views (angles, FFT length) of one detector row to ``image`` (n × n, x right, y up),
+    each times its weight."""
+    angles, length = sinogram.shape
+    n = image.shape[0]
     mid = (n - 1) / 2.0
     for i in numba.prange(n):
         y = mid - i
@@ -89,13 +93,13 @@ def backproject_axial(sinogram, cos, sin, center, weights, image):
             base = y * sin[a] + center
             c, w = cos[a], weights[a]
             for j in range(n):
-                image[i, j] += w * _read(q, n, (j - mid) * c + base)
+                image[i, j] += w * _read(q, length, (j - mid) * c + base)
 
 
 def warm_up():
     """Compile (or load from numba's cache) every kernel once, so the first frame of a scan pays nothing."""
-    f = np.ones((2, 4), np.float32)
-    attenuation(f, 1, np.zeros((2, 4), np.float32), np.ones((2, 4), np.float32), np.empty((2, 4), np.float32))
+    f = np.ones((2, 8), np.float32)
+    attenuation(f, 1, np.zeros((2, 8), np.float32), np.ones((2, 8), np.float32), np.empty((2, 8), np.float32))
     v = np.zeros((2, 4), np.float32)
     backproject_vertical(f, 1.0, 0.0, 1.5, 1.0, v, v.copy())
     one = np.ones(1)

@@ -2,7 +2,11 @@
 
 Same three slices and the same definition as :class:`IncrementalSlices` (its
 reference): the ramp-filtered rows of each view smeared back along the beam.
-What differs is how the work is held:
+What differs is how the work is held, and one thing read differently:
+
+* beyond the detector's columns the filtered rows are read with the ramp
+  filter's tails, not zeros (see ``_kernels``): the slices then agree with the
+  final volume's Fourier reconstruction when the axis is far off the middle;
 
 * the axial slice is also kept in the sinogram domain: each view's filtered
   axial row is stored (O(columns) per frame), so a new centre redraws the
@@ -28,6 +32,8 @@ from ._slices import ramp_filter
 
 #: detector rows kept as raw sinograms for the centre estimate
 PROBE_ROWS = 8
+#: views kept for it at most (Vo's method resamples a half turn to 360 angles; this bounds memory on long scans)
+PROBE_VIEWS = 4096
 
 
 class LiveSlices:
@@ -47,6 +53,7 @@ class LiveSlices:
         self.probe_rows = np.unique(np.linspace(0, rows - 1, min(PROBE_ROWS, rows)).round().astype(int))
         self.angles_deg: list[float] = []
         self._probes: list[np.ndarray] = []  # per view: (probe rows, columns) attenuation
+        self._probe_angles: list[float] = []
         self.reset_axial()
         self.reset_vertical()
 
@@ -90,7 +97,7 @@ class LiveSlices:
 
         spectrum = fft.rfft(attenuation, n=self._length, axis=-1, workers=-1)
         spectrum *= self._filter
-        return fft.irfft(spectrum, n=self._length, axis=-1, workers=-1)[..., : self.columns]
+        return fft.irfft(spectrum, n=self._length, axis=-1, workers=-1)  # all of it: the tails are read too
 
     def add(self, attenuation: np.ndarray, angle_deg: float):
         """Fold one view (rows × columns attenuation, float32)."""
@@ -107,7 +114,9 @@ class LiveSlices:
                                    np.array([self.weight]), self.axial)
         self._axial_rows.append(axial_row)
         self._axial_angles.append(float(angle_deg))
-        self._probes.append(attenuation[self.probe_rows].copy())
+        if len(self._probes) < PROBE_VIEWS:
+            self._probes.append(attenuation[self.probe_rows].copy())
+            self._probe_angles.append(float(angle_deg))
         self.angles_deg.append(float(angle_deg))
         self.vertical_views += 1
 
@@ -122,8 +131,8 @@ class LiveSlices:
         in live columns."""
         from tomobluesky import recon
 
-        order = np.argsort(self.angles_deg)
-        angles = np.radians(np.asarray(self.angles_deg)[order])
+        order = np.argsort(self._probe_angles)
+        angles = np.radians(np.asarray(self._probe_angles)[order])
         sino = np.stack([self._probes[i] for i in order], axis=1)  # (probe rows, views, columns)
         count = min(len(angles), 360)
         grid = angles[0] + np.arange(count) * (np.pi / count)
