@@ -111,7 +111,7 @@ def _grey(image: np.ndarray, window) -> np.ndarray:
 
 def _expected_level(extent: int, size: int, levels) -> int:
     """The coarsest level at which ``extent`` level-0 pixels still span ``size`` pixels: computed here."""
-    fits = [k for k in range(len(levels)) if -(-extent // 2**k) >= size]
+    fits = [k for k in range(len(levels)) if extent / 2**k >= size]
     return fits[-1] if fits else 0
 
 
@@ -123,7 +123,7 @@ def _assert_plane(page, axis: str, levels, *, region=None, scale=None):
     rows, cols = (shape[a] for a in PLANE_AXES[axis])
     r0, r1, c0, c1 = region or (0, rows, 0, cols)
     scale = scale or max(rows, cols) / PX
-    k = _expected_level(max(r1 - r0, c1 - c0), int(np.ceil(max(r1 - r0, c1 - c0) / scale)), levels)
+    k = _expected_level(max(r1 - r0, c1 - c0), int(np.floor(max(r1 - r0, c1 - c0) / scale + 1e-9)), levels)
     assert view["level"] == k, f"{axis}: drawn from level {view['level']}, the canvas fits level {k}"
     assert view["region"] == [r0, r1, c0, c1], f"{axis}: region {view['region']}, asked {[r0, r1, c0, c1]}"
     index = view["index"]

@@ -57,10 +57,11 @@ def _up(n: int, k: int) -> int:
 
 def level_for_extent(shapes, extent: int, size: int) -> int:
     """The coarsest level at which ``extent`` level-0 pixels still span at least ``size`` pixels
-    (level 0 when none does, or ``size`` is 0): no finer data is read than the screen can show."""
+    (extent / 2^k >= size; level 0 when none does, or ``size`` is 0): no finer data is read than
+    the screen can show, and a level's pixel is never larger than a screen pixel."""
     best = 0
     for k in range(len(shapes)):
-        if size and _up(extent, k) >= size:
+        if size and extent >= size << k:
             best = k
     return best
 

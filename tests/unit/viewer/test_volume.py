@@ -64,7 +64,7 @@ def test_a_profile_samples_every_pixel_of_its_level_along_the_line(levels):
     assert points[0].tolist() == [0, 0] and points[-1].tolist() == [39, 22]
     assert np.abs(np.diff(points, axis=0)).max() == 1
     np.testing.assert_array_equal(got["values"], levels[0][4][points[:, 0], points[:, 1]])
-    coarse = read_profile(levels, "z", 4, (0, 0), (39, 22), 12)
+    coarse = read_profile(levels, "z", 4, (0, 0), (39, 22), 11)  # 45 pixels long: 11.25 at level 2
     assert coarse["level"] == 2 and coarse["index"] == 1
     pts = np.asarray(coarse["points"])
     np.testing.assert_array_equal(coarse["values"], levels[2][1][pts[:, 0], pts[:, 1]])

@@ -144,7 +144,7 @@ async function drawPlane(plane) {
     return;
   }
   // size: how many screen pixels the region spans, so the server picks the level that fits
-  const size = Math.ceil(Math.max(r1 - r0, c1 - c0) / plane.view.scale);
+  const size = Math.max(1, Math.floor(Math.max(r1 - r0, c1 - c0) / plane.view.scale + 1e-9));
   const query = new URLSearchParams({index: vol.index[plane.axis], region: `${r0},${r1},${c0},${c1}`, size});
   if (vol.window) { query.set("vmin", vol.window[0]); query.set("vmax", vol.window[1]); }
   const seq = ++plane.seq, uid = vol.uid, view = {...plane.view};
@@ -262,7 +262,7 @@ const profileMode = () => document.querySelector("input[name=mode]:checked").val
 async function lineProfile(plane, start, end) {
   const floor = (p) => p.map((v) => Math.floor(v));
   const [a, b] = [floor(start), floor(end)];
-  const size = Math.max(2, Math.ceil(Math.hypot(b[0] - a[0], b[1] - a[1]) / plane.view.scale));
+  const size = Math.max(2, Math.floor(Math.hypot(b[0] - a[0], b[1] - a[1]) / plane.view.scale));
   const query = new URLSearchParams({axis: plane.axis, index: vol.index[plane.axis], start: a.join(","),
                                      end: b.join(","), size});
   const r = await api(scanUrl(vol.uid, `profile?${query}`));
