@@ -47,7 +47,9 @@ def _arm_fly(camera, rotation, angles, velocity: float):
     if isinstance(camera, AsyncDevice):
         from ..devices.oa import RotationTrajectory
 
-        # the stage moves to the first angle and takes the velocity; the camera waits for its pulses
+        # moved by the plan first, so the RunEngine knows to stop the stage if the run is paused or aborted;
+        # then the stage takes the trajectory and its velocity, and the camera waits for its pulses
+        yield from bps.mv(rotation, float(angles[0]))
         yield from bps.prepare(rotation, RotationTrajectory([float(a) for a in angles], float(velocity)),
                                group="arm")
         yield from bps.prepare(camera, TriggerInfo(trigger=DetectorTrigger.EXTERNAL_EDGE,

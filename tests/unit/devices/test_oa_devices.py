@@ -219,3 +219,31 @@ def test_kickoff_without_prepare_is_refused_and_nothing_is_written(RE, beamline)
         _run(lambda: camera.kickoff())
     _run(lambda: camera.unstage())
     assert camera.last_file is None and _run(lambda: rotation.readback.get_value()) == 0.0
+
+
+def test_a_failing_fly_scan_stops_the_stage_and_writes_nothing_after_its_file_closes(RE, beamline):
+    """A callback fails at the first projection of a slow fly scan: the RunEngine ends the run, stops the
+    stage it moved and unstages the camera; no pulse and no frame follow."""
+    from tomobluesky.plans import tomo_fly_scan
+
+    source, camera, rotation, shutter, sample = beamline
+    docs = []
+
+    def fail_at_first_projection(name, doc):
+        docs.append((name, doc))
+        if name == "stream_datum" and doc["indices"]["start"] == 0 and len(docs) > 2 and any(
+                n == "descriptor" and d["name"] == "primary" and d["uid"] == doc["descriptor"] for n, d in docs):
+            raise RuntimeError("analysis callback failed")
+
+    # 0..180 deg at 20 deg/s: 9 s of rotation if nothing stopped it
+    with pytest.raises(RuntimeError, match="analysis callback failed"):
+        RE(tomo_fly_scan([camera], rotation, shutter, sample, num_projections=90, num_darks=1, num_flats=1,
+                         velocity=20.0), fail_at_first_projection)
+    assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "fail"
+    projections, *_ = _frames(camera.last_file)  # closed by unstage: readable without SWMR
+    angle = _run(lambda: rotation.readback.get_value())
+    taken = len(projections)
+    assert 0 < taken < 90 and angle < 178.0 and rotation._motion.done()
+    call_in_bluesky_event_loop(__import__("asyncio").sleep(0.5))
+    assert _run(lambda: rotation.readback.get_value()) == angle  # the stage stays where it stopped
+    assert len(_frames(camera.last_file)[0]) == taken

@@ -44,6 +44,7 @@ class RotationStage(StandardReadable):
         self._trajectory: RotationTrajectory | None = None
         self._motion: asyncio.Task | None = None
         self._halt: asyncio.Event | None = None
+        self._halt_success = False
         self._listeners: list[PulseListener] = []
         super().__init__(name=name)
 
@@ -86,8 +87,10 @@ class RotationStage(StandardReadable):
     async def kickoff(self) -> None:
         if self._trajectory is None:
             raise RuntimeError(f"{self.name}: prepare a RotationTrajectory before kickoff")
+        if self._motion is not None and not self._motion.done():
+            raise RuntimeError(f"{self.name}: kickoff() while a fly motion is running")
         trajectory, self._trajectory = self._trajectory, None
-        self._halt = asyncio.Event()
+        self._halt, self._halt_success = asyncio.Event(), False
         self._motion = asyncio.create_task(self._fly(trajectory))
 
     async def _fly(self, trajectory: RotationTrajectory) -> bool:
@@ -111,15 +114,16 @@ class RotationStage(StandardReadable):
     async def complete(self) -> None:
         if self._motion is None:
             raise RuntimeError(f"{self.name}: complete() without kickoff()")
-        motion, self._motion = self._motion, None
-        if not await motion:
+        motion = self._motion  # kept until the next kickoff: stop() must find a motion that is being completed
+        if not await motion and not self._halt_success:
             raise RuntimeError(f"{self.name}: stopped during a fly scan")
 
     async def stop(self, success: bool = False) -> None:
-        """Halt a fly motion between two angles: no pulse (no frame) after this returns
-        (a RunEngine pausing or aborting calls it before the camera closes its file)."""
+        """Halt a fly motion between two angles: no pulse (no frame) after this returns (a RunEngine
+        pausing or aborting calls it). ``complete`` then fails, unless the stop was called a success."""
         motion = self._motion
         if motion is not None and not motion.done():
+            self._halt_success = success
             self._halt.set()
             await asyncio.wait([motion])
 
