@@ -68,6 +68,14 @@ def read_sinograms_through(scan: HDF5Scan, rows, pipeline: Pipeline, *, frame_bl
     return out
 
 
+def own_engine(pipeline: Pipeline) -> bool:
+    """True when the volume comes from tomobluesky's own ``reconstruct`` step (the stop path then calls the
+    engine itself, with its memory plan's batch size and threads); a plugin's step is called as it is."""
+    from ..steps import _builtin
+
+    return pipeline.producer.step.function is _builtin.reconstruct
+
+
 def engine_options(pipeline: Pipeline | None, settings: ReconSettings) -> dict:
     """algorithm and filter of the reconstruction: the pipeline's reconstruct step's, else the settings'."""
     options = {"algorithm": settings.algorithm, "filter_name": settings.filter_name}

@@ -116,7 +116,7 @@ def _chunk_depth(slab_rows: int, deepest: int) -> int:
 def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str | Path, *,
                      memory_budget: float = DEFAULT_BUDGET, pixel_size: float | None = None,
                      attributes: dict | None = None, progress=None, writer_options: dict | None = None,
-                     dask=None) -> dict:
+                     dask=None, pipeline=None, steps_output: str | Path | None = None) -> dict:
     """Reconstruct ``scan`` into a multiscale Zarr store at ``output``; return what it did.
 
     ``memory_budget``: bytes of resident memory the process may reach (what
@@ -130,6 +130,10 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     ``read_amplification`` (bytes read from the file / bytes of the scan) and
     ``peak_rss_mb``; with Dask also ``dask``: the workers, their peak RSS and
     every slab's wall and CPU seconds per stage.
+    ``pipeline``: the scan's processing steps (:func:`scan_pipeline`; None: the
+    settings' chain, as before steps existed). Its volume steps run on the
+    finished store and write under ``steps_output`` (default: ``<output>.steps``);
+    the dict then has ``pipeline`` (as run) and ``step_outputs``.
     """
     from ..recon._nufft import clear_plan_cache
     from ..store import DEFAULT_CHUNKS, MultiscaleWriter
@@ -150,11 +154,12 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     shape = (rows, columns, columns)
     options = {**(writer_options or {})}
     chunks = tuple(options.pop("chunks", DEFAULT_CHUNKS))
-    plan = _plan(scan, settings, shape, memory_budget, options.get("min_size", 256), chunks[0])
+    plan = _plan(scan, settings, shape, memory_budget, options.get("min_size", 256), chunks[0],
+                 sinogram_steps=bool(pipeline is not None and pipeline.stage("sinograms")))
     chunks = _chunks_for(_chunk_depth(plan.slab_rows, chunks[0]), chunks)
     writer = MultiscaleWriter(output, shape, pixel_size=pixel_size, attributes=attributes, chunks=chunks, **options)
     log.info("stop path: %s rows × %s angles × %s columns in %r", rows, scan.num_projections, columns, plan)
-    work = SlabWork(scan, settings, theta, center, plan.batch_pairs, plan.frame_block)
+    work = SlabWork(scan, settings, theta, center, plan.batch_pairs, plan.frame_block, pipeline=pipeline)
     distributed = None
     try:
         if dask is not None and len(plan.slabs) > 1:
@@ -163,6 +168,8 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
             _run_slabs(work, writer, plan, timer, progress, seen, no_beam)
     finally:
         clear_plan_cache()
+    step_outputs = _volume_steps(pipeline, output, steps_output, writer.slab_height(64, parallel=False),
+                                 attributes, timer)
     timer["total"] = time.perf_counter() - t_start
     read = scan.bytes_read - read_before + (distributed or {}).get("bytes_read", 0)
     return {
@@ -175,7 +182,22 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "flat_field_warnings": _flat_field_warnings(no_beam),
         **({"dask": distributed} if distributed else {}),
+        **({"pipeline": pipeline.record(), "step_outputs": step_outputs} if pipeline is not None else {}),
     }
+
+
+def _volume_steps(pipeline, output, steps_output, slab, attributes, timer) -> dict | None:
+    """The pipeline's volume steps on the finished store (each slab by slab); None when it has none."""
+    if pipeline is None or not pipeline.stage("volume"):
+        return None
+    from ..steps import run_volume_steps
+
+    t = time.perf_counter()
+    root = Path(steps_output) if steps_output is not None else Path(output).with_suffix(".steps")
+    outputs = run_volume_steps(pipeline, output, root, slab=slab, attributes=attributes)
+    timer.add("volume_steps", t)
+    outputs["arrays"] = {name: str(path) for name, path in outputs["arrays"].items()}
+    return outputs
 
 
 def _run_on_dask(dask, work, writer, plan, timer, progress, no_beam) -> dict:
@@ -224,12 +246,14 @@ def _chunks_for(depth: int, default) -> tuple[int, int, int]:
     return (depth, default[1] * widen, default[2] * widen)
 
 
-def _plan(scan, settings, shape, memory_budget, min_size, chunk_depth) -> SlabPlan:
+def _plan(scan, settings, shape, memory_budget, min_size, chunk_depth, sinogram_steps=False) -> SlabPlan:
     """Slabs that fit the budget; whole level-0 chunks deep when the budget allows (a slab that ends inside
     a chunk makes the next one read and rewrite it, and shallow chunks make many small files)."""
     available = max(memory_budget - current_rss_bytes(), 0)
     base = _pipeline_multiple(shape, min_size)
-    kwargs = dict(budget_bytes=available, flats_darks=_frame_count(scan), ring_removal=settings.ring_removal,
+    # a sinogram step (ring removal among them) may need a second slab-sized array
+    kwargs = dict(budget_bytes=available, flats_darks=_frame_count(scan),
+                  ring_removal=settings.ring_removal or sinogram_steps,
                   itemsize=scan.dtype.itemsize)
     rows, angles, columns = shape[0], scan.num_projections, shape[2]
     deep = plan_slabs(rows, angles, columns, multiple=math.lcm(base, chunk_depth), **kwargs)
@@ -268,21 +292,32 @@ class SlabWork:
     batch_pairs: int
     frame_block: int
     ncore: int | None = None  # the engine's threads; None: all this process may use
+    pipeline: object = None  # tomobluesky.steps.Pipeline; None: the settings' chain (median flat field, −log, rings)
 
     def read(self, slab, no_beam: dict | None = None, seen: dict | None = None) -> np.ndarray:
         """Sinograms of detector rows ``slab`` = (first, end), normalised, −log (and rings removed)."""
-        sinograms = (seen or {}).pop(tuple(slab), None)
-        if sinograms is None:
-            sinograms = read_sinograms(self.scan, slice(*slab), frame_block=self.frame_block, no_beam=no_beam)
+        from ._steps import read_sinograms_through, reads_as_standard
+
+        if self.pipeline is not None and not reads_as_standard(self.pipeline):
+            sinograms = read_sinograms_through(self.scan, slab, self.pipeline, frame_block=self.frame_block)
+        else:
+            sinograms = (seen or {}).pop(tuple(slab), None)
+            if sinograms is None:
+                sinograms = read_sinograms(self.scan, slice(*slab), frame_block=self.frame_block, no_beam=no_beam)
+        if self.pipeline is not None:
+            return self.pipeline.run("sinograms", sinograms)
         if self.settings.ring_removal:
             sinograms = recon.remove_rings(sinograms)
         return sinograms
 
     def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
-        s = self.settings
-        return recon.reconstruct(sinograms, self.theta, self.center, algorithm=s.algorithm,
-                                 filter_name=s.filter_name, backend=s.backend, batch_pairs=self.batch_pairs,
-                                 ncore=self.ncore, **_SINOGRAM_ORDER)
+        from ._steps import engine_options, own_engine
+
+        if self.pipeline is not None and not own_engine(self.pipeline):  # a plugin's reconstruction step
+            return self.pipeline.producer(sinograms, {"theta": self.theta, "center": self.center})
+        return recon.reconstruct(sinograms, self.theta, self.center, **engine_options(self.pipeline, self.settings),
+                                 backend=self.settings.backend, batch_pairs=self.batch_pairs, ncore=self.ncore,
+                                 **_SINOGRAM_ORDER)
 
     @staticmethod
     def write(writer, slab, volume) -> None:
