@@ -179,3 +179,22 @@ def test_bad_arguments_are_refused():
         OffThread("not a callback")
     with pytest.raises(ValueError, match="maxsize must be at least 1"):
         OffThread(print, maxsize=0)
+
+
+def test_flush_all_waits_for_every_open_dispatcher():
+    from tomobluesky.transport import flush_all
+
+    first, second = Blocked(), Blocked()
+    dispatchers = [OffThread(first, name="first"), OffThread(second, name="second")]
+    for i in range(3):
+        for d in dispatchers:
+            d("event", {"i": i})
+    first.entered.wait(WAIT)
+    second.entered.wait(WAIT)
+    assert flush_all(0) == 6  # three in each, one of them in hand
+    first.release.set()
+    second.release.set()
+    assert flush_all(WAIT) == 0
+    assert [d["i"] for _, d in first.returned] == [d["i"] for _, d in second.returned] == [0, 1, 2]
+    for d in dispatchers:
+        assert d.close(WAIT) == 0
