@@ -46,7 +46,8 @@ def in_memory_reference(path, center):
         data = recon.minus_log(recon.normalize(f["/exchange/data"][:], f["/exchange/data_white"][:],
                                                f["/exchange/data_dark"][:], averaging="median"))
         theta = np.radians(f["/exchange/theta"][:])
-    return recon.reconstruct(np.ascontiguousarray(np.swapaxes(data, 0, 1)), theta, center, sinogram_order=True)
+    return recon.reconstruct(np.ascontiguousarray(np.swapaxes(data, 0, 1)), theta, center, sinogram_order=True,
+                             filter_name="shepp")
 
 
 @pytest.fixture(scope="module")
