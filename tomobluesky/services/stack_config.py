@@ -19,6 +19,7 @@ Environment variables override the file: ``TOMOBLUESKY_STACK_WORKERS__RECONSTRUC
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import platformdirs
@@ -79,8 +80,16 @@ class ViewerSection(_Section):
     port: int = Field(8080, ge=0, le=65535, description="0: a free one")
 
 
+def default_root() -> Path:
+    """~/.local/state/tomobluesky/stack; for root /var/lib/tomobluesky/stack, since PostgreSQL then
+    runs as its own user, who cannot enter root's home (0700)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/tomobluesky/stack")
+    return Path(platformdirs.user_state_dir("tomobluesky")) / "stack"
+
+
 class PathsSection(_Section):
-    root: Path = Field(default_factory=lambda: Path(platformdirs.user_state_dir("tomobluesky")) / "stack",
+    root: Path = Field(default_factory=lambda: default_root(),
                        description="everything the stack writes: state, sockets, configs, data")
     logs: Path | None = Field(None, description="one directory for every service's log (default: <root>/logs)")
     catalog: Path | None = Field(None, description="Tiled data directory: keys, volumes, detector files, arrays "
