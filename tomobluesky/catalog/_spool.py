@@ -112,6 +112,18 @@ class SpoolingSink:
         except _Offline:
             self._spool({"kind": "failure", "scan_uid": scan_uid, "reason": reason, "metadata": metadata})
 
+    def steps_dir(self, scan_uid) -> Path:
+        return self.sink.steps_dir(scan_uid)
+
+    def register_outputs(self, scan_uid, outputs, metadata, failure=None):
+        """Volume steps' outputs into Tiled; during an outage they stay on disk, unregistered (not spooled:
+        `tomobluesky replay` registers volumes, not step outputs), and the log says where."""
+        try:
+            return self._try(self.sink.register_outputs, scan_uid, outputs, metadata, failure)
+        except _Offline:
+            log.warning("Tiled unreachable: the step outputs of %s stay unregistered in %s", scan_uid,
+                        self.sink.steps_dir(scan_uid))
+
     def _record_path(self, scan_uid) -> Path:
         self.sink.volume_path(scan_uid)  # refuses a uid that is not a plain key
         return self.spool_dir / VOLUMES / f"{scan_uid}.json"

@@ -263,7 +263,7 @@ class TiledSink:
         """Where the outputs of a scan's volume steps are written: ``<volume_dir>/<scan uid>.steps``."""
         return self._inside(self.volume_path(scan_uid).with_suffix(".steps"))
 
-    def register_outputs(self, scan_uid, outputs: dict, metadata: dict):
+    def register_outputs(self, scan_uid, outputs: dict, metadata: dict, failure: str | None = None):
         """The outputs of a scan's volume steps (:func:`tomobluesky.steps.run_volume_steps`) under
         ``processed/<scan uid>/<step>[/<key>]``: arrays as containers of their levels, like the volume,
         tables as Tiled tables, other values in the step's metadata."""
@@ -289,6 +289,8 @@ class TiledSink:
         values = outputs.get("values") or {}
         if values:
             volume.update_metadata(metadata={"step_values": {k: _plain(v) for k, v in values.items()}})
+        if failure is not None:  # a step raised: the scan is failed, its volume and earlier outputs kept
+            volume.update_metadata(metadata={"status": "failed", "reason": failure})
         return volume
 
     @staticmethod

@@ -24,7 +24,7 @@ from event_model import DocumentRouter, RunRouter
 
 from .. import __version__
 from .._errors import NO_STOP_PREFIX, is_transient
-from ..pipeline import DEFAULT_BUDGET, DataRoots, reconstruct_scan
+from ..pipeline import DEFAULT_BUDGET, DataRoots, reconstruct_scan, scan_pipeline
 from ..schema import ReconSettings
 from . import _kernels
 from ._accumulator import ScanDocuments
@@ -418,18 +418,43 @@ class LiveReconstruction(DocumentRouter):
         self._waiting.clear()
         skipped, self._unread = len(self._unread), {}
         metadata = self._volume_metadata(scan.theta_deg, stop_doc)
+        pipeline = scan_pipeline(self.settings, self.meta.pipeline, pixel_size_um=self.start_doc.get("pixel_size"),
+                                 energy_kev=self.start_doc.get("energy"))
         with scan:
             store = self.sink.begin_volume(uid, {**metadata, "status": "writing"})
             info = reconstruct_scan(scan, self.settings, store, memory_budget=self.memory_budget,
                                     pixel_size=self.start_doc.get("pixel_size"), attributes={"scan_uid": uid},
-                                    progress=self.on_volume_rows)
-        metadata.update(self._result_metadata(info), status="complete", live_skipped=skipped)
+                                    progress=self.on_volume_rows, pipeline=pipeline, volume_steps=False)
+        metadata.update(self._result_metadata(info), status="complete", live_skipped=skipped,
+                        pipeline=info["pipeline"])
         self._remember_center(info)
         t0 = time.perf_counter()
         self.sink.complete_volume(uid, store, metadata)
         info["timings"]["register"] = round(time.perf_counter() - t0, 4)
         metadata["timings"] = info["timings"]
+        if pipeline.stage("volume"):
+            info.update(self._volume_steps(uid, store, pipeline))
         return {**info, "store": str(store), "metadata": metadata}
+
+    def _volume_steps(self, uid, store, pipeline) -> dict:
+        """The scan's volume steps on its registered volume; a step that raises fails the scan (named in the
+        reason) and keeps the volume and what earlier steps wrote."""
+        from ..steps import StepFailed, run_volume_steps
+
+        steps_dir = getattr(self.sink, "steps_dir", None)
+        root = steps_dir(uid) if steps_dir is not None else Path(store).with_suffix(".steps")
+        t0 = time.perf_counter()
+        failure = None
+        try:
+            outputs = run_volume_steps(pipeline, store, root, attributes={"scan_uid": uid})
+        except StepFailed as err:
+            outputs, failure = getattr(err, "outputs", {}), str(err)
+            log.error("scan %s: %s", uid, failure)
+        register = getattr(self.sink, "register_outputs", None)
+        if register is not None:
+            register(uid, outputs, {"scan_uid": uid, "pipeline": pipeline.record()}, failure=failure)
+        done = {"step_outputs": outputs, "volume_steps_s": round(time.perf_counter() - t0, 3)}
+        return {**done, "error": failure} if failure else done
 
     def _volume_metadata(self, angles, stop_doc) -> dict:
         start = self.start_doc

@@ -60,6 +60,11 @@ class ForwardingSink:
         if self.inner is not None:
             self.inner.record_failure(scan_uid, reason, metadata)
 
+    def register_outputs(self, scan_uid, outputs, metadata, failure=None):
+        register = getattr(self.inner, "register_outputs", None)
+        if register is not None:
+            register(scan_uid, outputs, metadata, failure=failure)
+
 
 class MemorySink:
     """Keeps results in dictionaries: for in-process use, notebooks and tests.
@@ -74,6 +79,7 @@ class MemorySink:
         self.volumes: dict[str, tuple[np.ndarray, dict]] = {}
         self.stores: dict[str, Path] = {}
         self.failures: dict[str, tuple[str, dict]] = {}
+        self.outputs: dict[str, tuple[dict, dict]] = {}
         self._status: dict[str, str] = {}
         self.volume_dir = Path(volume_dir) if volume_dir else Path(tempfile.mkdtemp(prefix="tomobluesky-volumes-"))
 
@@ -96,6 +102,13 @@ class MemorySink:
         self.stores[scan_uid] = Path(store)
         self.volumes[scan_uid] = (read_level(store, 0), dict(metadata))
         self._status[scan_uid] = "complete"
+
+    def register_outputs(self, scan_uid, outputs, metadata, failure=None):
+        """Volume steps' outputs (see ``tomobluesky.steps.run_volume_steps``); a failed step fails the scan."""
+        self.outputs[scan_uid] = (outputs, dict(metadata))
+        if failure is not None:
+            self.record_failure(scan_uid, failure, metadata)
+            self._status[scan_uid] = "failed"
 
     def record_failure(self, scan_uid, reason, metadata):
         self.failures[scan_uid] = (reason, dict(metadata))

@@ -116,7 +116,8 @@ def _chunk_depth(slab_rows: int, deepest: int) -> int:
 def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str | Path, *,
                      memory_budget: float = DEFAULT_BUDGET, pixel_size: float | None = None,
                      attributes: dict | None = None, progress=None, writer_options: dict | None = None,
-                     dask=None, pipeline=None, steps_output: str | Path | None = None) -> dict:
+                     dask=None, pipeline=None, steps_output: str | Path | None = None,
+                     volume_steps: bool = True) -> dict:
     """Reconstruct ``scan`` into a multiscale Zarr store at ``output``; return what it did.
 
     ``memory_budget``: bytes of resident memory the process may reach (what
@@ -133,7 +134,8 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     ``pipeline``: the scan's processing steps (:func:`scan_pipeline`; None: the
     settings' chain, as before steps existed). Its volume steps run on the
     finished store and write under ``steps_output`` (default: ``<output>.steps``);
-    the dict then has ``pipeline`` (as run) and ``step_outputs``.
+    the dict then has ``pipeline`` (as run) and ``step_outputs``. ``volume_steps=False``
+    leaves them to the caller (who registers the volume first, so a failing step cannot cost it).
     """
     from ..recon._nufft import clear_plan_cache
     from ..store import DEFAULT_CHUNKS, MultiscaleWriter
@@ -168,8 +170,8 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
             _run_slabs(work, writer, plan, timer, progress, seen, no_beam)
     finally:
         clear_plan_cache()
-    step_outputs = _volume_steps(pipeline, output, steps_output, writer.slab_height(64, parallel=False),
-                                 attributes, timer)
+    step_outputs = _volume_steps(pipeline if volume_steps else None, output, steps_output,
+                                 writer.slab_height(64, parallel=False), attributes, timer)
     timer["total"] = time.perf_counter() - t_start
     read = scan.bytes_read - read_before + (distributed or {}).get("bytes_read", 0)
     return {
@@ -196,7 +198,6 @@ def _volume_steps(pipeline, output, steps_output, slab, attributes, timer) -> di
     root = Path(steps_output) if steps_output is not None else Path(output).with_suffix(".steps")
     outputs = run_volume_steps(pipeline, output, root, slab=slab, attributes=attributes)
     timer.add("volume_steps", t)
-    outputs["arrays"] = {name: str(path) for name, path in outputs["arrays"].items()}
     return outputs
 
 

@@ -74,7 +74,7 @@ def run_volume_steps(pipeline: Pipeline, volume_store, output_root, *, slab: int
                      attributes: dict | None = None) -> dict:
     """Run the volume steps of ``pipeline`` on the multiscale store ``volume_store``.
 
-    Returns ``{"arrays": {name: store path}, "tables": {name: columns}, "values": {name: value}}``.
+    Returns ``{"arrays": {name: store path (str)}, "tables": {name: columns}, "values": {name: value}}``.
     A step that raises stops the chain with :class:`StepFailed` (naming the step);
     what earlier steps wrote stays on disk.
     """
@@ -96,12 +96,16 @@ def run_volume_steps(pipeline: Pipeline, volume_store, output_root, *, slab: int
                 written = _run_whole(stage, current, step_root, slab, step_context, meta, tables, values, min_size)
             else:
                 written = _run_slabwise(stage, current, step_root, slab, step_context, meta, min_size)
+        except StepFailed as err:  # what the earlier steps wrote goes with the error, to be registered
+            shutil.rmtree(step_root, ignore_errors=True)
+            err.outputs = {"arrays": {n: str(p) for n, p in arrays.items()}, "tables": tables, "values": values}
+            raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         arrays.update(written)
         if name in written:  # the step returned an array: the next volume step works on it
             current = open_multiscale(written[name])[0]
-    return {"arrays": arrays, "tables": tables, "values": values}
+    return {"arrays": {name: str(path) for name, path in arrays.items()}, "tables": tables, "values": values}
 
 
 def _run_whole(stage, current, step_root, slab, context, meta, tables, values, min_size):
