@@ -121,3 +121,41 @@ def test_the_stack_probes_the_groups_its_workers_join():
     from tomobluesky.services import stack
 
     assert (stack.RECON_GROUP, stack.CATALOG_GROUP) == (workers.RECON_GROUP, workers.CATALOG_GROUP)
+
+
+def test_postgres_urls_use_the_socket_and_no_password(tmp_path):
+    from tomobluesky.services.postgres import PostgresCluster, current_user, find_bin_dir
+
+    pg = PostgresCluster(tmp_path / "pg", 5433, find_bin_dir())
+    assert pg.sqlalchemy_uri("cat") == f"postgresql+asyncpg://{current_user()}@/cat?host={tmp_path}/pg/socket&port=5433"
+    assert pg.libpq_uri("tab") == f"postgresql:///tab?host={tmp_path}/pg/socket&port=5433&user={current_user()}"
+    assert pg.socket_file == tmp_path / "pg" / "socket" / ".s.PGSQL.5433"
+    assert pg.server_command() == [str(pg.bin_dir / "postgres"), "-D", str(tmp_path / "pg" / "data")]
+
+
+def test_a_missing_postgresql_is_named(tmp_path):
+    from tomobluesky.services.postgres import PostgresError, find_bin_dir
+
+    with pytest.raises(PostgresError, match="apt-get install postgresql"):
+        find_bin_dir(tmp_path)
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="only root hands the server to another user")
+def test_as_root_a_directory_the_server_user_cannot_reach_is_named():
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tomobluesky.services.postgres import PostgresCluster, PostgresError, find_bin_dir
+
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # not tmp_path: pytest's base directory is 0700 itself
+    try:
+        base.chmod(0o711)
+        private = base / "private"
+        private.mkdir(mode=0o700)
+        pg = PostgresCluster(private / "pg", 5433, find_bin_dir())
+        with pytest.raises(PostgresError, match=f"{private} is not searchable by that user"):
+            pg.initialise()
+        assert not (private / "pg" / "data").exists()
+    finally:
+        shutil.rmtree(base)
