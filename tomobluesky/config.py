@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .limits import check_memory_budget_gb
@@ -33,9 +33,20 @@ class Settings(BaseSettings):
     data_roots: list[Path] | None = Field(None, description="directories detector files may be read from; "
                                           "documents naming files elsewhere are refused "
                                           "(default: <data_dir>/detector). Env: a JSON list")
+    pipeline_file: Path | None = Field(None, description="a YAML file with the processing steps of every scan "
+                                       "that names none (docs/steps.md); read into recon.pipeline")
     dask_scheduler: str | None = Field(None, description="run the stop path's slabs on Dask: 'local' (a cluster of "
                                        "this machine's cores) or a scheduler address (tcp://host:8786) whose "
                                        "workers share the filesystem; unset: in this process")
+
+    @model_validator(mode="after")
+    def _read_pipeline_file(self):
+        if self.pipeline_file is not None and self.recon.pipeline is None:
+            from .steps import Pipeline
+
+            spec = Pipeline.spec_from_yaml(self.pipeline_file)
+            self.recon = ReconSettings(**{**self.recon.model_dump(exclude_unset=True), "pipeline": spec})
+        return self
 
     @field_validator("memory_budget_gb")
     @classmethod

@@ -21,6 +21,17 @@ class ReconSettings(BaseModel):
     ring_removal: bool = False
     phase_retrieval: dict | None = Field(None, description="Paganin parameters: distance, delta_beta")
     preview_every: int = Field(10, ge=1, description="refresh the live slice every N projections")
+    pipeline: list[dict] | None = Field(None, description="the processing steps of every scan that names none "
+                                        "(docs/steps.md); None: the default chain")
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline_steps_exist(cls, value):
+        if value is not None:
+            from .steps import Pipeline
+
+            Pipeline.from_spec(value)
+        return value
 
     @field_validator("algorithm", "backend", "filter_name")
     @classmethod

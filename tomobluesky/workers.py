@@ -187,7 +187,9 @@ def main(argv=None) -> int:
     defaults = Settings()
     kwargs["data_roots"] = args.data_root or defaults.roots
     if args.kind == "reconstruction":
-        settings = ReconSettings(**({"algorithm": args.algorithm} if args.algorithm else {}))
+        # the configured recon section (TOMOBLUESKY_RECON__*, the pipeline file), then the command line's algorithm
+        settings = defaults.recon.model_copy(update={"algorithm": args.algorithm}) if args.algorithm \
+            else defaults.recon
         stats = run_reconstruction_worker(config, client, settings=settings,
                                           volume_dir=args.volume_dir or defaults.volumes,
                                           memory_budget=(args.memory_budget or defaults.memory_budget_gb) * 1e9,

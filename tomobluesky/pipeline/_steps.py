@@ -19,7 +19,9 @@ from ._scan import DARKS, FLATS, PROJECTIONS, HDF5Scan
 
 def scan_pipeline(settings: ReconSettings, spec=None, *, pixel_size_um: float | None = None,
                   energy_kev: float | None = None) -> Pipeline:
-    """The pipeline a scan runs: ``spec`` when given, else the default chain as the settings ask."""
+    """The pipeline a scan runs: ``spec`` (from its start document) when given, else the settings'
+    ``pipeline``, else the default chain as the settings ask (rings, phase retrieval)."""
+    spec = spec if spec is not None else settings.pipeline
     if spec is not None:
         return Pipeline.from_spec(spec)
     entries = [{"step": "normalize"}]

@@ -117,15 +117,23 @@ class Pipeline:
 
     @classmethod
     def from_yaml(cls, path) -> "Pipeline":
+        return cls.from_spec(cls.spec_from_yaml(path))
+
+    @staticmethod
+    def spec_from_yaml(path) -> list:
+        """The list of entries in a pipeline file (a list, or ``pipeline:`` with one), checked."""
         import yaml
 
-        text = Path(path).read_text()
-        spec = yaml.safe_load(text)
+        try:
+            spec = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise PipelineError(f"cannot read the pipeline file {path}: {err}") from None
         if isinstance(spec, dict) and "pipeline" in spec:
             spec = spec["pipeline"]
         if not isinstance(spec, list):
             raise PipelineError(f"{path}: a pipeline file holds a list of steps (or `pipeline:` with one)")
-        return cls.from_spec(spec)
+        Pipeline.from_spec(spec)
+        return spec
 
     def stage(self, pattern: str) -> list[Stage]:
         """The stages that work on ``pattern`` slabs, in order (the volume-producing step excluded)."""

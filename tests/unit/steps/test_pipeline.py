@@ -193,3 +193,28 @@ def test_a_start_document_with_a_bad_pipeline_is_refused_naming_the_entry(plugin
     assert TomoScanMetadata(**base).pipeline is None
     with pytest.raises(ValidationError, match="pipeline entry 2: step 'invert' has no parameter 'size'"):
         TomoScanMetadata(**base, pipeline=[{"step": "reconstruct"}, {"step": "invert", "params": {"size": 2}}])
+
+
+def test_a_pipeline_file_in_the_settings_is_every_scans_default(tmp_path, monkeypatch, plugin):
+    from tomobluesky.config import Settings
+    from tomobluesky.pipeline import scan_pipeline
+    from tomobluesky.schema import ReconSettings
+
+    path = tmp_path / "pipeline.yml"
+    path.write_text("pipeline:\n  - step: normalize\n  - step: minus_log\n  - step: reconstruct\n"
+                    "  - step: invert\n    params: {scale: 4}\n")
+    monkeypatch.setenv("TOMOBLUESKY_PIPELINE_FILE", str(path))
+    monkeypatch.setenv("TOMOBLUESKY_RECON__ALGORITHM", "fbp")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.recon.algorithm == "fbp" and settings.recon.pipeline[3]["params"] == {"scale": 4}
+    assert scan_pipeline(settings.recon).names()[-1] == "invert"
+    # a scan's own pipeline wins over the settings'
+    assert scan_pipeline(settings.recon, [{"step": "reconstruct"}]).names() == ["reconstruct"]
+    path.write_text("- step: reconstruct\n- step: invrt\n")
+    with pytest.raises(ValueError, match="pipeline entry 2: unknown step 'invrt'"):
+        Settings(data_dir=tmp_path)
+    path.unlink()
+    with pytest.raises(ValueError, match="cannot read the pipeline file"):
+        Settings(data_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown step 'nope'"):
+        ReconSettings(pipeline=[{"step": "reconstruct"}, {"step": "nope"}])
