@@ -20,6 +20,11 @@ live alternately that many times (the load on a shared machine drifts); the
 summary compares the medians. ``cpu_ms_per_frame`` is the process's CPU time
 over all threads per frame: the live pipeline's cost shows there even when the
 rate holds.
+
+``--contention`` instead runs the scan bare, beside a thread spinning in pure
+Python, and beside a process doing the same (``--pairs`` rounds): what a
+callback costs the RunEngine through the GIL (thread) beyond the CPU it takes
+(process).
 """
 
 from __future__ import annotations
@@ -92,6 +97,38 @@ def live_scan(RE, server, source, projections, fly) -> dict:
             "callback_errors": live.stats()["errors"] + writer.stats()["errors"]}
 
 
+def _spin(stop):
+    """Pure-Python work, holding the GIL as a callback's Python code does."""
+    x = 0
+    while not stop.is_set():
+        for i in range(1000):
+            x += i * i
+
+
+def contention(RE, source, detector_dir, projections, fly, rounds) -> list:
+    import multiprocessing
+    import threading
+
+    spawn = multiprocessing.get_context("spawn")
+    runs = []
+    for _ in range(rounds):
+        for case in ("bare", "busy thread", "busy process"):
+            stop = spawn.Event() if case == "busy process" else threading.Event()
+            worker = (spawn.Process(target=_spin, args=(stop,)) if case == "busy process" else
+                      threading.Thread(target=_spin, args=(stop,), daemon=True) if case == "busy thread" else None)
+            if worker is not None:
+                worker.start()
+            try:
+                _, result = _scan(RE, source, detector_dir, projections, fly)
+            finally:
+                stop.set()
+                if worker is not None:
+                    worker.join()
+            runs.append({"case": case, **result})
+            print(json.dumps(runs[-1]), flush=True)
+    return runs
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--projections", type=int, default=1440)
@@ -102,6 +139,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--dir", type=Path, default=None, help="where the catalogue and detector files go")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the detector files and catalogue (~1 GB a scan)")
+    parser.add_argument("--contention", action="store_true",
+                        help="scan bare, beside a busy thread and beside a busy process instead (no Tiled)")
     args = parser.parse_args(argv)
 
     from bluesky import RunEngine
@@ -113,6 +152,16 @@ def main(argv=None) -> dict:
     root = Path(tempfile.mkdtemp(prefix="acq-bench-", dir=args.dir))
     RE = RunEngine({})
     runs = []
+    if args.contention:
+        try:
+            runs = contention(RE, source, root, args.projections, args.fly, args.pairs)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        rates = {case: statistics.median(r["frames_per_s"] for r in runs if r["case"] == case)
+                 for case in ("bare", "busy thread", "busy process")}
+        print("median frames/s: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+              + f"; load average {os.getloadavg()}")
+        return {"contention": rates, "runs": runs, "load_average": os.getloadavg()}
     try:
         with TiledServer(root / "catalog", startup_timeout=300) as server:
             for _ in range(args.pairs):
