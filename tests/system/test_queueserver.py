@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from tomobluesky._ports import free_port
 
@@ -72,12 +73,16 @@ def manager(redis_address, tiled_server, tmp_path):
            "TOMOBLUESKY_TILED_API_KEY": tiled_server.writer_key,  # in the environment, never on a command line
            "TOMOBLUESKY_VOLUME_DIR": str(tiled_server.layout.volumes), "MPLBACKEND": "Agg"}
     env.pop("TOMOBLUESKY_KAFKA_BOOTSTRAP", None)
+    # the manager describes the profile again when the environment opens, into a copy of the shipped file,
+    # so the test can tell whether the shipped description still matches the profile
+    described = tmp_path / "existing_plans_and_devices.yaml"
+    shutil.copy(PROFILE / "existing_plans_and_devices.yaml", described)
     log = open(tmp_path / "manager.log", "w")
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("start-re-manager")),
          "--startup-dir", str(PROFILE / "startup"),
-         "--existing-plans-devices", str(PROFILE / "existing_plans_and_devices.yaml"),
-         "--update-existing-plans-devices", "NEVER",  # the shipped file is what the test checks
+         "--existing-plans-devices", str(described), "--update-existing-plans-devices", "ENVIRONMENT_OPEN",
+         "--device-max-depth", "1",  # as the shipped file was generated (docs/queueserver.md)
          "--user-group-permissions", str(PROFILE / "user_group_permissions.yaml"),
          "--redis-addr", redis_address, "--redis-name-prefix", f"tomo_test_{control}",
          "--zmq-control-addr", f"tcp://127.0.0.1:{control}", "--zmq-info-addr", f"tcp://127.0.0.1:{info}"],
@@ -85,7 +90,7 @@ def manager(redis_address, tiled_server, tmp_path):
     RM = REManagerAPI(zmq_control_addr=f"tcp://127.0.0.1:{control}", zmq_info_addr=f"tcp://127.0.0.1:{info}",
                       timeout_recv=10, timeout_send=10)
     try:
-        yield RM, tmp_path / "data", tmp_path / "manager.log"
+        yield RM, tmp_path / "data", tmp_path / "manager.log", described
         if RM.status()["worker_environment_exists"]:
             RM.environment_close()
             RM.wait_for_idle(timeout=60)
@@ -120,14 +125,14 @@ def _wait_for_stop(raw, uid: str, timeout: float = 60):
     pytest.fail(f"run {uid} never reached the catalogue with its stop document")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)  # with the Tiled server fixture, on a loaded machine
 def test_the_queue_runs_tomo_scan_from_the_profile(manager, tiled_server):
     from bluesky_queueserver_api import BPlan
     from bluesky_queueserver_api.comm_base import RequestFailedError
 
-    RM, data_dir, log = manager
+    RM, data_dir, log, described = manager
     _wait_for_manager(RM, log)
-    # the manager knows the plans and devices of the shipped description
+    # before the environment opens, the manager knows the plans and devices of the shipped description
     allowed = RM.plans_allowed()["plans_allowed"]
     assert {"tomo_scan", "tomo_fly_scan"} <= set(allowed)
     assert {"camera", "rotation", "shutter", "sample"} <= set(RM.devices_allowed()["devices_allowed"])
@@ -139,6 +144,10 @@ def test_the_queue_runs_tomo_scan_from_the_profile(manager, tiled_server):
     RM.environment_open()
     RM.wait_for_idle(timeout=90)
     assert RM.status()["worker_environment_exists"], log.read_text()[-3000:]
+    # the profile, loaded by the worker, still has what the shipped description says
+    assert yaml.safe_load(described.read_text()) == yaml.safe_load(
+        (PROFILE / "existing_plans_and_devices.yaml").read_text()), \
+        "profile_collection/existing_plans_and_devices.yaml is stale: regenerate it (docs/queueserver.md)"
     added = RM.item_add(BPlan("tomo_scan", ["camera"], "rotation", "shutter", "sample", num_projections=N,
                               num_darks=2, num_flats=3, md={"sample_name": "queued-phantom"}))
     assert added["success"], added["msg"]
