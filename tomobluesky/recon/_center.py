@@ -61,13 +61,12 @@ def _summary(details: dict) -> str:
 # --- the reduced problem --------------------------------------------------------------------------
 
 def _as_stack(sinogram) -> np.ndarray:
-    sino = np.asarray(sinogram, dtype=np.float32)
+    """(slices, angles, columns), a 2-D sinogram as one slice; no copy, so rows are thinned before converting."""
+    sino = np.asarray(sinogram)
     if sino.ndim == 2:
         sino = sino[None]
     if sino.ndim != 3:
         raise ValueError(f"sinogram must be (angles, columns) or (slices, angles, columns), got {sino.shape}")
-    if not np.isfinite(sino).all():
-        raise ValueError("sinogram contains NaN or infinite values")
     return sino
 
 
@@ -100,8 +99,9 @@ def _half_turn(sino: np.ndarray, theta: np.ndarray, max_angles: int) -> tuple[np
 def _reduced(sinogram, theta, rows: int, max_angles: int) -> tuple[np.ndarray, np.ndarray, int]:
     """A few rows, binned to about ``BINNED_COLUMNS`` columns, over one evenly
     sampled half-turn: (sinograms, angles, column bin)."""
-    sino = np.asarray(sinogram)
-    sino = _as_stack(_spread_rows(sino[None] if sino.ndim == 2 else sino, rows))
+    sino = np.asarray(_spread_rows(_as_stack(sinogram), rows), dtype=np.float32)
+    if not np.isfinite(sino).all():
+        raise ValueError("sinogram contains NaN or infinite values")
     b = _column_bin(sino.shape[-1])
     binned, grid = _half_turn(_bin_columns(sino, b), np.asarray(theta, dtype=np.float64), max_angles)
     return np.ascontiguousarray(binned, dtype=np.float32), grid, b
@@ -311,9 +311,8 @@ def _peak(candidates, scores) -> float:
     center = float(candidates[best])
     if 0 < best < len(candidates) - 1:
         a, b, c = scores[best - 1:best + 2]
-        denom = a - 2 * b + c
-        if denom < 0:
-            center += 0.5 * (a - c) / denom * float(candidates[1] - candidates[0])
+        # argmax takes the first best, so a < b ≥ c: the parabola always opens downwards (a − 2b + c < 0)
+        center += 0.5 * (a - c) / (a - 2 * b + c) * float(candidates[1] - candidates[0])
     return center
 
 
@@ -363,10 +362,7 @@ def find_center(sinogram, theta, *, method: str = "vo", **kwargs) -> CenterResul
     """
     if method not in ("vo", "sharpness", "auto"):
         raise ValueError(f"unknown centre method {method!r}; choose 'vo', 'sharpness' or 'auto'")
-    shape = np.shape(sinogram)
-    if len(shape) not in (2, 3):
-        _as_stack(sinogram)  # raises the shape error
-    theta = check_theta(theta, shape[-2])
+    theta = check_theta(theta, _as_stack(sinogram).shape[1])
     if method == "vo":
         return _vo_search(sinogram, theta, **kwargs)
     if method == "sharpness":

@@ -122,6 +122,9 @@ def test_bad_input():
         recon.find_center(sino, theta[:-3])
     with pytest.raises(ValueError, match="degrees"):
         recon.find_center(sino, np.degrees(theta))
+    for rank in (sino[0], sino[None, None]):
+        with pytest.raises(ValueError, match=r"\(angles, columns\) or \(slices, angles, columns\)"):
+            recon.find_center(rank, theta)
 
 
 @pytest.mark.parametrize("offset", [2.13, -5.38, 6.74])
@@ -219,3 +222,15 @@ def test_find_center_vo_bad_input():
         recon.find_center_vo(np.ones((20, 4, 16), np.float32), ind=9)
     with pytest.raises(ValueError, match="smin"):
         recon.find_center_vo(np.ones((20, 16), np.float32), smin=5, smax=-5)
+
+
+def test_sharpness_peak_between_candidates_and_at_an_edge():
+    """The parabola through the best score and its neighbours moves the answer between candidates; a tie takes
+    the first best, whose left neighbour is then lower, so there is always a vertex; at an edge there is none."""
+    from tomobluesky.recon._center import _peak
+
+    candidates = np.array([10.0, 10.5, 11.0, 11.5])
+    scores = -(candidates - 10.6) ** 2
+    assert _peak(candidates, scores) == pytest.approx(10.6)
+    assert _peak(candidates, np.array([0.0, 1.0, 1.0, 1.0])) == pytest.approx(10.75)  # vertex of 0, 1, 1
+    assert _peak(candidates, np.array([3.0, 1.0, 0.0, 0.0])) == 10.0  # at the edge: no neighbours on one side
