@@ -110,7 +110,7 @@ def test_login_keeps_the_key_in_an_httponly_strict_cookie(tiled_server, scans):
 
 def test_public_viewer_reads_with_its_own_key_for_anyone(tiled_server, scans):
     http = TestClient(create_app(tiled_server.uri, public=True, api_key=tiled_server.reader_key))
-    assert http.get("/api/session").json() == {"public": True}
+    assert http.get("/api/session").json() == {"public": True, "control": False}
     assert scans["done"] in {r["uid"] for r in http.get("/api/scans").json()}
     assert http.get(f"/api/scans/{scans['done']}/volume/0.png").status_code == 200
     assert http.post("/login", json={"key": "x"}).status_code == 400

@@ -36,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 from ._auth import (COOKIE, CatalogUnavailable, ClientCache, Unauthorized, connect_checked, connector, request_key,
                     tiled_refused)
 from ._control import CONTROL, BadControl, check_request, detector_shape, stored
+from ._levels import Level, LevelCache
 from ._volume import PLANE_AXES, BadRequest, Plane, histogram, histogram_sample, read_plane, read_profile, window_png
 
 log = logging.getLogger(__name__)
@@ -140,17 +141,6 @@ def _window(request) -> tuple[float, float] | None:
     return vmin, vmax
 
 
-class _Level:
-    """A pyramid level that is looked up in Tiled only when it is read (its shape comes from the
-    volume's metadata), so a request reads the one level it needs."""
-
-    def __init__(self, node, k: int, shape):
-        self.node, self.key, self.shape = node, str(k), tuple(int(n) for n in shape)
-
-    def __getitem__(self, index):
-        return self.node[self.key][index]
-
-
 def _scan_uid(request) -> str:
     uid = request.path_params["uid"]
     if not _UID.fullmatch(uid):
@@ -248,6 +238,7 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
 
     control = connect_checked(connect, control_key) if control_key is not None else None
     control_lock = threading.Lock()
+    levels_seen = LevelCache()
 
     def client_for(request):
         return shared if public else clients.get(request_key(request))
@@ -319,20 +310,31 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         return node
 
     def volume_info(request, client):
-        node = volume_node(client, _scan_uid(request))
+        uid = _scan_uid(request)
+        node = volume_node(client, uid)
+        remember(client, uid, node)
         md = dict(node.metadata)
         for bulky in ("theta", "multiscales"):
             md.pop(bulky, None)
         levels = md.get("levels") or ([list(node["0"].shape)] if "0" in node else [])
         return JSONResponse({"shape": levels[0] if levels else [], "levels": levels, "metadata": md})
 
-    def complete_levels(client, uid) -> list[_Level]:
-        node = volume_node(client, uid)
-        status = node.metadata.get("status")
-        if status != "complete":
-            raise Problem(404, f"the volume of scan {uid} is {status}, not complete")
+    def remember(client, uid, node) -> list[Level] | None:
+        """The levels of a complete volume, kept for the next requests; None for any other."""
+        if node.metadata.get("status") != "complete":
+            return None
         shapes = node.metadata.get("levels") or [node["0"].shape]
-        return [_Level(node, k, shape) for k, shape in enumerate(shapes)]
+        return levels_seen.put(client, uid, [Level(node, k, shape) for k, shape in enumerate(shapes)])
+
+    def complete_levels(client, uid) -> list[Level]:
+        levels = levels_seen.get(client, uid)
+        if levels is not None:
+            return levels
+        node = volume_node(client, uid)
+        levels = remember(client, uid, node)
+        if levels is None:
+            raise Problem(404, f"the volume of scan {uid} is {node.metadata.get('status')}, not complete")
+        return levels
 
     def plane(request, client):
         """``GET .../plane/{z|y|x}.png?index=I&region=r0,r1,c0,c1&size=S&vmin=&vmax=``: the plane that

@@ -348,8 +348,9 @@ async function loadHistogram(uid) {
 }
 
 async function showVolume(uid) {
+  if (vol && vol.uid === uid) return;  // already shown (asked at selection and again when the scan ends)
   const r = await api(scanUrl(uid, "volume"));
-  if (!r || !r.ok || uid !== current) return;
+  if (!r || !r.ok || uid !== current || (vol && vol.uid === uid)) return;
   const info = await r.json();
   if (info.metadata.status === "failed") {
     $("status").replaceChildren(el("span", `reconstruction failed: ${info.metadata.reason ?? "no reason given"}`,
@@ -378,6 +379,7 @@ function select(uid) {
   $("live").hidden = true; $("volume").hidden = true; $("status").textContent = "";
   if (canControl) $("control-status").textContent = "";
   document.querySelectorAll("#scans div").forEach(d => d.classList.toggle("selected", d.dataset.uid === uid));
+  showVolume(uid);  // a finished scan's volume at once, without waiting for its event stream
   const source = events = new EventSource(scanUrl(uid, "live/events"));
   source.addEventListener("update", (e) => { const md = JSON.parse(e.data); if (md.projections) refreshLive(uid, md); });
   source.addEventListener("done", () => { source.close(); showVolume(uid); loadScans(); });
@@ -445,10 +447,10 @@ async function start() {
   canControl = Boolean(session.control);
   for (const id of ["live-row", "live-center-input", "live-apply"]) $(id).disabled = !canControl;
   if (!canControl) $("control-status").textContent = "this viewer cannot steer (started without --control-key-file)";
+  const wanted = new URLSearchParams(location.search).get("scan");
+  if (wanted) select(wanted);  // first: the list of scans can take longer than the scan asked for
   await loadScans();
   setInterval(() => { if ($("login").hidden) loadScans(); }, 3000);
-  const wanted = new URLSearchParams(location.search).get("scan");
-  if (wanted) select(wanted);
 }
 
 start();

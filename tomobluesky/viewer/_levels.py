@@ -1,0 +1,54 @@
+"""The pyramid levels of finished volumes, as the viewer reads them from Tiled.
+
+A complete volume never changes (the sink never writes a complete volume
+twice), so what Tiled said about it is kept for a minute: each plane, zoom
+step or profile then costs Tiled one request (the pixels), not three (the
+volume's node, the level's node, the pixels). Entries belong to the client
+they were read with, so one reader's key never answers for another's, and
+Tiled still checks the key on every read of pixels.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+
+class Level:
+    """A pyramid level whose Tiled node is looked up only when it is first read (its shape comes
+    from the volume's metadata), so a request reads the one level it needs."""
+
+    def __init__(self, node, k: int, shape):
+        self.node, self.key, self.shape = node, str(k), tuple(int(n) for n in shape)
+        self._array = None
+
+    def __getitem__(self, index):
+        if self._array is None:
+            self._array = self.node[self.key]
+        return self._array[index]
+
+
+class LevelCache:
+    """``(client, scan uid) -> levels`` of complete volumes, the ``size`` most recent, each for ``ttl`` s."""
+
+    def __init__(self, size: int = 32, ttl: float = 60.0):
+        self.size, self.ttl = size, ttl
+        self._entries: OrderedDict[tuple[int, str], tuple[object, float, list[Level]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, client, uid: str):
+        with self._lock:
+            entry = self._entries.get((id(client), uid))
+            if entry is None or entry[0] is not client or time.monotonic() > entry[1]:
+                return None
+            self._entries.move_to_end((id(client), uid))
+            return entry[2]
+
+    def put(self, client, uid: str, levels: list[Level]) -> list[Level]:
+        with self._lock:
+            self._entries[(id(client), uid)] = (client, time.monotonic() + self.ttl, levels)
+            self._entries.move_to_end((id(client), uid))
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return levels
