@@ -77,6 +77,9 @@ def _local_client():
     from distributed import Client, LocalCluster
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # the scheduler and the nannies live in this process: their INFO lines (each worker joining, retiring,
+    # closing) would fill the caller's log; warnings and errors still come through
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.WARNING)
     log.info("stop path: a local Dask cluster of %d worker processes", cores)
