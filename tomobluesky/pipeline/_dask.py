@@ -189,6 +189,8 @@ def run_slabs(client, work, output, slabs, *, progress=None, rows: int) -> list[
                 progress(done, rows)
     finally:
         client.cancel(futures)
-        # each worker kept the NUFFT plan (and its fine grid) for its next slab; the scan is over
-        client.run(clear_plan_cache)
+        try:  # each worker kept the NUFFT plan (and its fine grid) for its next slab; the scan is over
+            client.run(clear_plan_cache)
+        except Exception as err:  # a lost worker must not hide the slab's own error
+            log.warning("could not free the workers' NUFFT plans: %s", err)
     return reports
