@@ -193,7 +193,7 @@ def _vo_spectra(sino: np.ndarray, ratio: float, drop: int = 0) -> _VoSpectra:
 
 
 def _vo_search(sinogram, theta, *, search=None, ratio=0.6, max_angles=MAX_ANGLES, max_rows=MAX_ROWS,
-               precision=0.02) -> CenterResult:
+               precision=0.02, drop=0) -> CenterResult:
     """Vo, Drakopoulos, Atwood & Reinhard (2014): a 180° sinogram joined to its
     mirror is a valid 360° sinogram only for the right axis; any other shift
     puts energy outside the double wedge in its 2-D spectrum.
@@ -202,12 +202,17 @@ def _vo_search(sinogram, theta, *, search=None, ratio=0.6, max_angles=MAX_ANGLES
     columns (default a quarter of the width). ``precision``: of the answer,
     in columns. Coarse: the wedge's outside energy at every whole shift of
     the binned problem; fine: Vo's own metric (mean magnitude) minimised over
-    fractional shifts around it.
+    fractional shifts around it. ``drop``: as tomopy's, the lowest angular
+    frequencies (up to this many, at most 5 % of them) are left out of the
+    search. A wide object's slow variation over the turn can pull the valley
+    off the axis: measured 2.1 px off on the phantom's widest slice alone,
+    17.6 px off-centre, with ``drop=0`` (the default here, on whose metric the
+    confidence was calibrated), 0.02 px with ``drop=20`` (``find_center_vo``'s default).
     """
     sino, _, b = _reduced(sinogram, theta, max_rows, max_angles)
     columns = sino.shape[-1] * b
     reach = columns / 4 if search is None else search
-    return _vo(sino, b, ((columns - 1) / 2 - reach, (columns - 1) / 2 + reach), ratio, precision)
+    return _vo(sino, b, ((columns - 1) / 2 - reach, (columns - 1) / 2 + reach), ratio, precision, drop=drop)
 
 
 def find_center_vo(tomo, ind=None, smin=-50, smax=50, srad=6, step=0.25, ratio=0.5, drop=20, ncore=None) -> float:
@@ -249,14 +254,14 @@ def find_center_vo(tomo, ind=None, smin=-50, smax=50, srad=6, step=0.25, ratio=0
     stack, _, b = _reduced(sino, theta, 1, MAX_ANGLES)
     columns = sino.shape[-1]
     bounds = (np.clip(columns // 2 + smin, 0, columns - 1), np.clip(columns // 2 + smax, 0, columns - 1))
-    drop = min(int(drop), int(np.ceil(0.05 * 2 * stack.shape[1])))
     return _vo(stack, b, bounds, ratio, step, fine_radius=srad, drop=drop).center
 
 
 def _vo(sino, b: int, bounds, ratio: float, precision: float, fine_radius=None, drop: int = 0) -> CenterResult:
     """Vo's search for the axis between ``bounds`` (full columns) on the reduced problem binned ``b``-fold;
-    the fine search spans ``fine_radius`` full columns around the coarse answer (default two binned ones)."""
-    spectra = _vo_spectra(sino, ratio, drop)
+    the fine search spans ``fine_radius`` full columns around the coarse answer (default two binned ones);
+    angular frequencies up to ``drop`` (at most 5 % of them, tomopy's cap) are left out of the metric."""
+    spectra = _vo_spectra(sino, ratio, min(int(drop), int(np.ceil(0.05 * 2 * sino.shape[1]))))
     mid = (sino.shape[-1] - 1) / 2
     # the centre is mid + shift/2 in binned columns
     low, high = (2 * (_to_binned(c, b) - mid) for c in bounds)
@@ -271,8 +276,10 @@ def _vo(sino, b: int, bounds, ratio: float, precision: float, fine_radius=None, 
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     shift = minimize_scalar(spectra.metric, bounds=(lo, hi), method="bounded", options={"xatol": precision / b}).x
     center = _to_full(mid + shift / 2, b)
-    # how far the best shift stands below the typical one: ~1 for an object, ~0 for noise
-    depth = float((np.median(energy) - energy.min()) / (np.median(energy) + 1e-30))
+    # how far the best shift stands below the typical one: ~1 for an object, ~0 for noise; on the whole
+    # spectrum, where the slow angular frequencies give an object its depth (the search leaves them out)
+    whole = _vo_spectra(sino, ratio, 0).energy_curve(coarse) if drop else energy
+    depth = float((np.median(whole) - whole.min()) / (np.median(whole) + 1e-30))
     return CenterResult(float(center), float(np.clip(depth, 0, 1)), "vo",
                         {"metric_depth": depth, "bin": b, "angles": sino.shape[1], "rows": len(sino),
                          "coarse_shifts": (coarse * b).tolist(), "coarse_metric": energy.tolist(),
