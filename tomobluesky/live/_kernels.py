@@ -4,7 +4,12 @@ The live slices' per-frame work is three memory-bound steps: bin and
 normalise the raw frame, ramp-filter its rows (an FFT, left to scipy), and
 smear the filtered rows back onto three slices. In NumPy each step walks
 the frame five to eight times through temporaries (clip, cast, two gathers,
-subtract, multiply, add); these kernels walk it once, on every core.
+subtract, multiply, add); these kernels walk it once.
+
+They run on one thread: on the shared 2-core machine, with the RunEngine and
+other work beside them, numba's parallel loops were 8× slower than serial ones
+(threads waiting for each other at every loop's end; docs/benchmarks.md).
+The ramp filter's FFT still uses both cores.
 
 Backprojection reads each filtered row over its whole zero-padded FFT
 length, circularly: beyond the detector's columns it reads the ramp
@@ -37,7 +42,7 @@ def _read(row, length, position):
     return lo + w * (hi - lo)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def attenuation(frame, factor, dark, beam, out):
     """Block means of ``factor`` × ``factor`` raw pixels (fewer rows when the frame has fewer),
     flat-fielded with the binned ``dark`` and ``beam``, −ln (transmission floored at MIN_TRANSMISSION),
@@ -46,7 +51,7 @@ def attenuation(frame, factor, dark, beam, out):
     rf = min(factor, frame.shape[0])
     scale = 1.0 / (rf * factor)
     finite = np.ones(rows, np.bool_)
-    for i in numba.prange(rows):
+    for i in range(rows):
         block = np.zeros(cols, np.float64)  # the sums of this output row's blocks, read row by row in order
         for a in range(i * rf, i * rf + rf):
             for b in range(cols * factor):
@@ -63,7 +68,7 @@ def attenuation(frame, factor, dark, beam, out):
     return finite.all()
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def backproject_vertical(filtered, cos, sin, center, weight, vertical_x, vertical_y):
     """Add one view to the two vertical slices through the axis: row r of ``vertical_x`` is the line
     y = 0 of detector row r's axial slice (x to the right), of ``vertical_y`` the line x = 0 (y from
@@ -71,7 +76,7 @@ def backproject_vertical(filtered, cos, sin, center, weight, vertical_x, vertica
     rows, length = filtered.shape
     n = vertical_x.shape[1]
     mid = (n - 1) / 2.0
-    for r in numba.prange(rows):
+    for r in range(rows):
         q = filtered[r]
         for j in range(n):
             x = j - mid
@@ -79,14 +84,14 @@ def backproject_vertical(filtered, cos, sin, center, weight, vertical_x, vertica
             vertical_y[r, j] += weight * _read(q, length, -x * sin + center)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def backproject_axial(sinogram, cos, sin, center, weights, image):
     """Add filtered views (angles, FFT length) of one detector row to ``image`` (n × n, x right, y up),
     each times its weight."""
     angles, length = sinogram.shape
     n = image.shape[0]
     mid = (n - 1) / 2.0
-    for i in numba.prange(n):
+    for i in range(n):
         y = mid - i
         for a in range(angles):
             q = sinogram[a]
