@@ -36,7 +36,9 @@ def _read(row, length, position):
     """A filtered row (its whole FFT ``length``) at fractional ``position``, linearly, circularly."""
     left = math.floor(position)
     w = position - left
-    i = int(left) % length
+    i = int(left)
+    if i < 0 or i >= length:  # rare: only rays far beyond the detector; a division costs more than this test
+        i %= length
     lo = row[i]
     hi = row[i + 1] if i + 1 < length else row[0]
     return lo + w * (hi - lo)
@@ -54,8 +56,9 @@ def attenuation(frame, factor, dark, beam, out):
     for i in range(rows):
         block = np.zeros(cols, np.float64)  # the sums of this output row's blocks, read row by row in order
         for a in range(i * rf, i * rf + rf):
-            for b in range(cols * factor):
-                block[b // factor] += frame[a, b]
+            for j in range(cols):
+                for b in range(j * factor, j * factor + factor):
+                    block[j] += frame[a, b]
         for j in range(cols):
             value = block[j] * scale
             if not math.isfinite(value):
@@ -76,12 +79,22 @@ def backproject_vertical(filtered, cos, sin, center, weight, vertical_x, vertica
     rows, length = filtered.shape
     n = vertical_x.shape[1]
     mid = (n - 1) / 2.0
+    # every row is read at the same positions: where and how much, once per view
+    ix, wx, iy, wy = (np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.int64), np.empty(n, np.float32))
+    for j in range(n):
+        for index, frac, position in ((ix, wx, (j - mid) * cos + center), (iy, wy, -(j - mid) * sin + center)):
+            left = math.floor(position)
+            index[j] = int(left) % length
+            frac[j] = position - left
     for r in range(rows):
         q = filtered[r]
         for j in range(n):
-            x = j - mid
-            vertical_x[r, j] += weight * _read(q, length, x * cos + center)
-            vertical_y[r, j] += weight * _read(q, length, -x * sin + center)
+            i = ix[j]
+            lo, hi = q[i], q[i + 1 if i + 1 < length else 0]
+            vertical_x[r, j] += weight * (lo + wx[j] * (hi - lo))
+            i = iy[j]
+            lo, hi = q[i], q[i + 1 if i + 1 < length else 0]
+            vertical_y[r, j] += weight * (lo + wy[j] * (hi - lo))
 
 
 @numba.njit(cache=True)
