@@ -3,17 +3,21 @@
 One stack for the module (free ports, its own root): every service healthy; a reconstruction
 worker killed with SIGKILL is restarted by supervisord and rejoins its consumer group; a scan
 published through the stack's Kafka becomes a raw run and a volume in the PostgreSQL catalogue,
-which answers the analysts' examples; `down` leaves no process and no port behind.
+which answers the analysts' examples; four scans published at once, with the worker holding one
+of them killed mid-scan, become four volumes, each exactly once and each its own phantom's, with
+no dead letter; `down` leaves no process and no port behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +28,7 @@ import pytest
 from tomobluesky.services.stack import Stack, descendants
 from tomobluesky.services.stack_config import StackSettings
 from tomobluesky.services.supervisor import pid_alive
+from tests.system.waiting import wait_for
 
 pytestmark = pytest.mark.system
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -205,6 +210,184 @@ def test_reader_key_cannot_write(stack, published_scan):
     _, reader = published_scan
     with pytest.raises(Exception, match="401|403|permission"):
         reader["processed"].write_array(np.zeros(3), key=f"not-allowed-{uuid.uuid4().hex[:6]}")
+
+
+# --- issue 13 item 5: four scans at once, a worker killed mid-scan ------------------------------
+# Each scan images its own phantom (its own slice count and attenuation), so a volume written
+# under the wrong scan, or twice, or a half volume, does not pass for the right one.
+SCANS = [(2, 0.01), (3, 0.02), (4, 0.03), (5, 0.04)]  # (slices, attenuation per pixel at value 1)
+
+
+def _scan_documents(stack, n_slices: int, scale: float):
+    """One tiny phantom scan run here (its frames in the stack's detector root); its documents kept
+    for a publisher to send."""
+    from bluesky import RunEngine
+
+    from tomobluesky.devices import PhantomSource, make_sim_beamline
+    from tomobluesky.plans import tomo_scan
+
+    source = PhantomSource(n_slices=n_slices, n_columns=32, noise=False, attenuation_scale=scale,
+                           sample_name="stack-concurrent")
+    docs = []
+    RE = RunEngine({}, context_managers=[])
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    uid, = RE(tomo_scan(*make_sim_beamline(source, stack.catalog_layout.detector), num_projections=60,
+                        num_darks=1, num_flats=1))
+    return uid, source.volume, docs
+
+
+def _publish_in_two_halves(config, docs, halfway: threading.Event, go_on: threading.Event, errors: list):
+    """Send the first half of a run's documents, say so, wait for ``go_on``, send the rest (the stop last)."""
+    from tomobluesky.transport import KafkaPublisher
+
+    cut = len(docs) // 2
+    try:
+        with KafkaPublisher(config) as publisher:
+            for name, doc in docs[:cut]:
+                publisher(name, doc)
+            assert publisher.flush(60) == 0
+            halfway.set()
+            assert go_on.wait(300), "never told to go on"
+            for name, doc in docs[cut:]:
+                publisher(name, doc)
+            assert publisher.flush(60) == 0
+    except BaseException as err:  # the main thread reports it
+        errors.append(err)
+        halfway.set()
+
+
+def _partition_of(config, uid: str, partitions: int) -> int:
+    """The document topic's partition that holds the run ``uid`` (its messages are keyed by its start uid)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": config.bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}",
+                  "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(config.document_topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            msg = c.poll(1.0)
+            if msg is not None and not msg.error() and msg.key() == uid.encode():
+                return msg.partition()
+        raise AssertionError(f"no message of run {uid} on {config.document_topic}")
+    finally:
+        c.close()
+
+
+def _assignments(stack, topic: str) -> dict[str, set[int]]:
+    """Each reconstruction process's partitions now, from its log: the assigned/revoked events
+    since its last start (a restarted process logs into the same file and starts with none)."""
+    out = {}
+    for name, info in stack.supervisor.processes().items():
+        if info["group"] != "reconstruction":
+            continue
+        held: set[int] = set()
+        for line in (stack.paths.logs / f"{info['name']}.log").read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            parts = {int(p[len(topic) + 1:-1]) for p in event.get("partitions", []) if p.startswith(f"{topic}[")}
+            if event.get("event") == "worker-start":
+                held = set()
+            elif event.get("event") == "assigned":
+                held |= parts
+            elif event.get("event") == "revoked":
+                held -= parts
+        out[name] = held
+    return out
+
+
+def _dead_letters(config, partitions: int) -> int:
+    """Messages ever written to the dead-letter topic (the sum of its partitions' end offsets)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": config.bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    try:
+        return sum(c.get_watermark_offsets(TopicPartition(config.deadletter_topic, p), timeout=10)[1]
+                   for p in range(partitions))
+    finally:
+        c.close()
+
+
+def test_four_scans_at_once_with_a_worker_killed_mid_scan(stack):
+    from tiled.client import from_uri
+
+    from tomobluesky.transport import KafkaConfig
+
+    ports, partitions = stack.ports(), stack.settings.kafka.partitions
+    config = KafkaConfig(bootstrap=f"127.0.0.1:{ports.kafka}", beamline=stack.settings.beamline)
+    scans = [_scan_documents(stack, n, scale) for n, scale in SCANS]
+    dead_before = _dead_letters(config, partitions)
+    halfway = [threading.Event() for _ in scans]
+    go_on, errors = threading.Event(), []
+    threads = [threading.Thread(target=_publish_in_two_halves, daemon=True, args=(
+        config.replace(journal_dir=stack.root / f"test-journal-{i}"), docs, halfway[i], go_on, errors))
+        for i, (_, _, docs) in enumerate(scans)]
+    for t in threads:
+        t.start()
+    reader = from_uri(f"http://127.0.0.1:{ports.tiled}", api_key=stack.catalog_layout.stored_key("reader"))
+    try:
+        wait_for(lambda: all(e.is_set() for e in halfway), 120, "the first half of every scan published")
+        assert not errors, errors
+        # the worker holding the first scan's partition, once it is reconstructing that scan
+        uid0 = scans[0][0]
+        partition = _partition_of(config, uid0, partitions)
+        owners: list[list[str]] = []
+
+        def one_owner():
+            owners.append([n for n, held in _assignments(stack, config.document_topic).items() if partition in held])
+            return len(owners[-1]) == 1
+
+        wait_for(one_owner, 120, f"one reconstruction worker holding partition {partition}")
+        victim, = owners[-1]
+        wait_for(lambda: uid0 in reader["live"] or uid0 in reader["processed"], 120,
+                 f"a live preview of scan {uid0} (the worker is mid-scan)")
+        before = stack.supervisor.processes()[victim]["pid"]
+        os.kill(before, signal.SIGKILL)
+    finally:
+        go_on.set()  # the rest of every scan, stop documents last, goes out while the worker is gone
+    for t in threads:
+        t.join(300)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+
+    info = {}
+    wait_for(lambda: info.update(stack.supervisor.processes()[victim]) or (
+        info["statename"] == "RUNNING" and info["pid"] not in (0, before)), 60, "supervisord restarting the worker")
+    assert not pid_alive(before)
+    # the group rebalanced: the new process was handed a partition
+    wait_for(lambda: _assignments(stack, config.document_topic)[victim], 180,
+             "the restarted worker getting a partition")
+    uids = [uid for uid, _, _ in scans]
+
+    def status(uid):
+        processed = reader["processed"]
+        if uid not in processed:
+            return None
+        md = processed[uid].metadata
+        assert md.get("status") != "failed", md.get("reason")
+        return md.get("status")
+
+    def raw_done(uid):
+        return uid in reader["raw"] and reader["raw"][uid].metadata.get("stop")
+
+    wait_for(lambda: all(status(uid) == "complete" and raw_done(uid) for uid in uids), 300,
+             "a complete volume and raw run of every scan")
+    db = stack.settings.postgres.database
+    for (uid, truth, _), (n_slices, _) in zip(scans, SCANS):
+        rows = stack.postgres.psql(f"SELECT count(*) FROM nodes n JOIN nodes p ON n.parent = p.id "
+                                   f"WHERE n.key = '{uid}' AND p.key = 'processed'", database=db).split()
+        assert rows == ["1"], (uid, rows)  # one volume node per scan in PostgreSQL
+        volume = np.asarray(reader["processed"][uid]["0"][:])
+        assert volume.shape == truth.shape == (n_slices, 32, 32)
+        assert np.corrcoef(volume.ravel(), truth.ravel())[0, 1] > 0.9, uid
+        assert volume.mean() == pytest.approx(truth.mean(), rel=0.1), uid  # its own phantom's attenuation
+    assert _dead_letters(config, partitions) == dead_before == 0
+    wait_for(lambda: {r.service: r for r in stack.status()}["reconstruction"].healthy, 90,
+             "both reconstruction workers in the group")
+    stack.pids_seen |= {info["pid"], *_all_pids(stack)}
 
 
 def test_down_leaves_nothing(stack):
