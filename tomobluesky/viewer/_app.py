@@ -410,7 +410,8 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         live = _node(client, LIVE, uid)
         if live is None:
             raise Problem(404, f"no live slices of scan {uid} to steer (none yet, or no such scan)")
-        shapes = {name: tuple(live[name].shape) for name in ("axial", "vertical_x") if name in live}
+        slices = {name: live.get(name) for name in ("axial", "vertical_x")}  # one request each
+        shapes = {name: tuple(node.shape) for name, node in slices.items() if node is not None}
         return detector_shape(dict(live.metadata), shapes)
 
     def control_state(request, client):
