@@ -278,6 +278,7 @@ class LiveReconstruction(DocumentRouter):
                 raise ValueError(f"{name} contains NaN or infinite values")
         self._dark, self._beam = (np.ascontiguousarray(a, np.float32) for a in recon.flat_field(flat[None], dark[None]))
         theta = np.asarray(self.meta.theta)
+        self._step = self._angular_range(theta) / max(len(theta), 1)  # degrees between planned views
         self.slices = LiveSlices(*self._dark.shape, center=self._to_live(self._known_center(columns)),
                                  num_angles=len(theta), angular_range=self._angular_range(theta), window="shepp")
         return True
@@ -306,7 +307,7 @@ class LiveReconstruction(DocumentRouter):
         s = self.slices
         if s is None or self.center_source in ("given", "user"):
             return
-        step = self._angular_range(self.meta.theta) / max(len(self.meta.theta), 1)
+        step = self._step
         if not s.half_turn_covered(step):
             return
         if self._estimated_at is not None and len(s.angles_deg) < self._estimated_at + 90 / step:
