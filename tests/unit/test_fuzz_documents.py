@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tomobluesky
+from tomobluesky import steps
 from tests.fuzz_documents import (NUMERIC_READS, Canaries, Layout, OpenRecord, Watchdog, WorkerLoop, build_layout,
                                   encode, install_open_hooks, mutated_runs, random_documents, raw_streams)
 from tomobluesky.catalog import ConfinedDocuments
@@ -107,11 +108,23 @@ def fuzz(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     layout = build_layout(tmp_path_factory.mktemp("fuzz"))
     canaries = Canaries(layout.outside, layout.outside / "sub")
+    # package metadata (the processing steps' entry points) is read once per process, like an import: before
+    # the hooks, which watch what documents make the workers open
+    steps.available_steps()
+    # numba compiles (or loads from its cache) the live kernels at a scan's first frame, importing and scanning
+    # sys.path as it goes: that is code loading too, done once before the hooks watch
+    from tomobluesky.live import _kernels
+
+    _kernels.warm_up()
     install_open_hooks(patch)
     # the frames of the recorded runs are all on disk: there is no writer to wait for, so a datum asking
     # for frames the file lacks fails after its 20 re-reads at once instead of after 1 s of sleeping
     patch.setitem(read_frames.__kwdefaults__, "wait", 0.0)
     code = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    # installed distributions' metadata on sys.path (an editable install's egg-info in the checkout): libraries
+    # imported lazily (numba's, zarr's codecs) read every distribution's entry points, as an import reads code
+    code |= {m.resolve() for entry in sys.path if entry and Path(entry).is_dir()
+             for m in Path(entry).glob("*.egg-info")}
     allowed = (layout.root.resolve(), layout.volumes.resolve(), Path(tomobluesky.__file__).parent.resolve(), *code)
     watchdog = Watchdog()
     try:  # tiny reconstructions: thread pools only add start-up and contention on a small machine

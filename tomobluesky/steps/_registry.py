@@ -79,10 +79,18 @@ def _entry_points() -> tuple:
 def refresh():
     """Forget what was found (after installing a plugin package in a running session)."""
     _entry_points.cache_clear()
+    _available.cache_clear()
 
 
 def available_steps() -> dict[str, Step | StepError]:
-    """Every installed step by name; a step that fails to load maps to its error (shown by ``tomobluesky steps``)."""
+    """Every installed step by name; a step that fails to load maps to its error (shown by ``tomobluesky steps``).
+
+    Found once per process (package metadata is read from disk: every scan would read it again)."""
+    return dict(_available())
+
+
+@lru_cache(maxsize=1)
+def _available() -> dict[str, Step | StepError]:
     found: dict[str, Step | StepError] = {}
     for ep in sorted(_entry_points(), key=lambda e: e.name):
         if ep.name in found:  # two packages claiming one name: refuse both rather than pick one silently
