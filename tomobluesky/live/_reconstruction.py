@@ -368,6 +368,7 @@ class LiveReconstruction(DocumentRouter):
         images = {"axial": s.axial, "vertical_x": s.vertical_x, "vertical_y": s.vertical_y}
         self.sink.write_preview(self.scan_uid, images, {
             "scan_uid": self.scan_uid, "row": s.row * self.live_binning, "binning": self.live_binning,
+            "detector_shape": [int(v) for v in self.meta.detector_shape],
             "projections": int(n), "folded": self._folded, "skipped": len(self._unread),
             "vertical_views": s.vertical_views,
             "angle_coverage_deg": s.coverage_deg(), "center": self._from_live(s.center),

@@ -197,7 +197,7 @@ def test_wide_detectors_fold_binned_frames_into_the_live_slices(RE, tmp_path):
     images, preview = sink.previews[uid][-1]
     assert images["axial"].shape == (live, live) and images["vertical_x"].shape == (2, live)
     assert preview["binning"] == 3 and abs(preview["center"] - source.center) < 1.5
-    assert preview["center_source"] == "given"
+    assert preview["center_source"] == "given" and preview["detector_shape"] == [6, columns]
     # the preview shows the same object as the volume, in the same units: compare with the volume binned alike
     # (inside the object: 180 angles leave different streaks outside it at the two resolutions)
     edge = live // 4
