@@ -15,8 +15,9 @@ log = logging.getLogger("tomobluesky.profile")
 if settings.kafka_bootstrap:
     from tomobluesky.transport import KafkaPublisher, load_config
 
-    # /etc/bluesky/kafka.yml (or $TOMOBLUESKY_KAFKA_CONFIG) with environment overrides
-    publisher = KafkaPublisher(load_config().replace(beamline=settings.beamline), bootstrap=settings.kafka_bootstrap)
+    # /etc/bluesky/kafka.yml ($BLUESKY_KAFKA_CONFIG_PATH, $TOMOBLUESKY_KAFKA_CONFIG) with environment overrides;
+    # the site file's beamline wins over the profile's default, as with nslsii
+    publisher = KafkaPublisher(load_config(default_beamline=settings.beamline), bootstrap=settings.kafka_bootstrap)
     RE.subscribe(publisher)
     atexit.register(publisher.close)
     print(f"documents → Kafka at {settings.kafka_bootstrap}")
