@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import PROCESSED, SpoolingSink, TiledServer, ensure_layout, raw_run_writer
-from .devices import PhantomSource, ReplaySource, make_sim_beamline
+from .devices import PhantomSource, ReplaySource
+from .devices.oa import make_sim_beamline  # the ophyd-async end station
 from .live import live_reconstruction_router
 from .plans import tomo_fly_scan, tomo_scan
 from .transport._inprocess import OffThread
