@@ -174,7 +174,7 @@ def test_live_volume_equals_a_batch_reconstruction_of_the_detector_file(RE, tmp_
                                                f["/exchange/data_dark"][:], averaging="median"))
         theta = np.radians(f["/exchange/theta"][:])
     batch = recon.reconstruct(np.swapaxes(data, 0, 1), theta, meta["center"], sinogram_order=True,
-                              filter_name="shepp")
+                              filter_name=ReconSettings().filter_name)  # the stop path's default window
     np.testing.assert_allclose(volume, batch, rtol=1e-5, atol=1e-6)
 
 

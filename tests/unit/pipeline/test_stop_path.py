@@ -47,7 +47,7 @@ def in_memory_reference(path, center):
                                                f["/exchange/data_dark"][:], averaging="median"))
         theta = np.radians(f["/exchange/theta"][:])
     return recon.reconstruct(np.ascontiguousarray(np.swapaxes(data, 0, 1)), theta, center, sinogram_order=True,
-                             filter_name="shepp")
+                             filter_name=ReconSettings().filter_name)  # the stop path's default window
 
 
 @pytest.fixture(scope="module")
