@@ -121,7 +121,7 @@ def http_timings(base: str, uid: str, shape, store: Path) -> dict:
     return out
 
 
-def browser_first_paint(base: str, uid: str, store: Path) -> dict:
+def browser_first_paint(base: str, uid: str, store: Path, args_trace: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -133,6 +133,9 @@ def browser_first_paint(base: str, uid: str, store: Path) -> dict:
             if label == "cold":
                 evict(store)
             page = browser.new_page()
+            requests = []
+            page.on("requestfinished", lambda r: requests.append(
+                (round(r.timing["startTime"]), round(r.timing["responseEnd"]), r.url.split("/", 3)[-1][:60])))
             page.goto(f"{base}/?scan={uid}&px={CANVAS}")
             deadline = time.monotonic() + 120
             while not page.evaluate("() => window.firstPaint") and time.monotonic() < deadline:
@@ -145,6 +148,10 @@ def browser_first_paint(base: str, uid: str, store: Path) -> dict:
             all_three = page.evaluate("() => performance.now()")
             out[label] = {"first paint after navigation (ms)": round(first), "three planes with the histogram's "
                           "window, upper bound (ms)": round(all_three)}
+            if args_trace:
+                start0 = min(t[0] for t in requests)
+                out[label]["requests (start, end ms after the first)"] = [
+                    (t0 - start0, t0 - start0 + t1, url) for t0, t1, url in sorted(requests)]
             page.close()
         browser.close()
     return out
@@ -155,6 +162,7 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=SHAPE, metavar=("Z", "Y", "X"))
     parser.add_argument("--full", action="store_true", help="write every level whole (17 GB at the default shape)")
     parser.add_argument("--browser", action="store_true", help="also time the page's first paint in Chromium")
+    parser.add_argument("--trace", action="store_true", help="with --browser: list the page's requests and times")
     parser.add_argument("--data-dir", help="catalogue directory, kept; a second run over it measures the volume "
                                            "the first built (default: a temporary one, removed afterwards)")
     args = parser.parse_args(argv)
@@ -196,7 +204,7 @@ def main(argv=None) -> int:
                           "build_s": round(build_s, 1), "http (cold s, warm s)": http_timings(
                               base, uid, args.shape, store)}
                 if args.browser:
-                    result["chromium"] = browser_first_paint(base, uid, store)
+                    result["chromium"] = browser_first_paint(base, uid, store, args.trace)
             finally:
                 viewer.terminate()
                 viewer.wait(10)

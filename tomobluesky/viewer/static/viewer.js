@@ -367,11 +367,14 @@ async function showVolume(uid) {
     setIndex(axis, info.shape[i] / 2);  // start in the middle of the sample
   });
   for (const axis of AXES) vol.planes[axis] = makePlane(axis);
-  redraw(AXES);  // the first image, with each plane's own contrast; the histogram's window follows
-  loadHistogram(uid);
+  // the axial plane alone first (two cores serve it fastest undisturbed), with its own contrast;
+  // then the other two, then the histogram's window redraws all three
+  await drawPlane(vol.planes.z);
+  await Promise.all([drawPlane(vol.planes.y), drawPlane(vol.planes.x)]);
+  await loadHistogram(uid);
 }
 
-function select(uid) {
+async function select(uid) {
   current = uid;
   vol = null;
   if (events) events.close();
@@ -379,7 +382,8 @@ function select(uid) {
   $("live").hidden = true; $("volume").hidden = true; $("status").textContent = "";
   if (canControl) $("control-status").textContent = "";
   document.querySelectorAll("#scans div").forEach(d => d.classList.toggle("selected", d.dataset.uid === uid));
-  showVolume(uid);  // a finished scan's volume at once, without waiting for its event stream
+  await showVolume(uid);  // a finished scan's volume at once, before its event stream and the scan list
+  if (uid !== current) return;
   const source = events = new EventSource(scanUrl(uid, "live/events"));
   source.addEventListener("update", (e) => { const md = JSON.parse(e.data); if (md.projections) refreshLive(uid, md); });
   source.addEventListener("done", () => { source.close(); showVolume(uid); loadScans(); });
@@ -448,7 +452,7 @@ async function start() {
   for (const id of ["live-row", "live-center-input", "live-apply"]) $(id).disabled = !canControl;
   if (!canControl) $("control-status").textContent = "this viewer cannot steer (started without --control-key-file)";
   const wanted = new URLSearchParams(location.search).get("scan");
-  if (wanted) select(wanted);  // first: the list of scans can take longer than the scan asked for
+  if (wanted) await select(wanted);  // first: the list of scans can take longer than the scan asked for
   await loadScans();
   setInterval(() => { if ($("login").hidden) loadScans(); }, 3000);
 }
