@@ -315,6 +315,7 @@ def test_view_command_takes_no_key_on_its_command_line(capsys):
     help_text = capsys.readouterr().out
     assert "--public" in help_text and "--api-key-file" in help_text and "--api-key " not in help_text
     assert "read-only key" in help_text and "Authorization: Bearer" in help_text
+    assert "--control-key-file" in help_text and "writer key" in help_text  # steering takes a key file only
     with pytest.raises(SystemExit) as exit_:  # not even as an abbreviation of --api-key-file, nor echoed back
         main(["view", "--api-key", "0" * 64])
     err = capsys.readouterr().err
