@@ -108,7 +108,8 @@ def http_timings(base: str, uid: str, shape, store: Path) -> dict:
         out["first image (volume info + axial plane, 512 px)"] = timed(first_image, store)
         level = get(http, f"{scan}/plane/z.png", index=nz // 2, size=CANVAS).headers["x-level"]
         out["  (its level)"] = level
-        out["coronal plane, 512 px"] = timed(lambda: get(http, f"{scan}/plane/y.png", index=ny // 2, size=CANVAS), store)
+        out["coronal plane, 512 px"] = timed(lambda: get(http, f"{scan}/plane/y.png", index=ny // 2, size=CANVAS),
+                                             store)
         out["sagittal plane, 512 px"] = timed(lambda: get(http, f"{scan}/plane/x.png", index=nx // 2, size=CANVAS),
                                               store)
         out["histogram (256 bins)"] = timed(lambda: get(http, f"{scan}/histogram", bins=256), store)
