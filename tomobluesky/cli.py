@@ -64,7 +64,8 @@ def _cmd_demo(args, settings: Settings) -> int:
     if args.kafka:  # the worker processes take their budget from TOMOBLUESKY_MEMORY_BUDGET_GB
         summary = run_demo_kafka(args.data_dir, args.kafka, **common)
     else:
-        summary = run_demo(args.data_dir, memory_budget=args.memory_budget * 1e9, **common)
+        summary = run_demo(args.data_dir, memory_budget=args.memory_budget * 1e9, dask=settings.dask_scheduler,
+                           **common)
     if args.json:
         print(json.dumps(summary))
         return 0

@@ -276,7 +276,7 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
 def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fly: bool = False,
              num_projections: int | None = None, phantom_size: int = 128, port: int | None = None,
              progress: bool = True, settings: ReconSettings | None = None,
-             memory_budget: float | None = None) -> dict:
+             memory_budget: float | None = None, dask=None) -> dict:
     """Start Tiled in ``data_dir``, scan, reconstruct live, register, save a PNG.
 
     Returns the summary the CLI prints (see ``tomobluesky demo --help``).
@@ -307,7 +307,8 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
         sink = SpoolingSink(server.sink(), server.layout.backup)
         live = live_off_thread(sink, settings, on_projection=on_projection, on_start=runs.append,
                                on_volume_rows=on_volume_rows, memory_budget=memory_budget or DEFAULT_BUDGET,
-                               data_roots=[server.layout.detector],
+                               data_roots=[server.layout.detector], dask=dask,
+                               center_memory=server.layout.root / "live-centers.json",
                                on_stop=lambda doc: stops.setdefault(doc["run_start"], time.perf_counter()))
         RE.subscribe(writer)
         RE.subscribe(live)

@@ -32,12 +32,14 @@ CATALOG_GROUP = "tomobluesky-catalog"
 
 def reconstruction_router(client, settings: ReconSettings | None = None, *, on_start=None,
                           live_config=None, volume_dir=None, memory_budget: float = DEFAULT_BUDGET,
-                          data_roots=None) -> RunRouter:
+                          data_roots=None, dask=None, center_memory=None) -> RunRouter:
     """Per-run LiveReconstruction into Tiled, skipping runs already complete there.
     With ``live_config`` (a KafkaConfig) previews also go to ``<beamline>.tomobluesky.live``.
     Volumes are written as Zarr stores in ``volume_dir``, a directory the Tiled server reads.
     Detector files are read only under ``data_roots``. A Tiled outage escapes (the worker
-    waits and re-reads the run); it is never recorded as a failed scan."""
+    waits and re-reads the run); it is never recorded as a failed scan. ``dask``: the stop path's
+    slabs on Dask (a scheduler address, "local"); ``center_memory``: the JSON file of the last centre
+    per set-up, which starts the live slices of the next scan of that set-up."""
     roots = DataRoots.of(data_roots)
     sink = TiledSink(client, volume_dir=volume_dir)
     out = sink
@@ -54,7 +56,7 @@ def reconstruction_router(client, settings: ReconSettings | None = None, *, on_s
             log.info("volume of %s is already complete; skipping the replayed run", start["uid"])
             return [], []
         cb = LiveReconstruction(out, settings, memory_budget=memory_budget, data_roots=roots,
-                                raise_unavailable=True)
+                                raise_unavailable=True, dask=dask, center_memory=center_memory)
         if on_start:
             on_start(cb)
         return [cb], []
@@ -88,7 +90,7 @@ def catalog_router(client, backup_directory=None, *, data_roots=None) -> RunRout
 
 def run_reconstruction_worker(config, client, *, settings: ReconSettings | None = None, group_id: str = RECON_GROUP,
                               volume_dir=None, memory_budget: float = DEFAULT_BUDGET, data_roots=None,
-                              policy=None, stop=None):
+                              policy=None, stop=None, dask=None, center_memory=None):
     """Reconstruct every tomography run of the document topic into Tiled. After a Tiled outage the
     worker re-reads the unfinished runs into a fresh router (``reset``). ``policy``: a
     :class:`tomobluesky.transport.WorkerPolicy`; ``stop``: a threading.Event that ends the loop."""
@@ -96,7 +98,8 @@ def run_reconstruction_worker(config, client, *, settings: ReconSettings | None 
 
     def router():
         return _Lazy(lambda: reconstruction_router(client, settings, live_config=config, volume_dir=volume_dir,
-                                                   memory_budget=memory_budget, data_roots=data_roots))
+                                                   memory_budget=memory_budget, data_roots=data_roots,
+                                                   dask=dask, center_memory=center_memory))
 
     return run_worker(config, router(), group_id=group_id, reset=router, policy=policy, stop=stop)
 
@@ -193,7 +196,8 @@ def main(argv=None) -> int:
         stats = run_reconstruction_worker(config, client, settings=settings,
                                           volume_dir=args.volume_dir or defaults.volumes,
                                           memory_budget=(args.memory_budget or defaults.memory_budget_gb) * 1e9,
-                                          **kwargs)
+                                          dask=defaults.dask_scheduler,
+                                          center_memory=defaults.data_dir / "live-centers.json", **kwargs)
     else:
         stats = run_catalog_worker(config, client, **kwargs)
     log.info("worker done: %s", stats)

@@ -112,6 +112,13 @@ class SpoolingSink:
         except _Offline:
             self._spool({"kind": "failure", "scan_uid": scan_uid, "reason": reason, "metadata": metadata})
 
+    def live_request(self, scan_uid):
+        """The viewer's live request from Tiled; none while Tiled is unreachable."""
+        try:
+            return self._try(self.sink.live_request, scan_uid)
+        except _Offline:
+            return None
+
     def steps_dir(self, scan_uid) -> Path:
         return self.sink.steps_dir(scan_uid)
 

@@ -84,6 +84,7 @@ class LiveReconstruction(DocumentRouter):
     not read; once caught up, the newest unread ones are folded first, a few
     per document, and previews say how many were ``skipped``. The final volume
     reads every frame from the detector file all the same. None: fold every frame.
+    Behind for ``BEHIND_REFRESH_S`` or more, the newest frames are folded and shown anyway.
 
     The live slices use the best axis known: ``recon.center`` (given, kept),
     else the start document's ``center_hint``, else the last centre found for
@@ -91,12 +92,19 @@ class LiveReconstruction(DocumentRouter):
     its JSON file, which the stop path updates), else the detector's middle;
     once the frames span a half turn, the axis found from them (Vo's method).
     ``set_center`` and ``set_live_row`` (or the sink's ``live_request``) move them.
+
+    ``dask``: run the stop path's slabs on Dask (see ``reconstruct_scan``): None in this process,
+    ``"local"``, a scheduler address or a ``distributed.Client``; the workers must see the files.
     """
+
+    #: while behind, the newest frames are still folded and shown this often (seconds): the preview's lag
+    BEHIND_REFRESH_S = 0.5
 
     def __init__(self, sink: ReconstructionSink, settings: ReconSettings | None = None, *,
                  on_projection=None, on_volume_rows=None, memory_budget: float = DEFAULT_BUDGET,
                  data_roots: DataRoots | None = None, raise_unavailable: bool = False,
-                 backlog: Callable[[], int] | None = None, center_memory: CenterMemory | str | Path | None = None):
+                 backlog: Callable[[], int] | None = None, center_memory: CenterMemory | str | Path | None = None,
+                 dask=None):
         super().__init__()
         self.sink = sink
         self.base_settings = settings or ReconSettings()
@@ -113,6 +121,7 @@ class LiveReconstruction(DocumentRouter):
         self.live_binning = 1
         self._folded = 0
         self.backlog = backlog
+        self.dask = dask  # the stop path's slabs on Dask: None (here), "local", a scheduler address or a Client
         self._unread: dict[int, tuple[dict, int]] = {}  # primary seq → (resource, index): skipped while behind
         self.center_memory = CenterMemory(center_memory) if isinstance(center_memory, (str, Path)) else center_memory
         self.center_source = "middle"
@@ -215,15 +224,17 @@ class LiveReconstruction(DocumentRouter):
         for seq in [s for s in self._waiting if s in primary.angles]:
             self._fold(seq, self._waiting.pop(seq), primary.angles[seq])
         behind = self._behind()
-        if self._unread and not behind:
+        # behind for long, the preview would show the past: show the present every BEHIND_REFRESH_S anyway
+        stale = behind and time.time() - self._last_frame_time >= self.BEHIND_REFRESH_S
+        if self._unread and (not behind or stale):
             self._catch_up(primary)
         self._maybe_estimate_center()
         n = len(primary.complete())
         if self.on_projection:
             self.on_projection(n, self.meta.num_projections)
-        if behind:  # nothing new to show, and the time is better spent catching up
+        if behind and not stale:  # nothing new to show, and the time is better spent catching up
             return
-        if n >= 2 and n % self.settings.preview_every == 0 and n != self._last_preview_n:
+        if stale or (n >= 2 and n % self.settings.preview_every == 0 and n != self._last_preview_n):
             self._last_preview_n = n
             try:
                 self._write_preview(n)
@@ -426,7 +437,8 @@ class LiveReconstruction(DocumentRouter):
             store = self.sink.begin_volume(uid, {**metadata, "status": "writing"})
             info = reconstruct_scan(scan, self.settings, store, memory_budget=self.memory_budget,
                                     pixel_size=self.start_doc.get("pixel_size"), attributes={"scan_uid": uid},
-                                    progress=self.on_volume_rows, pipeline=pipeline, volume_steps=False)
+                                    progress=self.on_volume_rows, pipeline=pipeline, volume_steps=False,
+                                    dask=self.dask)
         metadata.update(self._result_metadata(info), status="complete", live_skipped=skipped,
                         pipeline=info["pipeline"])
         self._remember_center(info)
@@ -506,13 +518,14 @@ def live_reconstruction_router(sink: ReconstructionSink, settings: ReconSettings
                                on_projection=None, on_start=None, on_volume_rows=None,
                                memory_budget: float = DEFAULT_BUDGET, data_roots: DataRoots | None = None,
                                raise_unavailable: bool = False, backlog: Callable[[], int] | None = None,
-                               center_memory: CenterMemory | str | Path | None = None) -> RunRouter:
+                               center_memory: CenterMemory | str | Path | None = None, dask=None) -> RunRouter:
     """A RunRouter that follows every tomography run with a ``LiveReconstruction``.
 
     Subscribe it to a RunEngine (``RE.subscribe(router)``) or feed it documents
     from any transport. ``on_start(callback)`` sees each new per-run callback;
     ``on_projection(n, total)`` and ``on_volume_rows(done, total)`` report progress.
-    ``data_roots``, ``raise_unavailable``, ``backlog`` and ``center_memory``: see :class:`LiveReconstruction`.
+    ``data_roots``, ``raise_unavailable``, ``backlog``, ``center_memory`` and ``dask``: see
+    :class:`LiveReconstruction`.
     """
     roots = DataRoots.of(data_roots)
     memory = CenterMemory(center_memory) if isinstance(center_memory, (str, Path)) else center_memory
@@ -522,7 +535,7 @@ def live_reconstruction_router(sink: ReconstructionSink, settings: ReconSettings
             return [], []
         cb = LiveReconstruction(sink, settings, on_projection=on_projection, on_volume_rows=on_volume_rows,
                                 memory_budget=memory_budget, data_roots=roots, raise_unavailable=raise_unavailable,
-                                backlog=backlog, center_memory=memory)
+                                backlog=backlog, center_memory=memory, dask=dask)
         if on_start:
             on_start(cb)
         return [cb], []

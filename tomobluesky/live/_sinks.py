@@ -60,6 +60,11 @@ class ForwardingSink:
         if self.inner is not None:
             self.inner.record_failure(scan_uid, reason, metadata)
 
+    def live_request(self, scan_uid):
+        """The viewer's request for the live slices (row, centre), from the inner sink when it has them."""
+        request = getattr(self.inner, "live_request", None)
+        return request(scan_uid) if request is not None else None
+
     def register_outputs(self, scan_uid, outputs, metadata, failure=None):
         register = getattr(self.inner, "register_outputs", None)
         if register is not None:

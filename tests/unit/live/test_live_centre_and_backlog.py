@@ -2,12 +2,13 @@
 viewer's requests and the centre remembered per set-up."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from tomobluesky.devices import make_sim_beamline
-from tomobluesky.live import MemorySink, live_reconstruction_router
+from tomobluesky.live import LiveReconstruction, MemorySink, live_reconstruction_router
 from tomobluesky.live._centers import CenterMemory
 from tomobluesky.plans import tomo_scan
 from tomobluesky.recon import ssim_in_circle
@@ -91,11 +92,12 @@ def test_live_axial_slice_at_the_end_matches_the_final_volume_with_the_axis_40_c
         assert ssim_in_circle(wrong, volume[row]) < 0.6
 
 
-def test_behind_the_newest_frames_are_folded_first_and_the_rest_counted_as_skipped(RE, tmp_path):
+def test_behind_the_newest_frames_are_folded_first_and_the_rest_counted_as_skipped(RE, tmp_path, monkeypatch):
     """``backlog()`` says documents wait for 50 of 60 projections' datums: those frames are only recorded.
     Once caught up, each document folds its own frame and a few skipped ones, newest first; what is never
     folded is reported as skipped, and the volume is reconstructed from every frame of the file."""
     runs = []
+    monkeypatch.setattr(LiveReconstruction, "BEHIND_REFRESH_S", math.inf)  # no refresh while behind here
 
     def backlog():  # behind until the 55th projection's frame is recorded (the one in hand included)
         return int(len(runs[0].documents.streams["primary"].locations) < 55)
@@ -208,3 +210,19 @@ def test_the_centre_found_for_a_set_up_starts_its_next_scan(RE, tmp_path):
     run = _scan(RE, tmp_path, sink, num_projections=20, center_memory=memory)
     assert sink.previews[run.scan_uid][0][1]["center_source"] == "middle"
     assert any("centre memory" in e for e in run.preview_errors) and len(sink.volumes) == 1
+
+
+def test_behind_for_long_the_preview_still_shows_the_newest_frame(RE, tmp_path, monkeypatch):
+    """Always behind (a live path slower than the detector for the whole scan): every BEHIND_REFRESH_S the
+    newest frames are folded and a preview written, so the preview never lags by more than that."""
+    runs = []
+    monkeypatch.setattr(LiveReconstruction, "BEHIND_REFRESH_S", 0.0)  # every projection counts as stale
+    sink = MemorySink()
+    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_every=1000), on_start=runs.append,
+                                            backlog=lambda: 1))
+    RE(tomo_scan(*make_sim_beamline(_source(), tmp_path), num_projections=30, num_darks=2, num_flats=2))
+    run, = runs
+    (uid, _), = sink.volumes.items()
+    shown = [meta["projections"] for _, meta in sink.previews[uid]]
+    assert len(shown) >= 25 and shown == sorted(shown) and shown[-1] == 30  # preview_every alone: none
+    np.testing.assert_allclose(max(run.slices.angles_deg), max(run.meta.theta))  # the newest view is folded

@@ -82,3 +82,26 @@ def test_an_unknown_step_is_refused_before_the_scan_starts(RE, tmp_path, documen
     with pytest.raises(ValueError, match="pipeline entry 3: unknown step 'denoise'"):
         _scan(RE, tmp_path, [{"step": "reconstruct"}, {"step": "segment"}, {"step": "denoise"}])
     assert not documents
+
+
+def test_the_live_stop_path_runs_its_slabs_on_dask_when_asked(RE, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from tomobluesky.pipeline import current_rss_bytes
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) \
+            as cluster, distributed.Client(cluster) as client:
+        sinks = {}
+        for route, dask in (("here", None), ("dask", client)):
+            sink, runs = MemorySink(tmp_path / route), []
+            token = RE.subscribe(live_reconstruction_router(sink, on_start=runs.append, dask=dask,
+                                                            memory_budget=current_rss_bytes() + 1.5e6))
+            source = PhantomSource(n_slices=16, n_columns=48, axis_offset=0.0, noise=False)
+            RE(tomo_scan(*make_sim_beamline(source, tmp_path / route / "detector"), num_projections=60,
+                         num_darks=2, num_flats=2))
+            RE.unsubscribe(token)
+            sinks[route] = (sink, runs[0])
+    (here, _), = sinks["here"][0].volumes.values()
+    (there, _), = sinks["dask"][0].volumes.values()
+    assert "dask" in sinks["dask"][1].result and "dask" not in sinks["here"][1].result
+    assert sinks["dask"][1].result["slabs"] > 1
+    np.testing.assert_allclose(there, here, rtol=1e-5, atol=1e-6)
