@@ -123,3 +123,15 @@ def test_segmentation_of_a_reconstructed_phantom(tmp_path):
     assert labels[0].dtype == np.uint32 and labels[0].shape == SHAPE
     np.testing.assert_array_equal(labels[1][...], labels[0][...][::2, ::2, ::2])  # a label pyramid samples
     assert not (tmp_path / "processed" / ".segment.work").exists()
+
+
+def test_the_threshold_of_a_big_volume_comes_from_evenly_spaced_slices_whatever_the_slab(monkeypatch):
+    from tomobluesky.steps import _segment
+
+    monkeypatch.setattr(_segment, "_sample_planes",
+                        lambda depth, plane, budget=2 ** 25: np.arange(0, depth, 5))  # a "big" volume
+    volume = ellipsoids() + np.random.default_rng(4).normal(0, 0.1, SHAPE).astype(np.float32)
+    results = [segment(volume, sigma=1.0, slab=slab) for slab in (8, 24)]
+    assert results[0]["threshold"] == results[1]["threshold"]
+    np.testing.assert_array_equal(np.asarray(results[0]["labels"]), np.asarray(results[1]["labels"]))
+    check_objects(results[0]["objects"])
