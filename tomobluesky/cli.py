@@ -427,6 +427,9 @@ def _load_settings() -> Settings | None:
 
     try:
         return Settings()
+    except FileNotFoundError as err:  # $TOMOBLUESKY_CONFIG names no file
+        print(f"tomobluesky: error: {err}", file=sys.stderr)
+        return None
     except ValidationError as err:
         for problem in err.errors(include_url=False):
             print(f"tomobluesky: error: {_setting_problem(problem)}", file=sys.stderr)
@@ -434,7 +437,15 @@ def _load_settings() -> Settings | None:
 
 
 def _setting_problem(problem: dict) -> str:
-    """``TOMOBLUESKY_X__Y='value': what is wrong``, from one pydantic error."""
+    """``TOMOBLUESKY_X__Y='value': what is wrong``, from one pydantic error; a key of the configuration
+    file that no setting has is named as the file's key."""
+    import os
+
+    from .config import CONFIG_ENV
+
+    if problem["type"] == "extra_forbidden" and os.environ.get(CONFIG_ENV):
+        key = ".".join(str(part) for part in problem["loc"])
+        return f"{os.environ[CONFIG_ENV]}: unknown setting {key!r} (see the settings in docs/configuration.md)"
     name = "TOMOBLUESKY_" + "__".join(str(part) for part in problem["loc"]).upper()
     value = problem.get("input")
     error = (problem.get("ctx") or {}).get("error")
@@ -462,6 +473,9 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     from .cli_steps import add_steps_commands
 
     add_steps_commands(sub)
+    from .cli_settings import add_settings_commands
+
+    add_settings_commands(sub)
     try:
         from .cli_kafka import add_kafka_commands
     except ImportError:

@@ -1,13 +1,15 @@
-"""One typed configuration, read from ``TOMOBLUESKY_*`` environment variables
-(nested with ``__``, e.g. ``TOMOBLUESKY_RECON__ALGORITHM=fbp``)."""
+"""One typed configuration: command-line options over ``TOMOBLUESKY_*`` environment
+variables (nested with ``__``, e.g. ``TOMOBLUESKY_RECON__ALGORITHM=fbp``) over a YAML
+file named by ``TOMOBLUESKY_CONFIG`` (the same keys, nested as sections) over defaults."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import platformdirs
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from .limits import check_memory_budget_gb
 from .schema import ReconSettings
@@ -17,8 +19,24 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("tomobluesky")) / "catalog"
 
 
+CONFIG_ENV = "TOMOBLUESKY_CONFIG"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TOMOBLUESKY_", env_nested_delimiter="__")
+    # extra="forbid": a misspelt key in the YAML file is an error naming it, not a setting silently unused
+    model_config = SettingsConfigDict(env_prefix="TOMOBLUESKY_", env_nested_delimiter="__", extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments (the command line's), then the environment, then the YAML file of $TOMOBLUESKY_CONFIG."""
+        sources = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_ENV)
+        if path:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"${CONFIG_ENV} names {path}, which is not a file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
 
     data_dir: Path = Field(default_factory=default_data_dir, description="catalogue data directory")
     tiled_uri: str | None = Field(None, description="an existing Tiled server to write to")

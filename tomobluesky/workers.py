@@ -131,8 +131,8 @@ class _Lazy:
         return self.router(name, doc)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tomobluesky-worker", description=(
+def build_parser(prog: str = "tomobluesky-worker") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=(
         "Follow the beamline's Bluesky document topic on Kafka and either reconstruct each tomography scan "
         "into Tiled ('reconstruction') or write the raw runs into Tiled ('catalog'). Workers of one kind share "
         "a consumer group, so several of them split the scans between them."))
@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: from the Kafka YAML config / env)")
     p.add_argument("--config", help="Kafka YAML config (default: /etc/bluesky/kafka.yml when present)")
     p.add_argument("--beamline", help="beamline name; the topic is <beamline>.bluesky.runengine.documents")
-    p.add_argument("--tiled-uri", required=True, help="Tiled server to write to")
+    p.add_argument("--tiled-uri", help="Tiled server to write to (default: the settings' tiled_uri, "
+                   "TOMOBLUESKY_TILED_URI)")
     add_key_file_option(p, "file holding the catalogue's write key; without it the key comes from "
                            "$TOMOBLUESKY_TILED_API_KEY (one of the two is required)")
     p.add_argument("--group", help="consumer group (default: tomobluesky-reconstruction / tomobluesky-catalog)")
@@ -163,13 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "tomobluesky-worker") -> int:
     from tiled.client import from_uri
 
     from .transport import WorkerPolicy, configure_json_logging, load_config
 
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
+    from .config import Settings
+
+    defaults = Settings()
+    args.tiled_uri = args.tiled_uri or defaults.tiled_uri
+    if not args.tiled_uri:
+        parser.error("no Tiled server: give --tiled-uri URI or set TOMOBLUESKY_TILED_URI")
     try:
         key = client_key(args.api_key_file)
     except KeyRefused as err:
@@ -185,9 +192,6 @@ def main(argv=None) -> int:
                                       run_timeout=args.run_timeout or None))
     if args.group:
         kwargs["group_id"] = args.group
-    from .config import Settings
-
-    defaults = Settings()
     kwargs["data_roots"] = args.data_root or defaults.roots
     if args.kind == "reconstruction":
         # the configured recon section (TOMOBLUESKY_RECON__*, the pipeline file), then the command line's algorithm

@@ -228,9 +228,9 @@ def test_verbose_shows_the_traceback_instead(tmp_path):
 # --- the worker's own command line ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, words", [
-    ([], "the following arguments are required: kind, --tiled-uri"),
+    ([], "the following arguments are required: kind"),
     (["catalogue", "--tiled-uri", UNREACHABLE], "argument kind: invalid choice: 'catalogue'"),
-    (["catalog"], "the following arguments are required: --tiled-uri"),
+    (["catalog"], "no Tiled server: give --tiled-uri URI or set TOMOBLUESKY_TILED_URI"),
     (["catalog", "--tiled-uri", UNREACHABLE], "no Tiled write key: set TOMOBLUESKY_TILED_API_KEY or give "
                                               "--api-key-file PATH"),
     (["reconstruction", "--tiled-uri", UNREACHABLE, "--api-key", KEY], "--api-key is not accepted"),
