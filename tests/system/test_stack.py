@@ -274,15 +274,19 @@ def _partition_of(config, uid: str, partitions: int) -> int:
         c.close()
 
 
-def _assignments(stack, topic: str) -> dict[str, set[int]]:
+def _assignments(stack, topic: str, since: dict[str, int] | None = None) -> dict[str, set[int]]:
     """Each reconstruction process's partitions now, from its log: the assigned/revoked events
-    since its last start (a restarted process logs into the same file and starts with none)."""
+    since its last start (a restarted process logs into the same file and starts with none), or
+    only those written past ``since[name]`` bytes."""
     out = {}
     for name, info in stack.supervisor.processes().items():
         if info["group"] != "reconstruction":
             continue
         held: set[int] = set()
-        for line in (stack.paths.logs / f"{info['name']}.log").read_text(errors="replace").splitlines():
+        with open(stack.paths.logs / f"{info['name']}.log", "rb") as f:
+            f.seek((since or {}).get(name, 0))
+            text = f.read().decode(errors="replace")
+        for line in text.splitlines():
             try:
                 event = json.loads(line)
             except ValueError:
@@ -300,26 +304,58 @@ def _assignments(stack, topic: str) -> dict[str, set[int]]:
     return out
 
 
-def _dead_letters(config, partitions: int) -> int:
-    """Messages ever written to the dead-letter topic (the sum of its partitions' end offsets)."""
-    from confluent_kafka import Consumer, TopicPartition
+def _dead_letters(config, partitions: int) -> list[dict]:
+    """Every message on the dead-letter topic: its headers (reason, detail, source offset) and key."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": config.bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    c = Consumer({"bootstrap.servers": config.bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}",
+                  "enable.auto.commit": False})
     try:
-        return sum(c.get_watermark_offsets(TopicPartition(config.deadletter_topic, p), timeout=10)[1]
-                   for p in range(partitions))
+        tps = [TopicPartition(config.deadletter_topic, p) for p in range(partitions)]
+        total = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        c.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in tps])
+        got, deadline = [], time.monotonic() + 30
+        while len(got) < total and time.monotonic() < deadline:
+            msg = c.poll(1.0)
+            if msg is not None and not msg.error():
+                got.append({"key": msg.key(), **{k: v.decode(errors="replace") for k, v in msg.headers() or []}})
+        assert len(got) == total, f"read {len(got)} of the {total} dead letters"
+        return got
     finally:
         c.close()
 
 
-def test_four_scans_at_once_with_a_worker_killed_mid_scan(stack):
+def _worker_errors(stack) -> list[str]:
+    """The workers' log lines about a dead letter or an error (for a failure's message)."""
+    lines = []
+    for log in sorted(stack.paths.logs.glob("*.log")):
+        if log.name.startswith(("reconstruction", "catalog")):
+            for line in log.read_text(errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and (event.get("level") == "ERROR" or event.get("event") == "deadletter"):
+                    lines.append(f"{log.name} {event.get('ts')}: {event.get('msg')} {event.get('exc', '')[-300:]}")
+    return lines
+
+
+@pytest.fixture(scope="module")
+def four_scans(stack):
+    """Four scans published at once, each by its own publisher thread: first half, then (once the
+    worker holding the first scan's partition is reconstructing it) that worker is killed with
+    SIGKILL, then the second halves with the stop documents. Returns once supervisord restarted
+    the worker, the group gave the new process a partition and every scan has a complete volume
+    and raw run."""
     from tiled.client import from_uri
 
     from tomobluesky.transport import KafkaConfig
 
+    t0, phases = time.monotonic(), {}  # printed: where the time goes (no assert on it)
     ports, partitions = stack.ports(), stack.settings.kafka.partitions
     config = KafkaConfig(bootstrap=f"127.0.0.1:{ports.kafka}", beamline=stack.settings.beamline)
     scans = [_scan_documents(stack, n, scale) for n, scale in SCANS]
+    phases["scans made"] = time.monotonic() - t0
     dead_before = _dead_letters(config, partitions)
     halfway = [threading.Event() for _ in scans]
     go_on, errors = threading.Event(), []
@@ -332,7 +368,6 @@ def test_four_scans_at_once_with_a_worker_killed_mid_scan(stack):
     try:
         wait_for(lambda: all(e.is_set() for e in halfway), 120, "the first half of every scan published")
         assert not errors, errors
-        # the worker holding the first scan's partition, once it is reconstructing that scan
         uid0 = scans[0][0]
         partition = _partition_of(config, uid0, partitions)
         owners: list[list[str]] = []
@@ -346,20 +381,22 @@ def test_four_scans_at_once_with_a_worker_killed_mid_scan(stack):
         wait_for(lambda: uid0 in reader["live"] or uid0 in reader["processed"], 120,
                  f"a live preview of scan {uid0} (the worker is mid-scan)")
         before = stack.supervisor.processes()[victim]["pid"]
+        log_seen = (stack.paths.logs / f"{victim.split(':')[1]}.log").stat().st_size
         os.kill(before, signal.SIGKILL)
+        phases["worker killed"] = time.monotonic() - t0
     finally:
         go_on.set()  # the rest of every scan, stop documents last, goes out while the worker is gone
     for t in threads:
         t.join(300)
     assert not errors and not any(t.is_alive() for t in threads), errors
-
     info = {}
     wait_for(lambda: info.update(stack.supervisor.processes()[victim]) or (
         info["statename"] == "RUNNING" and info["pid"] not in (0, before)), 60, "supervisord restarting the worker")
-    assert not pid_alive(before)
-    # the group rebalanced: the new process was handed a partition
-    wait_for(lambda: _assignments(stack, config.document_topic)[victim], 180,
+    phases["worker restarted"] = time.monotonic() - t0
+    # the group rebalanced: the new process (its log lines after the kill) was handed a partition
+    wait_for(lambda: _assignments(stack, config.document_topic, since={victim: log_seen})[victim], 180,
              "the restarted worker getting a partition")
+    phases["partition reassigned"] = time.monotonic() - t0
     uids = [uid for uid, _, _ in scans]
 
     def status(uid):
@@ -375,19 +412,36 @@ def test_four_scans_at_once_with_a_worker_killed_mid_scan(stack):
 
     wait_for(lambda: all(status(uid) == "complete" and raw_done(uid) for uid in uids), 300,
              "a complete volume and raw run of every scan")
-    db = stack.settings.postgres.database
-    for (uid, truth, _), (n_slices, _) in zip(scans, SCANS):
+    phases["volumes complete"] = time.monotonic() - t0
+    print("four scans, worker killed: " + ", ".join(f"{k} at {v:.1f} s" for k, v in phases.items()))
+    stack.pids_seen |= {info["pid"], *_all_pids(stack)}
+    return dict(config=config, partitions=partitions, scans=scans, reader=reader, victim=victim, killed=before,
+                dead_before=dead_before)
+
+
+def test_four_scans_at_once_each_make_one_volume(stack, four_scans):
+    reader, db = four_scans["reader"], stack.settings.postgres.database
+    for (uid, truth, _), (n_slices, _) in zip(four_scans["scans"], SCANS):
         rows = stack.postgres.psql(f"SELECT count(*) FROM nodes n JOIN nodes p ON n.parent = p.id "
                                    f"WHERE n.key = '{uid}' AND p.key = 'processed'", database=db).split()
         assert rows == ["1"], (uid, rows)  # one volume node per scan in PostgreSQL
+        assert reader["processed"][uid].metadata["status"] == "complete"
         volume = np.asarray(reader["processed"][uid]["0"][:])
         assert volume.shape == truth.shape == (n_slices, 32, 32)
         assert np.corrcoef(volume.ravel(), truth.ravel())[0, 1] > 0.9, uid
         assert volume.mean() == pytest.approx(truth.mean(), rel=0.1), uid  # its own phantom's attenuation
-    assert _dead_letters(config, partitions) == dead_before == 0
+
+
+def test_worker_killed_mid_scan_is_restarted_and_both_are_in_the_group(stack, four_scans):
+    assert not pid_alive(four_scans["killed"])
+    assert stack.supervisor.processes()[four_scans["victim"]]["pid"] != four_scans["killed"]
     wait_for(lambda: {r.service: r for r in stack.status()}["reconstruction"].healthy, 90,
              "both reconstruction workers in the group")
-    stack.pids_seen |= {info["pid"], *_all_pids(stack)}
+
+
+def test_no_dead_letter_after_the_kill_and_rebalance(stack, four_scans):
+    dead = _dead_letters(four_scans["config"], four_scans["partitions"])
+    assert dead == four_scans["dead_before"] == [], "\n".join(map(str, [*dead, *_worker_errors(stack)]))
 
 
 def test_down_leaves_nothing(stack):
