@@ -208,3 +208,55 @@ def test_until_idle_waits_for_the_partitions_of_a_killed_member(RE, documents, k
     took = time.monotonic() - t0
     assert seen.complete == [run_a[0][1]["uid"]] and stats.runs_finished == 1, f"gave up after {took:.0f} s"
     assert took < session_s + until_idle + 15
+
+
+class StrictRunRecorder(RunRecorder):
+    """Refuses a run's start document a second time, as event_model's RunRouter does."""
+
+    def __call__(self, name, doc):
+        if name == "start" and doc["uid"] in self.docs:
+            raise ValueError("RunRouter received the same 'start' document twice")
+        super().__call__(name, doc)
+
+
+def test_a_rebalance_in_the_middle_of_a_run_restarts_it_afresh_without_dead_letters(RE, documents, kafka_config):
+    """Another member joins and leaves while the worker holds half a run: the partition is revoked and
+    assigned again, the run is read again from its start (the committed offset), and the worker reads it
+    into a fresh handler instead of dead-lettering its repeated start document."""
+    from confluent_kafka import Consumer
+
+    run_a, run_b = two_runs(RE, documents)
+    ensure_topics(kafka_config)
+    half = len(run_b) // 2
+    publish(kafka_config, run_a + run_b[:half])
+    handlers, stop = [], threading.Event()
+
+    def fresh():
+        handlers.append(StrictRunRecorder())
+        return handlers[-1]
+
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("stats", run_worker(
+        kafka_config, fresh(), group_id="recon", reset=fresh, stop=stop,
+        policy=WorkerPolicy(on_error="deadletter", retry_backoff=(0.1, 0.4)))))
+    worker.start()
+    uid_b = run_b[0][1]["uid"]
+    try:
+        wait_for(lambda: len(handlers[-1].docs.get(uid_b, [])) == half, 60, "the first half of run B read")
+        intruder = Consumer({"bootstrap.servers": kafka_config.bootstrap, "group.id": "recon",
+                             "enable.auto.commit": False})  # it reads, but commits nothing
+        joined = []  # the group's rebalances are eager: joining revokes every member's partitions first
+        intruder.subscribe([kafka_config.document_topic], on_assign=lambda c, parts: joined.append(parts))
+        wait_for(lambda: intruder.poll(0.2) is not None and False or joined, 60,
+                 "a rebalance with the second member", interval=0)
+        intruder.close()  # leaves: the partition goes back to the worker, from the committed offset
+        publish(kafka_config, run_b[half:])
+        wait_for(lambda: uid_b in handlers[-1].complete, 90, "run B complete")
+    finally:
+        stop.set()
+        worker.join(60)
+    stats = result["stats"]
+    assert stats.deadlettered == 0 and stats.reasons == {}
+    assert stats.rewinds >= 1 and len(handlers) >= 2  # a fresh handler after the rebalance
+    complete = [run for h in handlers for run in h.complete]
+    assert sorted(complete) == sorted([run_a[0][1]["uid"], uid_b])  # each run whole, exactly once

@@ -115,6 +115,7 @@ class DocumentConsumer:
         self._committed: dict[tuple[str, int], int] = {}
         self._replayed: dict[tuple[str, int], int] = {}  # offsets below were read once before a rewind
         self.closed: dict[str, None] = {}  # runs closed by the run timeout, oldest first
+        self.lost_runs = False  # a rebalance took partitions with unfinished runs (see _Worker.run)
         self.assigned_at: float | None = None
         self.unassigned_since = time.monotonic()
         self.stats = WorkerStats()
@@ -139,7 +140,11 @@ class DocumentConsumer:
 
     def _on_lost(self, consumer, partitions) -> None:
         for p in partitions:
-            self.ledgers.pop((p.topic, p.partition), None)
+            ledger = self.ledgers.pop((p.topic, p.partition), None)
+            if ledger is not None and ledger.started:
+                # the handler holds part of these runs: whoever reads the partition next (this member
+                # too, from the committed offset) starts them again from their start documents
+                self.lost_runs = True
             self.eof.discard((p.topic, p.partition))
         if not self.ledgers:
             self.unassigned_since = time.monotonic()
@@ -234,6 +239,14 @@ class DocumentConsumer:
         if self._dlq is not None:
             self._produce_dlq(deadletter_topic(delivery_msg_topic), key, value,
                               [("reason", reason.encode()), ("detail", detail.encode()[:1000])])
+
+    def undelivered(self, deliveries) -> None:
+        """``deliveries`` were read but dropped before a rewind, never handed over: when read again they
+        count as read for the first time (a handler error on one is dead-lettered then)."""
+        for d in deliveries:
+            tp = (d.topic, d.partition)
+            if self._replayed.get(tp, -1) > d.offset:
+                self._replayed[tp] = d.offset
 
     def replayed(self, delivery: Delivery) -> bool:
         """``delivery`` was read (and handed over) once already, before a rewind."""

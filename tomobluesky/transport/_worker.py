@@ -158,6 +158,33 @@ class _Worker:
         self.stats.rewinds += 1
         self.handle = handle  # the old one may hold half of any run: the re-read starts afresh
 
+    def _restart_lost_runs(self, batch: list[Delivery], stop: threading.Event | None) -> None:
+        """A rebalance took partitions whose runs the handler holds in part: the next reader of those
+        partitions (this member too) starts them again from their start documents, which the old
+        handler would refuse as repeated. Take a fresh handler and re-read every partition still
+        assigned from its first unfinished offset, as after an outage."""
+        self.consumer.lost_runs = False
+        if self.reset is None:
+            return
+        log.info("a rebalance took partitions with unfinished runs; unfinished runs are read again afresh",
+                 extra={"event": "rebalance-restart"})
+        self.consumer.pause()
+        while True:
+            try:
+                handle = self.reset()
+                break
+            except Exception as e:
+                if not is_transient(e) or self.backoff is None:
+                    raise
+                log.warning("cannot build a fresh handler yet (%s: %s); retrying in %.1f s", type(e).__name__, e,
+                            self.delay, extra={"event": "outage-retry"})
+                if not self._sleep(stop):
+                    return
+        self.consumer.rewind()
+        self.consumer.undelivered(batch)  # read, never handed over: a first reading when read again
+        self.stats.rewinds += 1
+        self.handle = handle
+
     def _note_failure(self, d: Delivery, e: Exception) -> None:
         now = time.monotonic()
         where = {"doc_name": d.name, "run": d.run, "partition": d.partition, "offset": d.offset,
@@ -225,6 +252,10 @@ class _Worker:
         last_commit = 0.0
         while not (stop is not None and stop.is_set()):
             batch = c.poll(timeout=0.2)
+            if c.lost_runs:  # the batch is read again after the rewind (every partition in it is seeked back)
+                self._restart_lost_runs(batch, stop)
+                last_message = time.monotonic()
+                continue
             now = time.monotonic()
             if batch:
                 last_message = now
