@@ -73,7 +73,9 @@ def test_demo_on_the_tooth_then_serve_again(tmp_path):
     summary = json.loads(out.stdout)
     assert abs(summary["center"] - 295) <= 1.5
     assert summary["volume_shape"] == [2, 640, 640]
-    assert summary["preview_updates"] >= 10
+    # previews during the scan: every 10 projections while the off-thread live path keeps up, every 0.5 s
+    # while it is behind; how many depends on the machine, that there were some does not
+    assert summary["preview_updates"] >= 1
     assert set(summary["timings"]) == {"acquisition", "reconstruction", "registration", "stop_to_volume"}
     # the cost of the stop: from the stop document to a complete volume, and the process's peak memory
     assert 0 < summary["stop_to_volume_s"] == summary["timings"]["stop_to_volume"] < 60

@@ -124,7 +124,7 @@ def test_cli_demo_over_kafka(kafka_broker, tmp_path):
     assert abs(summary["center"] - PhantomSource(n_columns=64, axis_offset=6.5).center) < 0.5
     assert set(summary["timings"]) >= {"acquisition", "reconstruction", "registration"}
     # its cost, as the in-process demo reports it: stop → volume, and the peak memory of every process
-    assert 0 < summary["timings"]["reconstruction"] <= summary["stop_to_volume_s"] < 120
+    assert 0 < summary["timings"]["reconstruction"] <= summary["stop_to_volume_s"]  # speed: benchmarks, not here
     peaks = summary["peak_rss_mb_by_process"]
     assert set(peaks) == {"demo", "tiled", "catalog_worker", "reconstruction_worker"}
     assert all(50 < v < 2000 for v in peaks.values()) and summary["peak_rss_mb"] == max(peaks.values())

@@ -133,6 +133,7 @@ class LiveReconstruction(DocumentRouter):
         self.preview_errors: list[str] = []
         self._last_preview_n: int | None = None
         self._last_frame_time = time.time()
+        self._last_refresh = 0.0  # when a preview was last drawn while behind
         self.result: dict | None = None
 
     # --- error containment ---------------------------------------------------
@@ -225,7 +226,7 @@ class LiveReconstruction(DocumentRouter):
             self._fold(seq, self._waiting.pop(seq), primary.angles[seq])
         behind = self._behind()
         # behind for long, the preview would show the past: show the present every BEHIND_REFRESH_S anyway
-        stale = behind and time.time() - self._last_frame_time >= self.BEHIND_REFRESH_S
+        stale = behind and time.time() - max(self._last_frame_time, self._last_refresh) >= self.BEHIND_REFRESH_S
         if self._unread and (not behind or stale):
             self._catch_up(primary)
         self._maybe_estimate_center()
@@ -241,6 +242,8 @@ class LiveReconstruction(DocumentRouter):
             except Exception as err:  # a missed preview must not cost the volume
                 self.preview_errors.append(f"{type(err).__name__}: {err}")
                 log.warning("preview of %s after %d projections failed: %s", self.scan_uid, n, err)
+            if stale:  # counted from the end of the write: a slow sink must not make every document refresh
+                self._last_refresh = time.time()
 
     def _fold(self, seq, frame, angle):
         """Fold one projection into the live slices (needs darks and flats first); the frame is then dropped."""
