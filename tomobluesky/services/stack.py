@@ -153,7 +153,7 @@ class Stack:
                                  numprocs=s.dask.workers, directory=str(self.root / "dask")))
         worker = [py, "-m", "tomobluesky.workers"]
         common = ["--bootstrap", bootstrap, "--beamline", s.beamline, "--tiled-uri", tiled_uri,
-                  "--api-key-file", str(layout.key_file)]
+                  "--api-key-file", str(layout.key_file), "--config", str(self._worker_kafka_config())]
         for root in self.paths.data_roots:
             common += ["--data-root", str(root)]
         if s.workers.reconstruction:
@@ -164,6 +164,8 @@ class Stack:
                 recon += ["--algorithm", s.workers.algorithm]
             progs.append(Program("reconstruction", recon, numprocs=s.workers.reconstruction,
                                  directory=str(layout.root)))
+            if s.dask.workers:  # the stop path's slabs go to the stack's Dask workers (same host, same files)
+                progs[-1].environment["TOMOBLUESKY_DASK_SCHEDULER"] = f"tcp://127.0.0.1:{ports.dask_scheduler}"
         if s.workers.catalog:
             progs.append(Program("catalog", [*worker, "catalog", *common, "--group", CATALOG_GROUP,
                                              "--run-timeout", str(s.workers.run_timeout_s)],
@@ -202,6 +204,17 @@ class Stack:
             self.down()
             raise
         return self.status()
+
+    def _worker_kafka_config(self) -> Path:
+        """The workers' Kafka settings file: the consumer's session timeout, so that a killed worker's
+        partitions move to the others in seconds rather than librdkafka's 45 s."""
+        import yaml
+
+        path = self.root / "kafka-workers.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ms = int(self.settings.workers.session_timeout_s * 1000)
+        path.write_text(yaml.safe_dump({"consumer_config": {"session.timeout.ms": ms}}))
+        return path
 
     def _check_ports_free(self, ports: Ports) -> None:
         wanted = {"kafka": ports.kafka, "kafka controller": ports.kafka_controller, "tiled": ports.tiled,

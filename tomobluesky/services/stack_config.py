@@ -65,6 +65,9 @@ class WorkersSection(_Section):
     algorithm: str | None = Field(None, description="reconstruction algorithm (default: the engine's)")
     memory_budget_gb: float = Field(2.0, gt=0, description="stop-path memory budget per worker, GB")
     run_timeout_s: float = Field(3600.0, ge=0, description="close a run silent this long as failed; 0: never")
+    session_timeout_s: float = Field(10.0, ge=6, le=300, description="how long the broker waits for a worker "
+                                     "that vanished (SIGKILL, a lost host) before giving its partitions to the "
+                                     "others; librdkafka's default is 45 s")
 
 
 class DaskSection(_Section):
