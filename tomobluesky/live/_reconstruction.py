@@ -235,7 +235,7 @@ class LiveReconstruction(DocumentRouter):
             self.on_projection(n, self.meta.num_projections)
         if behind and not stale:  # nothing new to show, and the time is better spent catching up
             return
-        if stale or (n >= 2 and n % self.settings.preview_every == 0 and n != self._last_preview_n):
+        if n != self._last_preview_n and (stale or (n >= 2 and n % self.settings.preview_every == 0)):
             self._last_preview_n = n
             try:
                 self._write_preview(n)
