@@ -247,3 +247,26 @@ def test_a_failing_fly_scan_stops_the_stage_and_writes_nothing_after_its_file_cl
     call_in_bluesky_event_loop(__import__("asyncio").sleep(0.5))
     assert _run(lambda: rotation.readback.get_value()) == angle  # the stage stays where it stopped
     assert len(_frames(camera.last_file)[0]) == taken
+
+
+def test_a_pulse_whose_file_closes_during_the_exposure_writes_nothing_and_raises_nothing(RE, beamline, tmp_path):
+    """A failed fly scan unstages the camera (closing its file) before the RunEngine stops the stage, so
+    an exposure under way can outlive its file: the frame is dropped with the run, not appended to a
+    closed dataset (which failed the stage's status with an HDF5 error instead of the run's own)."""
+    import asyncio
+
+    source, camera, rotation, shutter, sample = beamline
+    _run(lambda: shutter.set("open"))
+    camera.open_file(tmp_path / "race.h5")
+    _run(lambda: camera.expose(5.0))  # one frame written while the file is open
+    _run(lambda: camera.exposure_time.set(0.2))
+
+    async def close_during_exposure():
+        exposure = asyncio.ensure_future(camera.expose(6.0))
+        await asyncio.sleep(0.05)
+        camera.close_file()
+        await exposure
+
+    _run(close_during_exposure)
+    projections, _, _, theta = _frames(tmp_path / "race.h5")
+    assert len(projections) == 1 and list(theta) == [5.0]

@@ -5,6 +5,7 @@ one file per scan. Documents carry StreamResource/StreamDatum references, never 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +17,8 @@ from ophyd_async.core import (DetectorAcquireLogic, DetectorDataLogic, DetectorT
 
 from .._hdf5 import DARK, FLAT, PROJECTION, DXchangeWriter, frame_dtype
 from ._motion import FastShutter, RotationStage, SampleStage
+
+logger = logging.getLogger(__name__)
 
 
 class ScanFilenameProvider:
@@ -203,5 +206,10 @@ class TomoDetector(StandardDetector):
         else:
             angle = await self.rotation.readback.get_value() if angle is None else angle
             key, frame = PROJECTION, self.source.projection(angle)
+        if self._writer is not writer:
+            # the file closed while this exposure was under way (a failed run unstages the camera before the
+            # RunEngine stops the stage): the run's documents are over, so the frame has no place to go
+            logger.debug("%s: a pulse arrived after its file closed; frame not written", self.name)
+            return
         writer.append(key, frame, theta_deg=angle if key == PROJECTION else None)
         self._set_frames_written(sum(writer.count(k) for k in (PROJECTION, FLAT, DARK)))
