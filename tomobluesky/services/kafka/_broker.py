@@ -19,6 +19,7 @@ that started it (``tomobluesky kafka start``); :func:`read_state` /
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -144,6 +145,63 @@ def _pid_is_our_broker(pid: int, directory: Path) -> bool:
     return "kafka.Kafka" in args and str(directory / "server.properties") in args
 
 
+def kraft_properties(port: int, controller_port: int, log_dir: Path) -> dict[str, str]:
+    """The server.properties of one node that is both broker and controller, on 127.0.0.1: what
+    ``tomobluesky kafka start``, the tests and the stack's supervised broker all run."""
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "min.insync.replicas": "1",
+        # workers join one after another: rebalance at once, not after the default 3 s
+        "group.initial.rebalance.delay.ms": "0",
+        "log.retention.hours": "168",
+    }
+
+
+def write_configs(directory: Path, props: dict[str, str], header: str) -> Path:
+    """Write ``directory/server.properties`` and the log4j2 configuration; return the properties file."""
+    path = directory / "server.properties"
+    path.write_text("\n".join([f"# {header}"] + [f"{k}={v}" for k, v in props.items()]) + "\n")
+    (directory / "log4j2.properties").write_text(LOG4J2_CONFIG)
+    return path
+
+
+def java_options(directory: Path, heap: str) -> list[str]:
+    """JVM options of the broker: heap, low-pause GC, logs under ``directory/logs``."""
+    return [f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={directory / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={directory / 'logs'}"]
+
+
+def format_storage(java: str, classpath: str, directory: Path) -> None:
+    """Format the KRaft storage named in ``directory/server.properties`` with a fresh cluster id."""
+    cid = "-"
+    while cid.startswith("-"):  # one id in 64 starts with '-', which the tool would read as an option
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={directory / 'log4j2.properties'}",
+           f"-Dkafka.logs.dir={directory / 'logs'}", "-cp", classpath, "kafka.tools.StorageTool",
+           "format", "-t", cid, "-c", str(directory / "server.properties")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=directory)
+    if proc.returncode != 0:
+        raise KafkaServiceError(f"formatting the KRaft storage in {directory} failed:\n"
+                                f"{(proc.stdout + proc.stderr)[-3000:]}")
+
+
 class KafkaBroker:
     """One single-node KRaft broker with its storage in ``directory``.
 
@@ -236,12 +294,9 @@ class KafkaBroker:
                 raise KafkaServiceError(f"port {p} is busy: another process listens on it")
         self._write_configs()
         if not (self.data_dir / "meta.properties").exists():
-            self._format(java, classpath)
-        cmd = [java, f"-Xmx{self.heap}", "-Xms128m",
-               "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
-               f"-Dkafka.logs.dir={self.directory / 'logs'}",
-               "-cp", classpath, "kafka.Kafka", str(self.properties_file)]
+            format_storage(java, classpath, self.directory)
+        cmd = [java, *java_options(self.directory, self.heap), "-cp", classpath, "kafka.Kafka",
+               str(self.properties_file)]
         with open(self.log_file, "ab") as out:
             out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
             out.flush()
@@ -257,46 +312,8 @@ class KafkaBroker:
         return self
 
     def _write_configs(self) -> None:
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(self.data_dir),
-            "num.partitions": "1",
-            "auto.create.topics.enable": "true",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "min.insync.replicas": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "log.retention.hours": "168",
-        }
-        props.update(self.overrides)
-        lines = ["# written by tomobluesky.services.kafka at every start"] + [f"{k}={v}" for k, v in props.items()]
-        self.properties_file.write_text("\n".join(lines) + "\n")
-        (self.directory / "log4j2.properties").write_text(LOG4J2_CONFIG)
-
-    def _format(self, java: str, classpath: str) -> None:
-        import base64
-
-        cid = "-"
-        while cid.startswith("-"):  # one id in 64 starts with '-', which the tool would read as an option
-            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
-               f"-Dkafka.logs.dir={self.directory / 'logs'}", "-cp", classpath, "kafka.tools.StorageTool",
-               "format", "-t", cid, "-c", str(self.properties_file)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=self.directory)
-        if proc.returncode != 0:
-            raise KafkaServiceError(f"formatting the KRaft storage in {self.data_dir} failed:\n"
-                                    f"{(proc.stdout + proc.stderr)[-3000:]}")
+        props = {**kraft_properties(self.port, self.controller_port, self.data_dir), **self.overrides}
+        write_configs(self.directory, props, "written by tomobluesky.services.kafka at every start")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
