@@ -8,6 +8,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
+def _checked_pipeline(value: list[dict] | None) -> list[dict] | None:
+    """A pipeline whose steps are installed, with valid parameters, in an order that works; the
+    registry is imported here so that reading settings stays cheap when no pipeline is given."""
+    if value is not None:
+        from .steps import Pipeline
+
+        Pipeline.from_spec(value)
+    return value
+
+
 class ReconSettings(BaseModel):
     """Per-scan reconstruction settings; a start document may override the worker's."""
 
@@ -26,12 +36,8 @@ class ReconSettings(BaseModel):
 
     @field_validator("pipeline")
     @classmethod
-    def _pipeline_steps_exist(cls, value):
-        if value is not None:
-            from .steps import Pipeline
-
-            Pipeline.from_spec(value)
-        return value
+    def _known_steps(cls, value):
+        return _checked_pipeline(value)
 
     @field_validator("algorithm", "backend", "filter_name")
     @classmethod
@@ -75,9 +81,5 @@ class TomoScanMetadata(BaseModel):
     @field_validator("pipeline")
     @classmethod
     def _known_steps(cls, value):
-        """Refused at the start document (and by the plan before it): unknown steps, bad parameters, wrong order."""
-        if value is not None:
-            from .steps import Pipeline
-
-            Pipeline.from_spec(value)
-        return value
+        """Refused at the start document (and by the plan before it): unknown steps, bad parameters, order."""
+        return _checked_pipeline(value)

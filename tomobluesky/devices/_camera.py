@@ -13,11 +13,11 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus, Status
 
-from ._hdf5 import DARK, FLAT, PROJECTION, DXchangeWriter, frame_dtype
+from ._hdf5 import DARK, FLAT, PROJECTION, CameraKeys, DXchangeWriter, frame_dtype
 from ._motion import FastShutter, RotationStage, SampleStage
 
 
-class TomoCamera(Device):
+class TomoCamera(CameraKeys, Device):
     """Camera looking through the sample on ``rotation`` at a frame source.
 
     What it records follows the beamline's state, as a real camera would:
@@ -45,18 +45,6 @@ class TomoCamera(Device):
         self._fly_status: DeviceStatus | None = None
         self._fly_angles = None
         self.last_file: Path | None = None
-
-    @property
-    def image_data_key(self) -> str:
-        return f"{self.name}_image"
-
-    @property
-    def theta_data_key(self) -> str:
-        return f"{self.name}_theta"
-
-    @property
-    def frame_shape(self) -> tuple[int, int]:
-        return tuple(self.source.shape)
 
     # --- staging: one file per scan -----------------------------------------
     def stage(self):

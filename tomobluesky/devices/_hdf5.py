@@ -33,6 +33,26 @@ def frame_dtype(dtype) -> np.dtype:
     return dtype
 
 
+class CameraKeys:
+    """The names and frame shape that both simulated cameras (ophyd v1 and ophyd-async) describe
+    their data with: ``<name>_image`` for frames, ``<name>_theta`` for a fly scan's angles."""
+
+    name: str
+    source: object
+
+    @property
+    def image_data_key(self) -> str:
+        return f"{self.name}_image"
+
+    @property
+    def theta_data_key(self) -> str:
+        return f"{self.name}_theta"
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return tuple(self.source.shape)
+
+
 class DXchangeWriter:
     """Appends frames to one Data Exchange file in SWMR mode.
 

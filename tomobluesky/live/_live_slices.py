@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from . import _kernels
-from ._slices import ramp_filter
+from ._slices import set_geometry
 
 #: detector rows kept as raw sinograms for the centre estimate
 PROBE_ROWS = 8
@@ -45,11 +45,7 @@ class LiveSlices:
 
     def __init__(self, rows: int, columns: int, *, center: float | None = None, row: int | None = None,
                  num_angles: int = 180, angular_range: float = 180.0, window: str = "shepp"):
-        self.rows, self.columns = rows, columns
-        self.center = (columns - 1) / 2 if center is None else float(center)
-        self.row = rows // 2 if row is None else int(row)
-        self.weight = math.radians(angular_range) / max(num_angles, 1) / (2 if angular_range >= 360 else 1)
-        self._filter, self._length = ramp_filter(columns, window)
+        set_geometry(self, rows, columns, center, row, num_angles, angular_range, window)
         self.probe_rows = np.unique(np.linspace(0, rows - 1, min(PROBE_ROWS, rows)).round().astype(int))
         self.angles_deg: list[float] = []
         self._probes: list[np.ndarray] = []  # per view: (probe rows, columns) attenuation

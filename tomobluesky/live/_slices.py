@@ -25,6 +25,18 @@ def ramp_filter(columns: int, window: str = "shepp") -> tuple[np.ndarray, int]:
     return ramp_response(length, window)[: length // 2 + 1], length
 
 
+def set_geometry(slices, rows: int, columns: int, center: float | None, row: int | None, num_angles: int,
+                 angular_range: float, window: str) -> None:
+    """What every live slice set starts from: its size, the axis (default the middle column), the axial
+    row (default the middle), each view's weight, and the ramp filter. A full turn sees every ray twice,
+    so its views weigh half."""
+    slices.rows, slices.columns = rows, columns
+    slices.center = (columns - 1) / 2 if center is None else float(center)
+    slices.row = rows // 2 if row is None else int(row)
+    slices.weight = math.radians(angular_range) / max(num_angles, 1) / (2 if angular_range >= 360 else 1)
+    slices._filter, slices._length = ramp_filter(columns, window)
+
+
 class IncrementalSlices:
     """Axial slice at detector row ``row`` plus two vertical slices through the
     rotation axis (along x and along y), accumulated one projection at a time.
@@ -36,11 +48,7 @@ class IncrementalSlices:
 
     def __init__(self, rows: int, columns: int, *, center: float | None = None, row: int | None = None,
                  num_angles: int = 180, angular_range: float = 180.0, window: str = "shepp"):
-        self.rows, self.columns = rows, columns
-        self.center = (columns - 1) / 2 if center is None else float(center)
-        self.row = rows // 2 if row is None else int(row)
-        self.weight = math.radians(angular_range) / max(num_angles, 1) / (2 if angular_range >= 360 else 1)
-        self._filter, self._length = ramp_filter(columns, window)
+        set_geometry(self, rows, columns, center, row, num_angles, angular_range, window)
         coords = np.arange(columns, dtype=np.float32) - (columns - 1) / 2
         self._x, self._y = np.meshgrid(coords, coords[::-1])  # y points up in the image
         self._coords = coords

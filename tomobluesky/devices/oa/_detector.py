@@ -15,7 +15,7 @@ from ophyd_async.core import (DetectorAcquireLogic, DetectorDataLogic, DetectorT
                               PathProvider, Reference, StandardDetector, StaticPathProvider,
                               StreamableDataProvider, soft_signal_r_and_setter, soft_signal_rw)
 
-from .._hdf5 import DARK, FLAT, PROJECTION, DXchangeWriter, frame_dtype
+from .._hdf5 import DARK, FLAT, PROJECTION, CameraKeys, DXchangeWriter, frame_dtype
 from ._motion import FastShutter, RotationStage, SampleStage
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class _SimAcquireLogic(DetectorAcquireLogic):
             self._disarm = None
 
 
-class TomoDetector(StandardDetector):
+class TomoDetector(CameraKeys, StandardDetector):
     """Camera looking through the sample on ``rotation`` at a frame source.
 
     What it records follows the beamline's state, as a real camera would: shutter closed gives a dark,
@@ -161,18 +161,6 @@ class TomoDetector(StandardDetector):
     @property
     def sample(self) -> SampleStage:
         return self._stages()[2]
-
-    @property
-    def image_data_key(self) -> str:
-        return f"{self.name}_image"
-
-    @property
-    def theta_data_key(self) -> str:
-        return f"{self.name}_theta"
-
-    @property
-    def frame_shape(self) -> tuple[int, int]:
-        return tuple(self.source.shape)
 
     # --- the file of one scan --------------------------------------------------
     def open_file(self, path: Path) -> DXchangeWriter:
