@@ -72,3 +72,26 @@ def documents(RE):
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
     return docs
+
+
+@pytest.fixture
+def install_step_plugin(tmp_path, monkeypatch):
+    """``install_step_plugin(package, version, source, {step: "module:function"})`` installs a step plugin
+    the way pip does (a module and a dist-info with entry points) on ``sys.path`` for one test; the step
+    registry is read afresh before and after."""
+    from tomobluesky import steps
+
+    def install(package: str, version: str, source: str, entry_points: dict[str, str]) -> None:
+        site = tmp_path / "site"
+        (site / package).mkdir(parents=True)
+        (site / package / "__init__.py").write_text(source)
+        info = site / f"{package}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+        lines = [f"{name} = {target}" for name, target in entry_points.items()]
+        (info / "entry_points.txt").write_text("\n".join(["[tomobluesky.steps]", *lines]) + "\n")
+        monkeypatch.syspath_prepend(str(site))
+        steps.refresh()
+
+    yield install
+    steps.refresh()

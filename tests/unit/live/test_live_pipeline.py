@@ -4,7 +4,6 @@ outputs handed to the sink, a failing step failing the scan by name while the vo
 import numpy as np
 import pytest
 
-from tomobluesky import steps
 from tomobluesky.devices import PhantomSource, make_sim_beamline
 from tomobluesky.live import MemorySink, live_reconstruction_router
 from tomobluesky.plans import tomo_scan
@@ -20,19 +19,8 @@ def explode(volume):
 
 
 @pytest.fixture
-def plugin(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    (site / "liveplugin").mkdir(parents=True)
-    (site / "liveplugin" / "__init__.py").write_text(PLUGIN)
-    info = site / "liveplugin-0.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: liveplugin\nVersion: 0.3\n")
-    (info / "entry_points.txt").write_text("[tomobluesky.steps]\ndouble = liveplugin:double\n"
-                                           "explode = liveplugin:explode\n")
-    monkeypatch.syspath_prepend(str(site))
-    steps.refresh()
-    yield
-    steps.refresh()
+def plugin(install_step_plugin):
+    install_step_plugin("liveplugin", "0.3", PLUGIN, {"double": "liveplugin:double", "explode": "liveplugin:explode"})
 
 
 def _scan(RE, tmp_path, pipeline):

@@ -1,7 +1,5 @@
 """Steps found by entry point, pipelines checked before they run, recorded as run."""
 
-import textwrap
-
 import numpy as np
 import pytest
 
@@ -42,28 +40,11 @@ odd.pattern = "voxels"
 
 
 @pytest.fixture
-def plugin(tmp_path, monkeypatch):
-    """A plugin package installed the way pip installs one: a module and a dist-info with entry points."""
-    site = tmp_path / "site"
-    (site / "myplugin").mkdir(parents=True)
-    (site / "myplugin" / "__init__.py").write_text(PLUGIN)
-    info = site / "myplugin-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplugin\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""\
-        [tomobluesky.steps]
-        invert = myplugin:invert
-        mean3 = myplugin:mean3
-        split = myplugin:split
-        broken = myplugin:broken
-        sino_scale = myplugin:sino_scale
-        odd = myplugin:odd
-        missing = myplugin:not_there
-        """))
-    monkeypatch.syspath_prepend(str(site))
-    steps.refresh()
-    yield
-    steps.refresh()
+def plugin(install_step_plugin):
+    install_step_plugin("myplugin", "1.2.3", PLUGIN, {
+        "invert": "myplugin:invert", "mean3": "myplugin:mean3", "split": "myplugin:split",
+        "broken": "myplugin:broken", "sino_scale": "myplugin:sino_scale", "odd": "myplugin:odd",
+        "missing": "myplugin:not_there"})
 
 
 def test_builtin_steps_are_registered_through_the_entry_point_group():
