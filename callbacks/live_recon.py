@@ -66,10 +66,10 @@ def main(argv=None) -> int:
         return 2
     client = from_uri(args.tiled_uri, api_key=key)
     if args.kafka:
-        from tomobluesky.transport import KafkaConfig, WorkerPolicy
+        from tomobluesky.transport import WorkerPolicy
         from tomobluesky.workers import run_reconstruction_worker
 
-        config = KafkaConfig(bootstrap=args.kafka, beamline=args.beamline)
+        config = settings.kafka_config().replace(bootstrap=args.kafka, beamline=args.beamline)
         run_reconstruction_worker(config, client, settings=settings.recon, volume_dir=settings.volumes,
                                   memory_budget=settings.memory_budget_gb * 1e9,
                                   policy=WorkerPolicy(until_idle=30.0 if args.until_idle else None,

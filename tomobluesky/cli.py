@@ -62,7 +62,7 @@ def _cmd_demo(args, settings: Settings) -> int:
                   phantom_size=args.phantom_size, port=args.port,
                   progress=not args.json and sys.stderr.isatty(), settings=recon)
     if args.kafka:  # the worker processes take their budget from TOMOBLUESKY_MEMORY_BUDGET_GB
-        summary = run_demo_kafka(args.data_dir, args.kafka, **common)
+        summary = run_demo_kafka(args.data_dir, args.kafka, kafka_config=settings.kafka_config(), **common)
     else:
         summary = run_demo(args.data_dir, memory_budget=args.memory_budget * 1e9, dask=settings.dask_scheduler,
                            **common)
@@ -425,9 +425,11 @@ def _load_settings() -> Settings | None:
     """The TOMOBLUESKY_* settings, or None after one line per bad variable (no traceback)."""
     from pydantic import ValidationError
 
+    from .config import SettingsFileError
+
     try:
         return Settings()
-    except FileNotFoundError as err:  # $TOMOBLUESKY_CONFIG names no file
+    except (FileNotFoundError, SettingsFileError) as err:  # $TOMOBLUESKY_CONFIG names no file, or a bad one
         print(f"tomobluesky: error: {err}", file=sys.stderr)
         return None
     except ValidationError as err:

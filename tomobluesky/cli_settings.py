@@ -8,8 +8,12 @@ CONFIG_HELP = """\
 Print the settings in effect, as YAML, with where they come from in order of
 precedence: command-line options, TOMOBLUESKY_* environment variables (nested with
 __, e.g. TOMOBLUESKY_RECON__ALGORITHM=fbp), the YAML file named by
-TOMOBLUESKY_CONFIG (the same keys, nested as sections), defaults. Secrets are
-masked. The output is itself a valid configuration file.
+TOMOBLUESKY_CONFIG (the same keys, nested as sections), defaults. The kafka
+section is shown as the clients use it: the site's kafka.yml (the NSLS-II
+/etc/bluesky/kafka.yml, $BLUESKY_KAFKA_CONFIG_PATH) with the section and the
+TOMOBLUESKY_KAFKA_* variables over it. Secrets (the Tiled key, SASL passwords)
+are masked. The output is itself a valid configuration file: a masked secret
+reads back as not given, so it comes from its file or variable again.
 
 examples:
   tomobluesky config > tomobluesky.yml          # start a configuration file
@@ -44,11 +48,15 @@ def add_settings_commands(sub):
 
 
 def effective(settings) -> dict:
-    """The settings as plain data (paths as strings), secrets masked."""
+    """The settings as plain data (paths as strings), the Kafka section resolved against the site's
+    file and the environment (an error there is raised, naming the file), secrets masked."""
+    from .config import SECRET_MARK, KafkaSection
+
     data = settings.model_dump(mode="json")
     for key in SECRETS:
         if data.get(key):
-            data[key] = "********"
+            data[key] = SECRET_MARK
+    data["kafka"] = KafkaSection.of(settings.kafka_config()).model_dump(mode="json", exclude_none=True)
     return data
 
 

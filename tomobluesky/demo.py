@@ -224,9 +224,11 @@ def _wait_for_volume(client, scan_uid, timeout, workers):
 
 def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file=None, fly=False,
                    num_projections=None, phantom_size=128, port=None, progress=True,
-                   settings: ReconSettings | None = None, timeout: float = 300.0) -> dict:
+                   settings: ReconSettings | None = None, timeout: float = 300.0, kafka_config=None) -> dict:
     """The same scan, but documents go through a real Kafka broker to worker
-    processes (catalogue writer and reconstruction), as at a beamline."""
+    processes (catalogue writer and reconstruction), as at a beamline. ``kafka_config``
+    (the settings' :meth:`~tomobluesky.config.Settings.kafka_config`) gives the site's client
+    settings; the demo's own topic and journal replace its topic and journal."""
     import uuid
 
     from tiled.queries import Key
@@ -234,8 +236,9 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
     from .transport import KafkaConfig, KafkaPublisher, ensure_topics
 
     frame_source = make_source(source, tooth_file, phantom_size)
-    config = KafkaConfig(bootstrap=kafka_bootstrap, beamline=f"demo{uuid.uuid4().hex[:8]}",
-                         journal_dir=Path(data_dir).expanduser().resolve() / "kafka-journal")
+    config = (kafka_config or KafkaConfig()).replace(
+        bootstrap=kafka_bootstrap, beamline=f"demo{uuid.uuid4().hex[:8]}", topic=None,
+        journal_dir=Path(data_dir).expanduser().resolve() / "kafka-journal")
     ensure_topics(config)
     with TiledServer(data_dir, port=port) as server:
         client = server.client()

@@ -138,7 +138,9 @@ def build_parser(prog: str = "tomobluesky-worker") -> argparse.ArgumentParser:
         "a consumer group, so several of them split the scans between them."))
     p.add_argument("kind", choices=["reconstruction", "catalog"], help="which worker to run")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: from the Kafka YAML config / env)")
-    p.add_argument("--config", help="Kafka YAML config (default: /etc/bluesky/kafka.yml when present)")
+    p.add_argument("--config", help="the site's Kafka YAML file, an NSLS-II kafka.yml (default: the settings' "
+                   "kafka.config_file, $BLUESKY_KAFKA_CONFIG_PATH, /etc/bluesky/kafka.yml when present); the "
+                   "settings' kafka section applies over it")
     p.add_argument("--beamline", help="beamline name; the topic is <beamline>.bluesky.runengine.documents")
     p.add_argument("--tiled-uri", help="Tiled server to write to (default: the settings' tiled_uri, "
                    "TOMOBLUESKY_TILED_URI)")
@@ -167,7 +169,7 @@ def build_parser(prog: str = "tomobluesky-worker") -> argparse.ArgumentParser:
 def main(argv=None, prog: str = "tomobluesky-worker") -> int:
     from tiled.client import from_uri
 
-    from .transport import WorkerPolicy, configure_json_logging, load_config
+    from .transport import WorkerPolicy, configure_json_logging
 
     parser = build_parser(prog)
     args = parser.parse_args(argv)
@@ -184,7 +186,7 @@ def main(argv=None, prog: str = "tomobluesky-worker") -> int:
     if key is None:
         parser.error(f"no Tiled write key: set {KEY_ENV} or give --api-key-file PATH")
     configure_json_logging()
-    config = load_config(args.config)
+    config = defaults.kafka_config(args.config)
     changes = {k: v for k, v in (("bootstrap", args.bootstrap), ("beamline", args.beamline)) if v}
     config = config.replace(**changes) if changes else config
     client = from_uri(args.tiled_uri, api_key=key)

@@ -1,8 +1,7 @@
 # RunEngine with persistent metadata (scan_id keeps counting across restarts)
-# and the usual live table/plots.
-import os
-from pathlib import Path
-
+# and the usual live table/plots. Every setting of the profile comes from the one
+# settings model (docs/configuration.md): $TOMOBLUESKY_CONFIG's file, TOMOBLUESKY_*
+# variables (TOMOBLUESKY_MD_DIR, TOMOBLUESKY_HEADLESS, TOMOBLUESKY_SOURCE, ...).
 from bluesky import RunEngine
 from bluesky.callbacks.best_effort import BestEffortCallback
 from bluesky.utils import PersistentDict, ProgressBarManager
@@ -16,10 +15,11 @@ settings = Settings()
 settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 RE = RunEngine({})
-RE.md = PersistentDict(str(Path(os.environ.get("TOMOBLUESKY_MD_DIR", settings.data_dir / "runengine-md"))))
+RE.md = PersistentDict(str(settings.runengine_md))
 RE.md.setdefault("beamline_id", settings.beamline)
 RE.waiting_hook = ProgressBarManager()
 
 bec = BestEffortCallback()
-bec.disable_plots() if os.environ.get("TOMOBLUESKY_HEADLESS") else None
+if settings.headless:
+    bec.disable_plots()
 RE.subscribe(bec)

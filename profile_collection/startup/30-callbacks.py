@@ -13,11 +13,11 @@ from tomobluesky.transport import OffThread
 log = logging.getLogger("tomobluesky.profile")
 
 if settings.kafka_bootstrap:
-    from tomobluesky.transport import KafkaPublisher, load_config
+    from tomobluesky.transport import KafkaPublisher
 
-    # /etc/bluesky/kafka.yml ($BLUESKY_KAFKA_CONFIG_PATH, $TOMOBLUESKY_KAFKA_CONFIG) with environment overrides;
-    # the site file's beamline wins over the profile's default, as with nslsii
-    publisher = KafkaPublisher(load_config(default_beamline=settings.beamline), bootstrap=settings.kafka_bootstrap)
+    # /etc/bluesky/kafka.yml ($BLUESKY_KAFKA_CONFIG_PATH, $TOMOBLUESKY_KAFKA_CONFIG), the settings' kafka section
+    # and TOMOBLUESKY_KAFKA_* over it; the site file's beamline wins over the profile's default, as with nslsii
+    publisher = KafkaPublisher(settings.kafka_config())
     RE.subscribe(publisher)
     atexit.register(publisher.close)
     print(f"documents → Kafka at {settings.kafka_bootstrap}")

@@ -12,10 +12,10 @@ from tomobluesky.services.supervisor import Program, Supervisor, SupervisorError
 
 
 def test_yaml_sections_are_read_and_the_environment_overrides(tmp_path, monkeypatch):
-    path = tmp_path / "stack.yml"
-    path.write_text("beamline: bm05\nworkers: {reconstruction: 3}\ndask: {workers: 2, memory_limit: 4GB}\n"
-                    f"paths: {{root: {tmp_path / 'root'}}}\n")
-    monkeypatch.setenv("TOMOBLUESKY_STACK_WORKERS__CATALOG", "2")
+    path = tmp_path / "tomobluesky.yml"
+    path.write_text("beamline: bm05\nstack:\n  workers: {reconstruction: 3}\n  dask: {workers: 2, memory_limit: 4GB}\n"
+                    f"  paths: {{root: {tmp_path / 'root'}}}\n")
+    monkeypatch.setenv("TOMOBLUESKY_STACK__WORKERS__CATALOG", "2")
     s = load_stack_settings(path)
     assert (s.beamline, s.workers.reconstruction, s.workers.catalog, s.dask.workers) == ("bm05", 3, 2, 2)
     assert s.kafka.port == 9092 and s.postgres.listen == ""  # defaults kept beside the file's values
@@ -25,22 +25,22 @@ def test_yaml_sections_are_read_and_the_environment_overrides(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("text, named", [
-    ("workers: {reconstrution: 3}\n", "workers.reconstrution"),       # a typo is refused, not ignored
-    ("kafka: {port: 70000}\n", "kafka.port"),
-    ("postgres: {database: 'x; DROP TABLE'}\n", "postgres.database"),
-    ("dask: {memory_limit: lots}\n", "dask.memory_limit"),
-    ("- a list\n", "mapping of sections"),
-    ("kafka: [\n", "not valid YAML"),
+    ("stack: {workers: {reconstrution: 3}}\n", "stack.workers.reconstrution"),  # a typo is refused, not ignored
+    ("stack: {kafka: {port: 70000}}\n", "stack.kafka.port"),
+    ("stack: {postgres: {database: 'x; DROP TABLE'}}\n", "stack.postgres.database"),
+    ("stack: {dask: {memory_limit: lots}}\n", "stack.dask.memory_limit"),
+    ("- a list\n", "mapping of settings"),
+    ("stack: [\n", "not valid YAML"),
 ])
 def test_bad_configuration_is_one_error_naming_the_key(tmp_path, text, named):
-    path = tmp_path / "stack.yml"
+    path = tmp_path / "tomobluesky.yml"
     path.write_text(text)
     with pytest.raises(StackConfigError, match=named.replace(".", r"\.")):
         load_stack_settings(path)
 
 
 def test_a_missing_file_given_explicitly_is_an_error(tmp_path):
-    with pytest.raises(StackConfigError, match="cannot read"):
+    with pytest.raises(StackConfigError, match="nope.yml, which is not a file"):
         load_stack_settings(tmp_path / "nope.yml")
 
 

@@ -175,6 +175,8 @@ class Stack:
                                             "127.0.0.1", "--port", str(ports.viewer)], directory=str(self.root)))
         for p in progs:
             p.environment.setdefault("PYTHONUNBUFFERED", "1")
+            if s.config_file and p.command[0] == py:  # our own programs read the same settings file
+                p.environment.setdefault("TOMOBLUESKY_CONFIG", str(s.config_file))
         return progs
 
     # up ----------------------------------------------------------------------------------------

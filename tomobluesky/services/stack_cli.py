@@ -5,10 +5,11 @@ a Dask scheduler and workers, N reconstruction workers in one consumer group,
 the catalogue writer and the viewer, all supervised by supervisord (a service
 that exits is started again). Logs go to one directory (paths.logs).
 
-The configuration is one YAML file (--config; default
-~/.config/tomobluesky/stack.yml when it exists), with sections kafka, tiled,
-postgres, workers, dask, viewer and paths; `tomobluesky stack config` prints
-the effective one. It holds no secret: Tiled's keys are files in
+The configuration is the one YAML file every command reads (--config, else
+$TOMOBLUESKY_CONFIG): its `stack` section (kafka, tiled, postgres, workers,
+dask, viewer, paths) says what runs, and the shared keys (beamline, data_dir,
+data_roots, memory_budget_gb, recon.algorithm) come from the rest of the file
+(docs/configuration.md); `tomobluesky stack config` prints the effective one. It holds no secret: Tiled's keys are files in
 <catalog>/keys (0600), PostgreSQL uses peer authentication on its unix socket.
 
 Examples:
@@ -31,8 +32,8 @@ def add_stack_commands(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="stack_command", required=True, metavar="ACTION")
 
     def common(q, json_help="print one JSON object"):
-        q.add_argument("--config", metavar="YAML", help="the stack's configuration (default: "
-                       "~/.config/tomobluesky/stack.yml if present, else built-in defaults)")
+        q.add_argument("--config", metavar="YAML", help="the settings file, with a 'stack' section (default: "
+                       "$TOMOBLUESKY_CONFIG, else built-in defaults)")
         q.add_argument("--json", action="store_true", help=json_help)
 
     q = sub.add_parser("up", help="start every service and wait until each answers (exit 0), or stop all (1)")

@@ -151,10 +151,11 @@ def config_path(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None, *,
-                default_beamline: str | None = None) -> KafkaConfig:
-    """Read the YAML file (see the module's docstring for which), then apply the environment
-    overrides. ``env`` defaults to os.environ. ``default_beamline`` (a profile's beamline name, as
-    nslsii's ``configure_kafka_publisher`` takes it) is used only when neither the file nor
+                default_beamline: str | None = None, overrides: Mapping | None = None) -> KafkaConfig:
+    """Read the YAML file (see the module's docstring for which), then ``overrides`` (the keys of
+    that file, e.g. the settings' ``kafka`` section), then the environment overrides. ``env``
+    defaults to os.environ. ``default_beamline`` (a profile's beamline name, as nslsii's
+    ``configure_kafka_publisher`` takes it) is used only when neither the file, the overrides nor
     $TOMOBLUESKY_BEAMLINE names one: a site file's beamline is never replaced by a default."""
     env = os.environ if env is None else env
     file, explicit = config_path(path, env)
@@ -165,6 +166,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         data = yaml.safe_load(file.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{file}: expected a mapping at the top level")
+    data = _overlay(data, overrides or {})
     config = KafkaConfig.from_mapping(data, source=file if file.is_file() else None)
     overrides: dict = {}
     for variable, key in (("KAFKA_BOOTSTRAP", "bootstrap"), ("BEAMLINE", "beamline"), ("KAFKA_TOPIC", "topic")):
@@ -207,3 +209,24 @@ def _check_sasl(config: KafkaConfig) -> None:
                          f"credentials are set: set {ENV_PREFIX}KAFKA_SASL_USERNAME and "
                          f"{ENV_PREFIX}KAFKA_SASL_PASSWORD_FILE (or sasl.username/sasl.password in "
                          "producer_consumer_security_config)")
+
+
+_CLIENT_SECTIONS = ("runengine_producer_config", "consumer_config", "producer_consumer_security_config")
+
+
+def _overlay(data: Mapping, overrides: Mapping) -> dict:
+    """The file's keys with ``overrides`` on top. The librdkafka sections merge setting by setting
+    (an override adds or changes one setting and keeps the site's others, its password among them);
+    a topic given either way replaces the file's (``topic`` would otherwise win over an overriding
+    ``runengine_topics``)."""
+    out = dict(data)
+    if "runengine_topics" in overrides and "topic" not in overrides:
+        out.pop("topic", None)
+    if "bootstrap_servers" in overrides:
+        out.pop("bootstrap", None)
+    for key, value in overrides.items():
+        site = out.get(key)
+        merge = key in _CLIENT_SECTIONS and isinstance(site, Mapping) and isinstance(value, Mapping)
+        out[key] = {**site, **value} if merge else value
+    return out
+
