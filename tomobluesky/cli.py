@@ -197,20 +197,65 @@ def _cmd_ls(args, settings: Settings) -> int:
 
 
 def _add_export(sub, settings: Settings):
-    p = sub.add_parser("export", help="export a volume as TIFF, NeXus NXtomoproc or Data Exchange",
-                       description="Read a volume slice by slice from Tiled and write it locally. "
-                                   "nxtomoproc is NeXus's definition for reconstructed volumes (NXtomo is for "
-                                   "raw frames: tomobluesky.dxchange.export_nxtomo). "
-                                   "Example: tomobluesky export 1f2e... tooth.nxs --format nxtomoproc")
-    p.add_argument("scan_uid", help="the scan's start uid (the volume's key in `processed`)")
-    p.add_argument("output", help="output folder (tiff) or HDF5 file (nxtomoproc, dxchange)")
-    p.add_argument("--format", choices=["tiff", "nxtomoproc", "dxchange"], default="tiff",
+    p = sub.add_parser("export", help="export a volume as TIFF, NeXus NXtomoproc or Data Exchange, or a raw "
+                                      "scan as NeXus NXtomo",
+                       description="Volumes: read a volume slice by slice from Tiled and write it locally "
+                                   "(tiff, dxchange, or nxtomoproc, NeXus's definition for reconstructed volumes). "
+                                   "Raw scans: --format nxtomo writes a raw scan's Data Exchange HDF5 file (the "
+                                   "detector's file, in DATA_DIR/detector, with /exchange/data, data_white, "
+                                   "data_dark and theta) as a NeXus NXtomo entry with ESRF's nxtomo package, the "
+                                   "layout nabu and tomwer read: darks, flats and projections in one stack with "
+                                   "their image keys and angles. Examples: "
+                                   "tomobluesky export 1f2e... tooth.nxs --format nxtomoproc; "
+                                   "tomobluesky export DATA_DIR/detector/20261125-175409_3dba889b.h5 scan.nx "
+                                   "--format nxtomo --energy-kev 25 --pixel-size-m 6.5e-6 --distance-m 0.12")
+    p.add_argument("scan_uid", metavar="SCAN", help="the scan's start uid (the volume's key in `processed`); "
+                   "with --format nxtomo, the raw scan's Data Exchange HDF5 file")
+    p.add_argument("output", help="output folder (tiff) or HDF5 file (nxtomoproc, dxchange, nxtomo)")
+    p.add_argument("--format", choices=["tiff", "nxtomoproc", "dxchange", "nxtomo"], default="tiff",
                    help="default: %(default)s")
+    nx = p.add_argument_group("nxtomo (raw scans)", "written into the NXtomo entry when given; nabu needs the "
+                              "energy, pixel size and distance for phase retrieval")
+    nx.add_argument("--sample-name", help="the sample's name")
+    nx.add_argument("--energy-kev", type=bounded(float, 0, low_open=True), metavar="KEV",
+                    help="incident beam energy in keV")
+    nx.add_argument("--pixel-size-m", type=bounded(float, 0, low_open=True), metavar="METRES",
+                    help="detector pixel size in metres (e.g. 6.5e-6)")
+    nx.add_argument("--distance-m", type=bounded(float, 0, low_open=True), metavar="METRES",
+                    help="sample to detector distance in metres")
+    nx.add_argument("--overwrite", action="store_true", help="replace the entry in an existing OUTPUT")
     _add_catalog_options(p, settings)
     p.set_defaults(func=_cmd_export)
 
 
+def _export_raw_nxtomo(args) -> int:
+    """--format nxtomo: a raw scan's Data Exchange file to an NXtomo entry (no Tiled involved)."""
+    from pathlib import Path
+
+    import h5py
+
+    from .dxchange import export_nxtomo
+
+    source = Path(args.scan_uid).expanduser()
+    if not source.is_file():
+        raise FileNotFoundError(f"--format nxtomo exports a raw scan's Data Exchange HDF5 file (the detector's "
+                                f"file, e.g. in DATA_DIR/detector); {args.scan_uid} is not a file")
+    if not h5py.is_hdf5(source):
+        raise ValueError(f"{source} is not an HDF5 file: --format nxtomo reads a raw scan's Data Exchange file")
+    print(export_nxtomo(source, args.output, sample_name=args.sample_name, energy_kev=args.energy_kev,
+                        pixel_size_m=args.pixel_size_m, distance_m=args.distance_m, overwrite=args.overwrite))
+    return 0
+
+
+_NXTOMO_ONLY = ("sample_name", "energy_kev", "pixel_size_m", "distance_m", "overwrite")
+
+
 def _cmd_export(args, settings: Settings) -> int:
+    if args.format == "nxtomo":
+        return _export_raw_nxtomo(args)
+    given = [f"--{name.replace('_', '-')}" for name in _NXTOMO_ONLY if getattr(args, name)]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to --format nxtomo (raw scans) only, not to {args.format}")
     from tqdm import tqdm
 
     from .catalog import PROCESSED, export_volume, full_resolution
