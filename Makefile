@@ -35,7 +35,7 @@ demo: install
 PYTEST_WORKERS ?= 2
 
 test: install-test
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # MODULE: a path under tomobluesky/ (a .py file or a folder); empty: every module of [tool.mutmut] only_mutate
 MODULE ?=

@@ -381,6 +381,18 @@ def test_a_plane_without_a_window_is_stretched_over_its_own_percentiles(tiled_se
     np.testing.assert_array_equal(_pixels(r.content), _pixels(to_png(levels[0][:, 5, :])))
 
 
+@pytest.mark.parametrize("axis, middle", [("z", 10), ("y", 20), ("x", 18)])
+def test_a_plane_asked_for_without_index_or_region_is_the_whole_middle_one(tiled_server, http, volume, axis, middle):
+    """What the page asks for before it knows the volume's shape (the first image, prefetched with the page)."""
+    from tomobluesky.viewer import to_png
+
+    uid, levels = volume
+    r = http.get(f"/api/scans/{uid}/plane/{axis}.png?size=64", headers=bearer(tiled_server.reader_key))
+    assert r.status_code == 200, r.text
+    assert int(r.headers["x-index"]) == middle and int(r.headers["x-level"]) == 0
+    np.testing.assert_array_equal(_pixels(r.content), _pixels(to_png(_cut(levels, 0, axis, middle, 0, None, 0, None))))
+
+
 def test_the_histogram_counts_the_stored_voxels(tiled_server, http, volume):
     uid, levels = volume
     got = http.get(f"/api/scans/{uid}/histogram?bins=16", headers=bearer(tiled_server.reader_key)).json()
@@ -415,7 +427,8 @@ def test_bad_plane_histogram_and_profile_requests_are_refused_naming_the_problem
     uid, _ = volume
     h = bearer(tiled_server.reader_key)
     bad = {
-        "plane/z.png": "index must be a whole number",
+        "plane/z.png?index=": "index must be a whole number",
+        "plane/z.png?index=-1": "index must be a whole number",
         "plane/z.png?index=20": "outside the volume's 0..19",
         "plane/x.png?index=36": "outside the volume's 0..35",
         "plane/z.png?index=1&region=0,41,0,36": "outside the plane's 40 rows and 36 columns",

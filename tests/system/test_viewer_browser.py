@@ -211,6 +211,25 @@ def test_three_planes_zoom_and_cross_hair_show_the_stored_pixels(tiled_server, v
     _assert_plane(page, "x", levels)
 
 
+def test_the_first_axial_plane_is_asked_for_with_the_page_and_drawn_from_that_answer(tiled_server, viewer, browser,
+                                                                                       volume):
+    """Opened on a scan, the page asks for its axial plane at once (the server's defaults: middle slice,
+    whole plane), beside the session and the volume's description, and draws that answer: the first
+    image costs one round trip. Later draws (the histogram's window) ask as usual."""
+    uid, levels = volume
+    page = browser.new_page()
+    asked = []
+    page.on("request", lambda request: asked.append(request.url) if "/plane/z.png" in request.url else None)
+    page.goto(f"{viewer(public=True, api_key=tiled_server.reader_key)}/?px={PX}&scan={uid}")
+    for axis in "zyx":
+        _wait_drawn(page, axis, 0, "view.window !== null")
+    first, *later = asked
+    assert "index=" not in first and "region=" not in first and f"size={PX}" in first
+    assert len(later) == 1 and f"index={SHAPE[0] // 2}" in later[0]  # only the windowed redraw followed
+    assert _draws(page, "z") == 2
+    _assert_plane(page, "z", levels)
+
+
 def test_line_profile_drawn_on_a_plane_reads_the_stored_values(tiled_server, viewer, browser, volume):
     uid, levels = volume
     page = browser.new_page()

@@ -97,6 +97,10 @@ def _percentiles(request) -> tuple[float, float]:
     return low, high
 
 
+# the volume axis each plane cuts (0 = z, 1 = y, 2 = x)
+_CUT_AXIS = {axis: ({0, 1, 2} - set(shown)).pop() for axis, shown in PLANE_AXES.items()}
+
+
 def _size(request) -> int:
     size = request.query_params.get("size", "0")
     if not _INDEX.fullmatch(size) or int(size) > 65536:
@@ -339,14 +343,16 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
     def plane(request, client):
         """``GET .../plane/{z|y|x}.png?index=I&region=r0,r1,c0,c1&size=S&vmin=&vmax=``: the plane that
         cuts the axis at level-0 index I, the level-0 region of it, from the coarsest level at which
-        the region is still S pixels along its longer side. Headers say the level and the region
-        it covers (widened to whole pixels of the level)."""
+        the region is still S pixels along its longer side (no index: the middle; no region: the
+        whole plane). Headers say the level, the region it covers (widened to whole pixels of the
+        level) and the index."""
         uid, axis = _scan_uid(request), request.path_params["axis"]
         if axis not in PLANE_AXES:
             raise Problem(404, f"no plane {_shown(axis)}: planes cut z (axial), y (coronal) or x (sagittal)")
-        index, size = _integer(request, "index"), _size(request)
-        region, window = _numbers(request, "region", 4), _window(request)
+        size, region, window = _size(request), _numbers(request, "region", 4), _window(request)
         levels = complete_levels(client, uid)
+        # no index: the middle one, where the page starts (it may ask before it knows the shape)
+        index = _integer(request, "index", levels[0].shape[_CUT_AXIS[axis]] // 2)
         rows, cols = (levels[0].shape[a] for a in PLANE_AXES[axis])
         r0, r1, c0, c1 = region if region is not None else (0, rows, 0, cols)
         if not all(float(v).is_integer() for v in (r0, r1, c0, c1)):
@@ -354,7 +360,7 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         image, k, covered = read_plane(levels, Plane(axis, index, int(r0), int(r1), int(c0), int(c1), size))
         png = window_png(image, *window) if window else to_png(image)
         return Response(png, media_type="image/png",
-                        headers={"x-level": str(k), "x-region": ",".join(map(str, covered))})
+                        headers={"x-level": str(k), "x-region": ",".join(map(str, covered)), "x-index": str(index)})
 
     def volume_histogram(request, client):
         """``GET .../histogram?bins=N``: counts of the coarsest level's voxels (a sample of its slices
