@@ -209,7 +209,7 @@ def _add_export(sub, settings: Settings):
                                    "tomobluesky export 1f2e... tooth.nxs --format nxtomoproc; "
                                    "tomobluesky export DATA_DIR/detector/20261125-175409_3dba889b.h5 scan.nx "
                                    "--format nxtomo --energy-kev 25 --pixel-size-m 6.5e-6 --distance-m 0.12")
-    p.add_argument("scan_uid", metavar="SCAN", help="the scan's start uid (the volume's key in `processed`); "
+    p.add_argument("scan_uid", help="the scan's start uid (the volume's key in `processed`); "
                    "with --format nxtomo, the raw scan's Data Exchange HDF5 file")
     p.add_argument("output", help="output folder (tiff) or HDF5 file (nxtomoproc, dxchange, nxtomo)")
     p.add_argument("--format", choices=["tiff", "nxtomoproc", "dxchange", "nxtomo"], default="tiff",
@@ -486,13 +486,12 @@ def _load_settings() -> Settings | None:
 def _setting_problem(problem: dict) -> str:
     """``TOMOBLUESKY_X__Y='value': what is wrong``, from one pydantic error; a key of the configuration
     file that no setting has is named as the file's key."""
-    import os
+    from .config import settings_file
 
-    from .config import CONFIG_ENV
-
-    if problem["type"] == "extra_forbidden" and os.environ.get(CONFIG_ENV):
+    path = settings_file()
+    if problem["type"] == "extra_forbidden" and path is not None:
         key = ".".join(str(part) for part in problem["loc"])
-        return f"{os.environ[CONFIG_ENV]}: unknown setting {key!r} (see the settings in docs/configuration.md)"
+        return f"{path}: unknown setting {key!r} (see the settings in docs/configuration.md)"
     name = "TOMOBLUESKY_" + "__".join(str(part) for part in problem["loc"]).upper()
     value = problem.get("input")
     error = (problem.get("ctx") or {}).get("error")

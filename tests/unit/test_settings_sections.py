@@ -176,3 +176,35 @@ def test_the_profile_reads_its_settings_from_the_model(config_file, tmp_path, mo
     monkeypatch.setenv("TOMOBLUESKY_SOURCE", "camera")  # a source the profile does not have is refused
     assert main(["ls"]) == 2
     assert "TOMOBLUESKY_SOURCE='camera': Input should be 'replay' or 'phantom'" in capsys.readouterr().err
+
+
+def _documented():
+    return (PROFILE.parents[1] / "docs" / "configuration.md").read_text()
+
+
+def _keys(model, prefix=""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        nested = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        if nested and (name in ("recon", "kafka", "stack") or prefix.startswith("stack.")):
+            yield from _keys(field.annotation, f"{prefix}{name}.")
+        else:
+            yield prefix + name
+
+
+def test_every_setting_is_documented_with_its_variable():
+    text = _documented()
+    missing = [key for key in _keys(Settings) if f"| `{key}` | `TOMOBLUESKY_{key.upper().replace('.', '__')}` |"
+               not in text]
+    assert not missing
+
+
+def test_the_documented_example_file_is_valid(config_file):
+    text = _documented()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config_file.write_text(example)
+    settings = Settings()
+    assert (settings.beamline, settings.stack.workers.reconstruction, settings.source) == ("fxi", 4, "replay")
+    assert settings.kafka_config().consumer_config["session.timeout.ms"] == 10000
+    assert load_stack_settings().paths.resolved().catalog == Path("/data/tomobluesky/catalog")
