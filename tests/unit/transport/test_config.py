@@ -157,3 +157,19 @@ def test_state_and_cache_directories_follow_xdg(tmp_path, monkeypatch):
     assert default_journal_dir() == tmp_path / "state" / "tomobluesky" / "kafka-journal"
     assert default_state_dir() == tmp_path / "state" / "tomobluesky" / "kafka"
     assert default_cache_root() == tmp_path / "cache" / "tomobluesky" / "kafka"
+
+
+def test_overrides_go_over_the_file_and_under_the_environment(tmp_path):
+    """What the settings' kafka section hands load_config: the file's keys, replaced key by key, the
+    librdkafka mappings merged setting by setting."""
+    path = write(tmp_path, NSLSII_SASL + "  topic: site.docs\n")
+    env = {"TOMOBLUESKY_KAFKA_SASL_USERNAME": "bot", "TOMOBLUESKY_KAFKA_SASL_PASSWORD": "pw"}
+    config = load_config(path, env=env, overrides={
+        "bootstrap_servers": ["ours:9092"], "runengine_topics": ["{endstation}.ours"], "beamline": "HXN",
+        "consumer_config": {"session.timeout.ms": 10000}, "abort_run_on_kafka_exception": True})
+    assert config.bootstrap == "ours:9092" and config.abort_run_on_kafka_exception is True
+    assert config.document_topic == "hxn.ours"  # the overriding topic list replaces the file's topic
+    assert config.consumer_config == {"auto.offset.reset": "latest", "session.timeout.ms": 10000}
+    assert config.security_config["security.protocol"] == "SASL_SSL" and config.security_config["sasl.password"] == "pw"
+    env["TOMOBLUESKY_KAFKA_BOOTSTRAP"] = "env:1"
+    assert load_config(path, env=env, overrides={"bootstrap_servers": "ours:9092"}).bootstrap == "env:1"
