@@ -193,7 +193,7 @@ def _vo_spectra(sino: np.ndarray, ratio: float, drop: int = 0) -> _VoSpectra:
 
 
 def _vo_search(sinogram, theta, *, search=None, ratio=0.6, max_angles=MAX_ANGLES, max_rows=MAX_ROWS,
-               precision=0.02, drop=0) -> CenterResult:
+               precision=0.02, drop=20) -> CenterResult:
     """Vo, Drakopoulos, Atwood & Reinhard (2014): a 180° sinogram joined to its
     mirror is a valid 360° sinogram only for the right axis; any other shift
     puts energy outside the double wedge in its 2-D spectrum.
@@ -204,10 +204,11 @@ def _vo_search(sinogram, theta, *, search=None, ratio=0.6, max_angles=MAX_ANGLES
     the binned problem; fine: Vo's own metric (mean magnitude) minimised over
     fractional shifts around it. ``drop``: as tomopy's, the lowest angular
     frequencies (up to this many, at most 5 % of them) are left out of the
-    search. A wide object's slow variation over the turn can pull the valley
-    off the axis: measured 2.1 px off on the phantom's widest slice alone,
-    17.6 px off-centre, with ``drop=0`` (the default here, on whose metric the
-    confidence was calibrated), 0.02 px with ``drop=20`` (``find_center_vo``'s default).
+    search (the confidence is still read on the whole spectrum). A wide
+    object's slow variation over the turn can pull the valley off the axis:
+    measured 2.1 px off on the phantom's widest slice alone, 17.6 px
+    off-centre, with ``drop=0``; 0.02 px with ``drop=20``, the default here as
+    in ``find_center_vo`` and tomopy.
     """
     sino, _, b = _reduced(sinogram, theta, max_rows, max_angles)
     columns = sino.shape[-1] * b
@@ -380,7 +381,7 @@ def find_center(sinogram, theta, *, method: str = "vo", **kwargs) -> CenterResul
 def _find_center_auto(sinogram, theta, *, max_rows=MAX_ROWS, slices=3, max_angles=MAX_ANGLES) -> CenterResult:
     sino, grid, b = _reduced(sinogram, theta, max_rows, max_angles)
     columns = sino.shape[-1] * b
-    vo = _vo(sino, b, ((columns - 1) / 2 - columns / 4, (columns - 1) / 2 + columns / 4), 0.6, 0.02)
+    vo = _vo(sino, b, ((columns - 1) / 2 - columns / 4, (columns - 1) / 2 + columns / 4), 0.6, 0.02, drop=20)
     # sharpness one binned column apart around Vo's answer, on a few of the rows; its parabola
     # resolves a fraction of a binned column
     near = vo.center + b * np.arange(-2.0, 2.0 + 1e-9)

@@ -49,13 +49,16 @@ def test_phantom_axis_off_the_quarter_pixel_grid(offset):
 
 def test_one_row_of_a_wide_object_off_centre():
     """The phantom's widest slice alone, 17.6 px off: with every angular frequency in the metric the valley
-    sits 2.1 px off the axis (measured, find_center's default drop=0); leaving the lowest out, as tomopy's
-    ``drop`` does (find_center_vo's default), finds it."""
+    sits 2.1 px off the axis (measured with drop=0); leaving the lowest out, as tomopy's ``drop`` does (the
+    default of every Vo search here), finds it, and "auto" (the stop path's method) answers the same."""
     n = 256
     theta = np.linspace(0, np.pi, 360, endpoint=False)
     center = (n - 1) / 2 - 17.6
     sino = noisy_phantom(1, n, theta, center)
-    assert abs(recon.find_center(sino, theta, drop=20).center - center) <= 0.3
+    assert abs(recon.find_center(sino, theta, drop=0).center - center) > 1.0  # what the default avoids
+    for method in ("vo", "auto"):
+        found = recon.find_center(sino, theta, method=method)
+        assert abs(found.center - center) <= 0.3 and found.confidence > 0.5, found
     assert abs(recon.find_center_vo(sino[0]) - center) <= 0.3
 
 
@@ -172,11 +175,11 @@ def test_vo_confidence_falls_as_noise_drowns_the_object():
 
 
 def test_auto_is_not_sure_of_pure_noise_even_when_both_searches_agree_by_chance():
-    """On noise the sharpness search lands within a column of Vo now and then (seed 2 here, 0.38 px
-    apart); agreement must not make "auto" sure: Vo's own confidence, near 0 on noise, scales it."""
+    """On noise the sharpness search lands within a column of Vo now and then (seeds 67 and 71 here, about
+    0.5 px apart); agreement must not make "auto" sure: Vo's own confidence, near 0 on noise, scales it."""
     theta = np.linspace(0, np.pi, 180, endpoint=False)
     found = [recon.find_center(np.random.default_rng(seed).random((2, 180, 256)).astype(np.float32), theta,
-                               method="auto") for seed in range(4)]
+                               method="auto") for seed in (13, 52, 67, 71)]
     assert min(f.details["gap"] for f in found) < 1.0  # the chance agreement this test is about
     assert max(f.confidence for f in found) < 0.05, [round(f.confidence, 3) for f in found]
 
