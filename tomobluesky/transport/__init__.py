@@ -24,3 +24,5 @@ __all__ = ["CodecError", "DEFAULT_CONFIG_PATH", "DOCUMENT_NAMES", "Delivery", "D
            "ensure_topics", "live_topic", "load_config", "pack", "run_complete", "run_worker", "unpack"]
 from ._inprocess import OffThread, flush_all  # noqa: E402  in-process callbacks off the RunEngine's thread
 __all__ += ["OffThread", "flush_all"]
+from ._offprocess import ChildProcessDied, OffProcess  # noqa: E402  the same in a child process (no shared GIL)
+__all__ += ["ChildProcessDied", "OffProcess"]
