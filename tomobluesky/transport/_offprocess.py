@@ -67,12 +67,13 @@ class OffProcess:
     See the module's docstring. ``stats()`` has the same keys as :class:`OffThread`'s (``queued``,
     ``delivered``, ``errors``, ``max_backlog``, ``full_waits``, ``pending``, ``name``) plus ``pid``,
     ``exitcode`` and ``undelivered``. ``on_report(value)`` is called on the parent's reader thread for
-    each :func:`report` from the child.
+    each :func:`report` from the child. ``nice`` (Linux niceness, 0-19) lowers the child's CPU priority:
+    where cores are few, the scan gets the CPU first and the callback the rest.
     """
 
     def __init__(self, factory: Callable[..., Callable[[str, dict], Any]], kwargs: dict | None = None, *,
                  maxsize: int = 20_000, name: str | None = None, context: str | None = None,
-                 on_report: Callable[[Any], object] | None = None, start: bool = True):
+                 on_report: Callable[[Any], object] | None = None, start: bool = True, nice: int = 0):
         if not callable(factory):
             raise TypeError(f"OffProcess needs a factory that returns the callback, got {type(factory).__name__}")
         if int(maxsize) < 1:
@@ -85,6 +86,7 @@ class OffProcess:
                             f"and plain arguments, not live objects): {type(err).__name__}: {err}") from None
         self.maxsize = int(maxsize)
         self.on_report = on_report
+        self.nice = int(nice)
         self._ctx = multiprocessing.get_context(context or default_context())
         self._cond = threading.Condition()
         self._child = None  # the current _Child, None when not started (or closed)
@@ -149,7 +151,7 @@ class OffProcess:
 
     # --- the child's lifetime -----------------------------------------------------------
     def _start_child(self) -> None:
-        self._child = _Child.start(self._ctx, self._recipe, self.name)
+        self._child = _Child.start(self._ctx, self._recipe, self.name, self.nice)
         self._unacked.clear()
         self._factory_error = None
         threading.Thread(target=self._read_acks, args=(self._child,), name=f"offprocess-{self.name}",
@@ -178,6 +180,8 @@ class OffProcess:
             elif kind == "failed":  # the factory raised: the child exits
                 self._factory_error = message[1].splitlines()[0]
                 log.error("%s: the callback's factory failed in the child process: %s", self.name, message[1])
+            elif kind == "ready":
+                child.ready.set()
             elif kind == "closed":
                 finished = True
         child.process.join()
@@ -279,6 +283,19 @@ class OffProcess:
             _open.discard(self)
             return kept
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the child has built its callback (imports, clients): a benchmark or a scan that
+        must not share the CPU with a starting child waits here. False after ``timeout`` or if the
+        child is gone (``flush`` says why)."""
+        child = self._child
+        if child is None:
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not child.ready.wait(0.05):
+            if child.process.exitcode is not None or (deadline is not None and time.monotonic() > deadline):
+                return False
+        return True
+
     def stats(self) -> dict:
         with self._cond:
             child = self._child
@@ -320,12 +337,14 @@ class _Child:
     def __init__(self, process, doc_conn, ack_conn):
         self.process, self.doc_conn, self.ack_conn = process, doc_conn, ack_conn
         self.closing = False
+        self.ready = threading.Event()  # the factory has built the callback
 
     @classmethod
-    def start(cls, ctx, recipe: bytes, name: str) -> "_Child":
+    def start(cls, ctx, recipe: bytes, name: str, nice: int = 0) -> "_Child":
         doc_r, doc_w = ctx.Pipe(duplex=False)
         ack_r, ack_w = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=_child_main, args=(recipe, doc_r, ack_w, name), name=f"offprocess-{name}")
+        process = ctx.Process(target=_child_main, args=(recipe, doc_r, ack_w, name, nice),
+                              name=f"offprocess-{name}")
         process.start()
         doc_r.close()  # the child's ends: closed here, so that the child's death shows as EOF / a broken pipe
         ack_w.close()
@@ -351,7 +370,16 @@ def report(value: Any) -> None:
     send(("report", value))
 
 
-def _child_main(recipe: bytes, doc_conn, ack_conn, name: str) -> None:
+def _child_main(recipe: bytes, doc_conn, ack_conn, name: str, nice: int = 0) -> None:
+    import os
+    import signal
+
+    if nice:
+        os.nice(nice)
+
+    # Ctrl-C reaches the whole process group: the parent decides when the child ends (close, or its
+    # pipe's end of file), so that a scan stopped by Ctrl-C still has its last documents delivered
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     queue: deque = deque()
     cond = threading.Condition()
     send_lock = threading.Lock()
@@ -370,6 +398,7 @@ def _child_main(recipe: bytes, doc_conn, ack_conn, name: str) -> None:
 
         send(("failed", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
         raise SystemExit(3)
+    send(("ready",))
     _ChildLoop(callback, queue, cond, send).run()
     try:
         send(("closed",))

@@ -45,6 +45,7 @@ def test_every_document_of_two_runs_arrives_in_order_in_the_child(RE, tmp_path):
     emitted = emitted_by(RE)
     dispatcher = OffProcess(recorder, {"path": str(out)}, name="recorder", on_report=reports.append)
     RE.subscribe(dispatcher)
+    assert dispatcher.wait_ready(WAIT)  # the child built its callback
     child_pid = dispatcher.pid
     RE(count([det], num=7))
     RE(count([det], num=3))
@@ -158,7 +159,8 @@ def test_bad_factories_get_one_clear_error(tmp_path):
         OffProcess(lambda: print, name="lambda")  # a lambda cannot be built in the child
     dispatcher = OffProcess(broken_factory, {"reason": "no detector file root"}, name="broken")
     dispatcher("start", {"uid": "a"})
-    wait_until(lambda: dispatcher.stats()["exitcode"] is not None, "the child exits")
+    assert not dispatcher.wait_ready(WAIT)  # the child exits instead
+    wait_until(lambda: dispatcher.stats()["exitcode"] is not None, "the parent notices")
     with pytest.raises(ChildProcessDied, match="factory failed: RuntimeError: no detector file root"):
         dispatcher.close(WAIT)
     assert [doc["uid"] for _, doc in dispatcher.undelivered()] == ["a"]
