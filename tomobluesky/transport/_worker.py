@@ -103,11 +103,15 @@ class _Worker:
         try:
             self.handle(d.name, d.doc)
         except Exception as e:
-            if self.backoff is not None and is_transient(e):
-                self._wait_out(d, e, stop)
-                return False
-            self._failed(d, e)
-            return True
+            if self.backoff is None or not is_transient(e):
+                self._failed(d, e)
+                return True
+            outage = e
+        else:
+            outage = None
+        if outage is not None:  # waited out after the except: an error of reset() must not get it as context,
+            self._wait_out(d, outage, stop)  # which would make a lasting error look transient (retried forever)
+            return False
         self.stats.handled += 1
         if self.outage is not None and self._past_outage(d):
             self._recovered()
