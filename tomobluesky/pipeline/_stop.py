@@ -326,7 +326,8 @@ class SlabWork:
 
     def run(self, slab, writer, no_beam: dict | None = None, clock=None) -> None:
         """The whole slab, one stage after another; ``clock(stage, since)`` (see ``_StageClock``) times each."""
-        clock = clock or (lambda stage, since: None)
+        if clock is None:  # not `clock or`: a fresh _StageClock is an empty dict, falsy, and would be dropped
+            clock = lambda stage, since: None  # noqa: E731
         t = _StageClock.now()
         sinograms = self.read(slab, no_beam)
         t = clock("read", t)

@@ -1,0 +1,243 @@
+"""The stop path's parts (tomobluesky/pipeline/_stop.py) on scans of a few rows: what reconstruct_scan returns,
+the slab conveyor with and without overlap, the centre's rows, chunk shapes, the flat-field warning, stage
+clocks. Fast (well under a second each), so that mutation runs need not wait on the big scans of
+test_stop_path.py. Written against mutmut's survivors (docs/testing.md)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.unit.pipeline.test_stop_path import in_memory_reference, write_scan
+from tomobluesky import recon
+from tomobluesky.pipeline import HDF5Scan, current_rss_bytes, read_sinograms, reconstruct_scan
+from tomobluesky.pipeline import _stop
+from tomobluesky.pipeline._plan import SlabPlan
+from tomobluesky.schema import ReconSettings
+from tomobluesky.store import read_level
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return write_scan(tmp_path_factory.mktemp("small") / "s.h5", rows=16, columns=32, angles=40, center=15.7)
+
+
+def test_center_rows():
+    assert _stop.center_rows(3) == [0, 1, 2] and _stop.center_rows(5) == [0, 1, 2, 3, 4]
+    assert _stop.center_rows(6) == [1, 2, 3, 4]  # 1, 1.75, 2.5, 3.25, 4 rounded, each once
+    assert _stop.center_rows(101) == [20, 35, 50, 65, 80]
+    assert _stop.center_rows(101, count=3) == [20, 50, 80] and _stop.center_rows(3, count=2) == [0, 2]
+    assert _stop.CENTER_ROWS == 5 and _stop.DEFAULT_BUDGET == 2e9
+
+
+def test_chunk_depth_and_chunk_shapes():
+    assert [_stop._chunk_depth(n, 32) for n in (24, 64, 7, 32, 48, 2)] == [8, 32, 1, 32, 16, 2]
+    default = (32, 128, 128)
+    assert _stop._chunks_for(32, default) == (32, 128, 128) and _stop._chunks_for(64, default) == (64, 128, 128)
+    assert _stop._chunks_for(16, default) == (16, 256, 256) and _stop._chunks_for(8, default) == (8, 256, 256)
+    assert _stop._chunks_for(7, default) == (7, 512, 512) and _stop._chunks_for(1, default) == (1, 512, 512)
+
+
+def test_slab_heights_keep_the_pyramid_blocks_whole():
+    assert _stop._pipeline_multiple((40, 96, 96), 16) == 8  # 4 levels: 2**3
+    assert _stop._pipeline_multiple((40, 96, 96), 256) == 2  # one level: NUFFT pairs only
+    assert _stop._pipeline_multiple((40, 96, 96), 48) == 2  # two levels: lcm(2, 2)
+    assert _stop._pipeline_multiple((40, 96, 96), 24) == 4
+
+
+def test_the_timer_sums_per_stage():
+    timer = _stop._Timer()
+    t0 = time.perf_counter()
+    t1 = timer.add("read", t0)
+    assert t1 >= t0 and timer["read"] == pytest.approx(t1 - t0)
+    t2 = timer.add("read", t1)
+    assert timer["read"] == pytest.approx(t2 - t0) and list(timer) == ["read"]
+
+
+def test_the_stage_clock_sums_wall_and_cpu_per_stage():
+    clock = _stop._StageClock()
+    since = (1.0, 2.0, 3.0)
+    now = clock("read", since)
+    assert len(now) == 3 and all(n >= s for n, s in zip(now, (0, 0, 0)))
+    assert clock["read"] == [pytest.approx(n - s) for n, s in zip(now, since)]
+    later = clock("read", now)
+    assert clock["read"] == [pytest.approx(b - a) for a, b in zip(since, later)]
+
+
+def test_what_reconstruct_scan_returns_and_the_volume(small, tmp_path):
+    progress = []
+    with HDF5Scan.from_dxchange(small) as scan:
+        info = reconstruct_scan(scan, ReconSettings(center=15.7), tmp_path / "v.zarr", memory_budget=3e9,
+                                progress=lambda done, total: progress.append((done, total)),
+                                writer_options={"min_size": 8, "chunks": (16, 64, 64)})
+    assert (info["center"], info["center_method"], info["center_confidence"]) == (15.7, "given", 1.0)
+    assert info["volume_shape"] == [16, 32, 32] and info["levels"] == [[16, 32, 32], [8, 16, 16], [4, 8, 8]]
+    assert info["chunks"] == [16, 32, 32] and info["slabs"] == 1  # tiles no wider than the volume and info["slab_rows"] == 16
+    assert info["memory_budget_mb"] == 3000 and info["overlap"] in (True, False)
+    assert info["plan_estimate_mb"] >= 0 and info["flat_field_warnings"] == []
+    assert 0.9 <= info["read_amplification"] <= 3 and info["peak_rss_mb"] >= current_rss_bytes() / 1e6 * 0.5
+    assert set(info["timings"]) == {"center", "read", "reconstruct", "write", "total"}
+    assert info["timings"]["total"] >= info["timings"]["reconstruct"] > 0
+    assert "pipeline" not in info and "dask" not in info
+    assert progress == [(16, 16)]
+    reference = in_memory_reference(small, 15.7)
+    np.testing.assert_allclose(read_level(tmp_path / "v.zarr", 0), reference, rtol=0,
+                               atol=1e-5 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("budget_above_rss", [0.0, 4e5])
+def test_many_slabs_with_and_without_overlap_give_the_whole_volume(small, tmp_path, budget_above_rss):
+    progress = []
+    with HDF5Scan.from_dxchange(small) as scan:
+        info = reconstruct_scan(scan, ReconSettings(center=15.7), tmp_path / "v.zarr",
+                                memory_budget=current_rss_bytes() + budget_above_rss,
+                                progress=lambda done, total: progress.append((done, total)),
+                                writer_options={"min_size": 8})
+    assert info["slabs"] > 1 and info["slab_rows"] * info["slabs"] >= 16
+    assert progress == [(min(info["slab_rows"] * (i + 1), 16), 16) for i in range(info["slabs"])]
+    assert info["chunks"][0] == info["slab_rows"] & -info["slab_rows"]  # slab boundaries never cut a chunk
+    reference = in_memory_reference(small, 15.7)
+    np.testing.assert_allclose(read_level(tmp_path / "v.zarr", 0), reference, rtol=0,
+                               atol=1e-5 * np.abs(reference).max())
+
+
+def test_the_conveyor_overlaps_or_not_as_planned(small, tmp_path):
+    """_run_slabs on a plan of 3 slabs, overlapped and not: every slab written once, in order, same volume."""
+    from tomobluesky.store import MultiscaleWriter
+
+    volumes = []
+    for overlap in (False, True):
+        with HDF5Scan.from_dxchange(small) as scan:
+            work = _stop.SlabWork(scan, ReconSettings(center=15.7), np.radians(scan.theta_deg), 15.7, 1, 8)
+            plan = SlabPlan(4, 1, 8, overlap, 0, ((0, 4), (4, 12), (12, 16)))
+            writer = MultiscaleWriter(tmp_path / f"v{overlap}.zarr", (16, 32, 32), chunks=(2, 32, 32), min_size=8)
+            written, progress, timer = [], [], _stop._Timer()
+            write = writer.write_slab
+            writer.write_slab = lambda first, volume: (written.append((first, volume.shape)), write(first, volume))
+            _stop._run_slabs(work, writer, plan, timer, lambda d, t: progress.append((d, t)))
+        assert written == [(0, (4, 32, 32)), (4, (8, 32, 32)), (12, (4, 32, 32))]
+        assert progress == [(4, 16), (12, 16), (16, 16)] and set(timer) == {"read", "reconstruct", "write"}
+        volumes.append(read_level(tmp_path / f"v{overlap}.zarr", 0))
+    np.testing.assert_array_equal(volumes[0], volumes[1])
+    np.testing.assert_allclose(volumes[0], in_memory_reference(small, 15.7), rtol=0, atol=1e-5)
+
+
+def test_a_slab_already_read_for_the_centre_is_not_read_again(tmp_path):
+    path = write_scan(tmp_path / "four.h5", rows=4, columns=32, angles=30, center=15.5)
+    with HDF5Scan.from_dxchange(path) as scan:
+        seen = {}
+        center, info = _stop.find_scan_center(scan, ReconSettings(), seen)
+        assert info["center_rows"] == [0, 1, 2, 3] and info["center_method"] == "auto"
+        assert 0 <= info["center_confidence"] <= 1 and abs(center - 15.5) <= 1
+        assert list(seen) == [(0, 4)]
+        np.testing.assert_array_equal(seen[(0, 4)], read_sinograms(scan, slice(0, 4)))
+        before = scan.bytes_read
+        work = _stop.SlabWork(scan, ReconSettings(), np.radians(scan.theta_deg), center, 1, 8)
+        got = work.read((0, 4), seen=seen)
+        assert scan.bytes_read == before and seen == {}
+        np.testing.assert_array_equal(got, read_sinograms(scan, slice(0, 4)))
+    big = write_scan(tmp_path / "tall.h5", rows=12, columns=32, angles=30, center=15.5)
+    with HDF5Scan.from_dxchange(big) as scan:
+        seen = {}
+        _, info = _stop.find_scan_center(scan, ReconSettings(), seen)
+        assert info["center_rows"] == [2, 4, 6, 7, 9] and seen == {}  # not one run of rows: nothing to reuse
+
+
+def test_a_given_centre_reads_nothing(small):
+    with HDF5Scan.from_dxchange(small) as scan:
+        seen, before = {}, scan.bytes_read
+        assert _stop.find_scan_center(scan, ReconSettings(center=12), seen) == (
+            12.0, {"center_method": "given", "center_confidence": 1.0})
+        assert scan.bytes_read == before and seen == {}
+
+
+def test_a_scan_of_one_projection_is_refused(tmp_path):
+    path = write_scan(tmp_path / "one.h5", rows=4, columns=16, angles=2, center=7.5)
+    with h5py.File(path, "r+") as f:
+        data, theta = f["/exchange/data"][:1], f["/exchange/theta"][:1]
+        del f["/exchange/data"], f["/exchange/theta"]
+        f["/exchange/data"], f["/exchange/theta"] = data, theta
+    with HDF5Scan.from_dxchange(path) as scan, pytest.raises(ValueError) as err:
+        reconstruct_scan(scan, ReconSettings(center=7.5), tmp_path / "v.zarr")
+    assert str(err.value) == "scan has 1 projections; a reconstruction needs at least 2"
+    assert not (tmp_path / "v.zarr").exists()
+
+
+def test_non_finite_float_frames_name_the_projections(tmp_path):
+    path = write_scan(tmp_path / "nan.h5", rows=4, columns=16, angles=10, center=7.5)
+    with h5py.File(path, "r+") as f:
+        f["/exchange/data"][7, 1, 3] = np.inf
+    with HDF5Scan.from_dxchange(path) as scan:
+        with pytest.raises(ValueError) as err:
+            read_sinograms(scan, slice(0, 4), frame_block=4)
+        assert str(err.value) == "projections 4..8 contain NaN or infinite values"
+        with pytest.raises(ValueError, match="projections 0..10 contain"):
+            read_sinograms(scan, [1, 2])
+
+
+def test_pixels_without_beam_are_collected_by_detector_row(tmp_path, caplog):
+    path = write_scan(tmp_path / "dead.h5", rows=8, columns=16, angles=10, center=7.5)
+    with h5py.File(path, "r+") as f:
+        flats = f["/exchange/data_white"][:]
+        flats[:, 5, 3] = 0.0
+        flats[:, 6, [4, 9]] = 0.0
+        f["/exchange/data_white"][...] = flats
+    with HDF5Scan.from_dxchange(path) as scan, caplog.at_level(logging.WARNING):
+        no_beam = {}
+        read_sinograms(scan, slice(4, 8), no_beam=no_beam)
+        assert {row: list(cols) for row, cols in no_beam.items()} == {5: [3], 6: [4, 9]}
+        no_beam = {}
+        read_sinograms(scan, [1, 6], no_beam=no_beam)
+        assert {row: list(cols) for row, cols in no_beam.items()} == {6: [4, 9]}
+        no_beam = {}
+        read_sinograms(scan, slice(None, 2), no_beam=no_beam)
+        assert no_beam == {}
+        assert caplog.records == []  # collected, not warned per call
+        read_sinograms(scan, slice(4, 8))
+        assert len(caplog.records) == 1  # without a collector: warned at once
+        caplog.clear()
+        message = _stop._flat_field_warnings({5: np.array([3]), 6: np.array([4, 9])})
+    assert message == [recon.no_beam_message(3, [3, 4, 9], where=" (detector rows 5-6)")]
+    assert [r.getMessage() for r in caplog.records] == message
+    assert _stop._flat_field_warnings({}) == []
+
+
+def test_a_slab_runs_its_stages_in_order_with_a_clock(small, tmp_path):
+    from tomobluesky.store import MultiscaleWriter
+
+    with HDF5Scan.from_dxchange(small) as scan:
+        work = _stop.SlabWork(scan, ReconSettings(center=15.7), np.radians(scan.theta_deg), 15.7, 1, 8, ncore=1)
+        writer = MultiscaleWriter(tmp_path / "v.zarr", (16, 32, 32), chunks=(4, 32, 32), min_size=8)
+        clock = _stop._StageClock()
+        no_beam = {}
+        work.run((4, 8), writer, no_beam, clock=clock)
+        # a fresh clock is an empty dict: it was taken for "no clock" and the stages went untimed
+        assert list(clock) == ["read", "reconstruct", "write"] and all(len(v) == 3 for v in clock.values())
+        work.run((8, 12), writer)  # no clock: fine
+    volume = read_level(tmp_path / "v.zarr", 0)
+    reference = in_memory_reference(small, 15.7)
+    np.testing.assert_allclose(volume[4:12], reference[4:12], rtol=0, atol=1e-5 * np.abs(reference).max())
+    assert not volume[:4].any() and not volume[12:].any()
+
+
+def test_ring_removal_in_the_slab_reader(small):
+    with HDF5Scan.from_dxchange(small) as scan:
+        plain = _stop.SlabWork(scan, ReconSettings(center=15.7), np.radians(scan.theta_deg), 15.7, 1, 8)
+        rings = _stop.SlabWork(scan, ReconSettings(center=15.7, ring_removal=True), np.radians(scan.theta_deg),
+                               15.7, 1, 8)
+        raw = read_sinograms(scan, slice(2, 6))
+        np.testing.assert_array_equal(plain.read((2, 6)), raw)
+        np.testing.assert_array_equal(rings.read((2, 6)), recon.remove_rings(raw))
+
+
+def test_the_plan_uses_the_budget_left_and_deep_chunks_when_they_fit(small):
+    with HDF5Scan.from_dxchange(small) as scan:
+        roomy = _stop._plan(scan, ReconSettings(), (16, 32, 32), current_rss_bytes() + 1e9, 8, 16)
+        assert roomy.fits and roomy.slab_rows % 16 == 0 and roomy.slabs == ((0, 16),)
+        tight = _stop._plan(scan, ReconSettings(), (16, 32, 32), 0, 8, 16)
+        assert not tight.fits and tight.slab_rows % 4 == 0 and tight.slab_rows < 16
+        assert _stop._frame_count(scan) == 3 + 2
