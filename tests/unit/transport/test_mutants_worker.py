@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -768,3 +769,102 @@ def test_run_worker_defaults_and_an_interrupt(kafka, monkeypatch, caplog):
     stats = run_worker(KafkaConfig(bootstrap="broker:9092", topic=T), handle, group_id="g",
                        policy=WorkerPolicy(once=True, validate=False))
     assert stats.deadlettered == 0 and stats.handled == 1
+
+
+# --- durations, on a clock of the test's own ------------------------------------------------------
+
+class Clock:
+    """time for the worker module only: every reading is 0.123 s after the last (the consumer keeps real time)."""
+
+    def __init__(self):
+        self.now = time.monotonic() + 10.0
+
+    def monotonic(self):
+        self.now += 0.123
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from tomobluesky.transport import _worker
+
+    fake = Clock()
+    monkeypatch.setattr(_worker, "time", fake)
+    return fake
+
+
+def test_outage_durations_in_the_log(consumer, clock, caplog):
+    client = consumer._consumer
+    docs, stop = run_docs("A")
+    put(consumer, *docs, stop)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        _Worker(consumer, outage_handler(client, 2), WorkerPolicy(once=True, **FAST)).run()
+    (retry,) = records(caplog, "outage-retry")
+    (back,) = records(caplog, "recovered")
+    for rec in (retry, back):
+        assert isinstance(rec.outage_s, float) and 0.1 < rec.outage_s < 10 and rec.outage_s == round(rec.outage_s, 1)
+    assert retry.getMessage() == f"still unreachable after {retry.outage_s:.1f} s (ConnectionError); retrying in 0.0 s"
+    assert back.getMessage() == f"the service is back after {back.outage_s:.1f} s; the worker goes on"
+    assert back.outage_s > retry.outage_s
+
+
+def test_until_idle_after_documents_and_a_rebalance(consumer, clock):
+    client = consumer._consumer
+    docs, stop = run_docs("A")
+    put(consumer, *docs)
+    fresh = Handler(client, label="fresh")
+    rebalance_after(client, "A-e0", then=[stop])
+    first = Handler(client, label="first")
+    _Worker(consumer, first, WorkerPolicy(until_idle=2.0, **FAST), lambda: fresh).run()
+    assert first.seen == uids("A", stop=False) and fresh.seen == uids("A") and consumer.stats.rewinds == 1
+    polls = [e for e in client.timeline if e[0] == "consume"]
+    assert len(polls) < 60  # stopped by itself once idle for 2 s of the worker's clock
+
+
+def test_counters_add_to_what_they_were(consumer):
+    consumer.stats.rewinds, consumer.stats.runs_timed_out = 5, 3
+    client = consumer._consumer
+    put(consumer, *run_docs("A")[0], *run_docs("B")[0])
+    rebalance_after(client, "B-e0")
+    worker = _Worker(consumer, Handler(client), WorkerPolicy(once=True, **FAST), lambda: Handler(client))
+    worker.run()
+    assert consumer.stats.rewinds == 6
+    assert worker.close_silent_runs(1e12, None) is True and consumer.stats.runs_timed_out == 3  # no run_timeout
+    worker.run_timeout = 1.0
+    assert worker.close_silent_runs(1e12, None) is True and consumer.stats.runs_timed_out == 5
+
+
+def test_a_stop_during_the_backoff_of_a_silent_runs_close_ends_the_worker(consumer):
+    put(consumer, *run_docs("A")[0])
+    consumer.poll(timeout=0)
+    halt = threading.Event()
+
+    def handle(name, doc):
+        halt.set()
+        raise ConnectionError("down")
+
+    worker = _Worker(consumer, handle, WorkerPolicy(**{**FAST, "run_timeout": 1.0, "retry_backoff": (1.0, 1.0)}))
+    assert worker.close_silent_runs(1e12, halt) is False
+    assert consumer.stats.rewinds == 0 and consumer._consumer.seeks == []
+
+
+def test_run_worker_passes_reset_and_stop_on(kafka, monkeypatch):
+    class Assigned(Client):
+        def subscribe(self, topics, on_assign, on_revoke, on_lost):
+            super().subscribe(topics, on_assign, on_revoke, on_lost)
+            self.assign_now((topics[0], 0))
+            docs, stop = run_docs("A")
+            for name, doc in (*docs, stop):
+                self.logs[(topics[0], 0)].append((None, pack(name, doc)))
+
+    import confluent_kafka
+
+    monkeypatch.setattr(confluent_kafka, "Consumer", Assigned)
+    config = KafkaConfig(bootstrap="broker:9092", topic=T)
+    halt = threading.Event()
+    halt.set()
+    assert run_worker(config, Handler(), group_id="g", policy=WorkerPolicy(once=True), stop=halt).handled == 0
+    fresh = Handler()
+    stats = run_worker(config, outage_handler(None, 1), group_id="g", policy=WorkerPolicy(once=True, **FAST),
+                       reset=lambda: fresh)
+    assert fresh.seen == uids("A") and stats.rewinds == 1 and stats.recoveries == 1
