@@ -868,3 +868,72 @@ def test_run_worker_passes_reset_and_stop_on(kafka, monkeypatch):
     stats = run_worker(config, outage_handler(None, 1), group_id="g", policy=WorkerPolicy(once=True, **FAST),
                        reset=lambda: fresh)
     assert fresh.seen == uids("A") and stats.rewinds == 1 and stats.recoveries == 1
+
+
+def test_the_durability_rule_sees_the_document(consumer):
+    docs, _ = run_docs("A", n_events=3)
+    put(consumer, *docs)  # 0-4
+    policy = WorkerPolicy(once=True, durable=lambda name, doc: doc.get("seq_num") == 2, **FAST)
+    _Worker(consumer, Handler(), policy).run()
+    assert consumer._consumer.commits[-1] == [(T, 0, 4)]  # through the event with seq_num 2 (offset 3)
+
+
+def test_commits_wait_for_the_commit_interval_on_the_workers_clock(consumer, monkeypatch):
+    from tomobluesky.transport import _worker
+
+    ticks = iter(range(1000, 10**6))
+    monkeypatch.setattr(_worker, "time", type("T", (), {"monotonic": staticmethod(lambda: float(next(ticks)))}))
+    docs_a, stop_a = run_docs("A")
+    docs_b, stop_b = run_docs("B")
+    put(consumer, *docs_a, stop_a)
+    halt = threading.Event()
+
+    def hook(client):
+        polls = sum(e[0] == "consume" for e in client.timeline)
+        if polls == 3:
+            put(consumer, *docs_b, stop_b)
+        if polls >= 8:
+            halt.set()
+    consumer._consumer.hooks.append(hook)
+    handler = Handler()
+    _Worker(consumer, handler, WorkerPolicy(**{**FAST, "commit_interval": 50})).run(halt)
+    assert handler.seen == uids("A") + uids("B")
+    assert consumer._consumer.commits == [[(T, 0, 4)]]  # B finished within 50 ticks of the first commit
+
+
+def test_until_idle_with_no_partition_counts_from_the_start(kafka, clock):
+    c = DocumentConsumer(KafkaConfig(bootstrap="broker:9092", topic=T), "group-1")
+    c.session_timeout = 1.0
+    _Worker(c, Handler(), WorkerPolicy(until_idle=0.5, **FAST)).run()
+    polls = [e for e in c._consumer.timeline if e[0] == "consume"]
+    assert 2 <= len(polls) <= 10  # 1.5 s of the worker's clock at 0.123 s a reading, a few readings a pass
+
+
+def test_until_idle_after_losing_a_partition_with_an_unfinished_run(consumer, clock):
+    client = consumer._consumer
+    client.assign_now((T, 1))
+    put(consumer, *run_docs("A")[0], partition=0)
+
+    def hook(c):
+        if any(e[0] == "handle" and e[3] == "A-d" for e in c.timeline) and (T, 0) in c.assigned:
+            c.on_revoke(c, [TP(T, 0)])  # to another member, for good
+            c.assigned.remove((T, 0))
+    client.hooks.append(hook)
+    fresh = Handler(client, label="fresh")
+    _Worker(consumer, Handler(client, label="first"), WorkerPolicy(until_idle=1.0, **FAST), lambda: fresh).run()
+    assert consumer.stats.rewinds == 1 and fresh.seen == [] and consumer.assignment == {(T, 1)}
+
+
+def test_a_stop_during_an_outage_on_a_silent_runs_close_ends_the_loop(consumer):
+    put(consumer, *run_docs("A")[0])
+    halt = threading.Event()
+
+    def fail(name, doc):
+        if name == "stop":
+            halt.set()
+            return ConnectionError("down")
+        return None
+
+    handler = Handler(fail=fail)
+    _Worker(consumer, handler, WorkerPolicy(**{**FAST, "run_timeout": 0.05, "retry_backoff": (1.0, 1.0)})).run(halt)
+    assert handler.seen == uids("A", stop=False) and consumer.stats.outages == 1 and consumer.stats.rewinds == 0
