@@ -1,7 +1,7 @@
 """Acquisition rate with and without the live pipeline subscribed (issue 11), in one run.
 
     .venv/bin/python benchmarks/acquisition.py [--projections 1440] [--rows 128] [--columns 1280]
-                                               [--pairs 1] [--fly] [--json out.json]
+                                               [--pairs 1] [--fly] [--json out.json] [--compare]
 
 The same simulated scan (a phantom with the axis 21.25 px off the middle,
 written by the simulated camera to its HDF5 file) is run on one RunEngine:
@@ -20,6 +20,14 @@ live alternately that many times (the load on a shared machine drifts); the
 summary compares the medians. ``cpu_ms_per_frame`` is the process's CPU time
 over all threads per frame: the live pipeline's cost shows there even when the
 rate holds.
+
+``--compare`` runs four cases in turn, ``--pairs`` rounds of them (bare, the pipeline behind
+``OffThread``, the pipeline behind ``OffProcess``: each callback in its own child process, fed by a
+pipe, so that it no longer takes the RunEngine's GIL, and the same with the children at nice 10, so
+that the scan gets the CPU first); it prints the load average before and after.
+``re_cpu_s`` is the CPU time of the RunEngine's process (all its threads) over the scan, ``child_cpu_s``
+that of the callbacks' child processes from the scan's start to their drain (``..._during_scan_s``: to
+the stop document), ``tiled_cpu_s`` that of the Tiled server over the scan and the drain.
 
 ``--contention`` instead runs the scan bare, beside a thread spinning in pure
 Python, and beside a process doing the same (``--pairs`` rounds): what a
@@ -60,7 +68,7 @@ def _scan(RE, source, detector_dir, projections, fly):
     frames = projections + start.get("num_darks", 10) + start.get("num_flats", 10)
     seconds = stop["time"] - start["time"]
     return uid, {"frames": frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 2),
-                 "cpu_ms_per_frame": round(1e3 * cpu / frames, 2)}
+                 "cpu_ms_per_frame": round(1e3 * cpu / frames, 2), "re_cpu_s": round(cpu, 2)}
 
 
 def bare_scan(RE, source, detector_dir, projections, fly) -> dict:
@@ -95,6 +103,71 @@ def live_scan(RE, server, source, projections, fly) -> dict:
             "max_backlog": {"live": live.stats()["max_backlog"], "writer": writer.stats()["max_backlog"]},
             "preview_updates": run.preview_updates, "skipped": getattr(run, "skipped", None),
             "callback_errors": live.stats()["errors"] + writer.stats()["errors"]}
+
+
+def _child_cpu_s(pid) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_scan(RE, server, source, projections, fly, nice=0) -> dict:
+    """The same pipeline as ``live_scan``, each callback in an ``OffProcess`` child (at ``nice``)."""
+    from tomobluesky.demo import live_off_process, raw_writer_off_process
+
+    writer = raw_writer_off_process(server, nice=nice)
+    live, runs = live_off_process(server, data_roots=[str(server.layout.detector)], nice=nice)
+    for dispatcher in (writer, live):
+        if not dispatcher.wait_ready(300):
+            raise RuntimeError(f"{dispatcher.name}: the child never became ready: {dispatcher.stats()}")
+    pids = [writer.pid, live.pid]
+    cpu0 = [_child_cpu_s(pid) for pid in pids]
+    tokens = [RE.subscribe(writer), RE.subscribe(live)]
+    try:
+        uid, result = _scan(RE, source, server.layout.detector, projections, fly)
+        t_stop = time.perf_counter()
+        child_cpu_scan = sum(_child_cpu_s(pid) - c for pid, c in zip(pids, cpu0))
+        left = live.flush() + writer.flush()
+        drained = time.perf_counter() - t_stop
+        child_cpu = sum(_child_cpu_s(pid) - c for pid, c in zip(pids, cpu0))
+    finally:
+        for token in tokens:
+            RE.unsubscribe(token)
+        live.close()
+        writer.close()
+    run = runs[-1] if runs else None
+    if left or run is None or not run.result or "error" in run.result:
+        raise RuntimeError(f"live pipeline failed: {left} documents left, result {run and run.result}")
+    return {"case": f"process nice {nice}" if nice else "process", **result, "stop_to_drained_s": round(drained, 2),
+            "child_cpu_s": round(child_cpu, 2), "child_cpu_during_scan_s": round(child_cpu_scan, 2),
+            "max_backlog": {"live": live.stats()["max_backlog"], "writer": writer.stats()["max_backlog"]},
+            "preview_updates": run.preview_updates,
+            "callback_errors": live.stats()["errors"] + writer.stats()["errors"]}
+
+
+CASES = ("bare", "thread", "process", "process nice 10")
+
+
+def compare(RE, server, source, projections, fly, rounds) -> list:
+    """bare, off-thread, off-process and off-process at nice 10 in turn, ``rounds`` times (the load
+    drifts: interleave)."""
+    runs = []
+    for _ in range(rounds):
+        for case in CASES:
+            tiled_cpu = _child_cpu_s(server.pid)
+            if case == "bare":
+                runs.append(bare_scan(RE, source, server.layout.detector, projections, fly))
+            elif case == "thread":
+                runs.append({**live_scan(RE, server, source, projections, fly), "case": "thread"})
+            else:
+                runs.append(process_scan(RE, server, source, projections, fly, nice=10 if "nice" in case else 0))
+            runs[-1]["load_average"] = os.getloadavg()
+            runs[-1]["tiled_cpu_s"] = round(_child_cpu_s(server.pid) - tiled_cpu, 2)  # scan and drain
+            print(json.dumps(runs[-1]), flush=True)
+    return runs
 
 
 def _spin(stop):
@@ -139,6 +212,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--dir", type=Path, default=None, help="where the catalogue and detector files go")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the detector files and catalogue (~1 GB a scan)")
+    parser.add_argument("--compare", action="store_true",
+                        help="bare, off-thread and off-process pipelines in turn, --pairs rounds")
     parser.add_argument("--contention", action="store_true",
                         help="scan bare, beside a busy thread and beside a busy process instead (no Tiled)")
     args = parser.parse_args(argv)
@@ -162,6 +237,8 @@ def main(argv=None) -> dict:
         print("median frames/s: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
               + f"; load average {os.getloadavg()}")
         return {"contention": rates, "runs": runs, "load_average": os.getloadavg()}
+    if args.compare:
+        return _main_compare(args, RE, source, root)
     try:
         with TiledServer(root / "catalog", startup_timeout=300) as server:
             for _ in range(args.pairs):
@@ -181,6 +258,35 @@ def main(argv=None) -> dict:
     }
     print(f"bare {rate['bare']:.1f} frames/s, live {rate['live']:.1f} frames/s: "
           f"{summary['difference_pct']:+.1f} % (target within 5 %); load average {summary['load_average']}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _main_compare(args, RE, source, root) -> dict:
+    from tomobluesky.catalog import TiledServer
+
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before}", flush=True)
+    try:
+        with TiledServer(root / "catalog", startup_timeout=300) as server:
+            runs = compare(RE, server, source, args.projections, args.fly, args.pairs)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    cases = CASES
+    rate = {c: statistics.median(r["frames_per_s"] for r in runs if r["case"] == c) for c in cases}
+    cpu = {c: statistics.median(r["re_cpu_s"] for r in runs if r["case"] == c) for c in cases}
+    summary = {
+        "scan": f"{'fly' if args.fly else 'step'} {args.projections} × {args.rows} × {args.columns} float32",
+        "median_frames_per_s": rate, "median_re_cpu_s": cpu,
+        "difference_pct": {c: round(100 * (rate[c] - rate["bare"]) / rate["bare"], 1) for c in cases[1:]},
+        "target": "within 5 %", "load_average": {"before": load_before, "after": os.getloadavg()}, "runs": runs,
+    }
+    print("median frames/s: " + ", ".join(f"{c} {rate[c]:.1f}" for c in cases)
+          + "; against bare: " + ", ".join(f"{c} {v:+.1f} %" for c, v in summary["difference_pct"].items())
+          + "; RunEngine process CPU s: " + ", ".join(f"{c} {cpu[c]:.1f}" for c in cases)
+          + f"; load average {load_before} -> {summary['load_average']['after']}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return summary

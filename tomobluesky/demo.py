@@ -167,6 +167,121 @@ def live_off_thread(sink, settings: ReconSettings | None = None, *, on_stop=None
     return dispatcher
 
 
+#: the callbacks' child processes run at this niceness: where cores are few, the scan gets the CPU first
+#: (docs/benchmarks.md, "Acquisition with the live pipeline": 1440 × 128 × 1280 on 2 shared cores, the rate
+#: 21 % below bare with the children at 0, 8 % below at 10); the live path skips ahead while behind
+CALLBACK_NICE = 10
+
+
+class ChildRun:
+    """What the parent knows of one run the live path handled in an OffProcess child (sent back by
+    :func:`tomobluesky.transport._offprocess.report`): ``result`` and ``preview_updates`` once it stopped."""
+
+    def __init__(self, uid: str):
+        self.uid, self.result, self.preview_updates = uid, None, 0
+
+
+def _tiled_client(tiled_uri: str, key_file: str | None):
+    from tiled.client import from_uri
+
+    from .keys import client_key
+
+    return from_uri(tiled_uri, api_key=client_key(key_file))  # no file: $TOMOBLUESKY_TILED_API_KEY
+
+
+def raw_run_writer_in_child(tiled_uri: str, key_file: str | None, backup_dir: str):
+    """OffProcess factory: the raw-run TiledWriter, with its own Tiled client, built in the child
+    (``key_file`` None: the key in the environment, which the child inherits)."""
+    return raw_run_writer(_tiled_client(tiled_uri, key_file), backup_dir)
+
+
+def live_router_in_child(tiled_uri: str, key_file: str, volume_dir: str, backup_dir: str,
+                         settings: ReconSettings | None = None, *, progress: bool = False, **kwargs):
+    """OffProcess factory: the live reconstruction router, built in the child with its own Tiled client.
+
+    It tells the parent, through ``report``, when a stop document reached it (``("stop", uid, t)``, ``t`` on
+    the ``time.perf_counter`` clock, which is system-wide on Linux), each run's result once it stopped, and
+    (with ``progress``) projection and volume-row progress at most ten times a second. Its backlog is the
+    child's queue. Other keyword arguments go to :func:`tomobluesky.live.live_reconstruction_router`.
+    """
+    from .catalog import TiledSink
+    from .transport._offprocess import child_backlog, report
+
+    sink = SpoolingSink(TiledSink(_tiled_client(tiled_uri, key_file), volume_dir=volume_dir), backup_dir)
+    if progress:
+        last = {}
+
+        def progress_of(kind):
+            def send(done, total):
+                now = time.monotonic()
+                if done >= total or now - last.get(kind, 0.0) >= 0.1:
+                    last[kind] = now
+                    report((kind, done, total))
+            return send
+        kwargs.update(on_projection=progress_of("projection"), on_volume_rows=progress_of("volume_rows"))
+    if "backlog" in inspect.signature(live_reconstruction_router).parameters:
+        kwargs["backlog"] = child_backlog
+    started, current = {}, [None]  # run uid → its LiveReconstruction (tomography runs only)
+    router = live_reconstruction_router(sink, settings, on_start=lambda cb: started.update({current[0]: cb}),
+                                        **kwargs)
+
+    def deliver(doc_name, doc):
+        if doc_name == "start":
+            current[0] = doc["uid"]
+        elif doc_name == "stop":
+            report(("stop", doc["run_start"], time.perf_counter()))
+        router(doc_name, doc)
+        run = started.pop(doc["run_start"], None) if doc_name == "stop" else None
+        if run is not None:
+            report(("result", doc["run_start"], run.result, run.preview_updates))
+    return deliver
+
+
+def live_off_process(server, settings: ReconSettings | None = None, *, on_projection=None, on_volume_rows=None,
+                     on_stop=None, name: str = "live-reconstruction", nice: int = 0, **kwargs):
+    """The live reconstruction router in its own child process (an ``OffProcess``), writing into
+    ``server``'s catalogue: no longer sharing the RunEngine's GIL. Returns ``(dispatcher, runs)``: ``runs``
+    gets a :class:`ChildRun` per run at its stop, its ``result`` filled in before ``flush()`` returns.
+    ``on_projection``/``on_volume_rows``/``on_stop(uid, t)`` are called on the dispatcher's reader thread.
+    ``nice`` lowers the child's CPU priority (see ``OffProcess``). ``kwargs`` (picklable: paths, numbers,
+    settings) go to :func:`live_router_in_child`."""
+    from .transport import OffProcess
+
+    runs: list[ChildRun] = []
+
+    def on_report(message):
+        kind = message[0]
+        if kind == "projection" and on_projection is not None:
+            on_projection(*message[1:])
+        elif kind == "volume_rows" and on_volume_rows is not None:
+            on_volume_rows(*message[1:])
+        elif kind == "stop":
+            runs.append(ChildRun(message[1]))
+            if on_stop is not None:
+                on_stop(message[1], message[2])
+        elif kind == "result":
+            run = next((r for r in reversed(runs) if r.uid == message[1]), None) or ChildRun(message[1])
+            run.result, run.preview_updates = message[2], message[3]
+            if run not in runs:
+                runs.append(run)
+
+    ensure_layout(server.client())  # here, once: two children creating the containers at once would conflict
+    factory_kwargs = dict(tiled_uri=server.uri, key_file=str(server.layout.key_file),
+                          volume_dir=str(server.layout.volumes), backup_dir=str(server.layout.backup),
+                          settings=settings, progress=on_projection is not None or on_volume_rows is not None,
+                          **kwargs)
+    return OffProcess(live_router_in_child, factory_kwargs, name=name, on_report=on_report, nice=nice), runs
+
+
+def raw_writer_off_process(server, name: str = "raw-run-writer", nice: int = 0):
+    """The raw-run TiledWriter into ``server``'s catalogue, in its own child process."""
+    from .transport import OffProcess
+
+    ensure_layout(server.client())  # here, once: two children creating the containers at once would conflict
+    return OffProcess(raw_run_writer_in_child, dict(tiled_uri=server.uri, key_file=str(server.layout.key_file),
+                                                    backup_dir=str(server.layout.backup)), name=name, nice=nice)
+
+
 WORKER_KINDS = ("catalog", "reconstruction")
 
 
@@ -279,8 +394,12 @@ def run_demo_kafka(data_dir, kafka_bootstrap: str, *, source="tooth", tooth_file
 def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fly: bool = False,
              num_projections: int | None = None, phantom_size: int = 128, port: int | None = None,
              progress: bool = True, settings: ReconSettings | None = None,
-             memory_budget: float | None = None, dask=None) -> dict:
+             memory_budget: float | None = None, dask=None, callbacks: str = "process") -> dict:
     """Start Tiled in ``data_dir``, scan, reconstruct live, register, save a PNG.
+
+    ``callbacks``: where the live reconstruction and the catalogue writer run, ``"process"`` (each in a
+    child process at ``CALLBACK_NICE``: they do not share the RunEngine's GIL) or ``"thread"`` (each on a
+    thread of this one).
 
     Returns the summary the CLI prints (see ``tomobluesky demo --help``).
     """
@@ -303,16 +422,28 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
             rows_bar.total = total
             rows_bar.update(done - rows_bar.n)
 
-        # the catalogue writer and the live reconstruction each work on their own thread: the RunEngine only
-        # queues documents for them, so neither slows the scan (nor does a Tiled outage: the raw run goes to the
-        # backup, the volume's registration to the spool)
-        writer = OffThread(raw_run_writer(client, server.layout.backup), name="raw-run-writer")
-        sink = SpoolingSink(server.sink(), server.layout.backup)
-        live = live_off_thread(sink, settings, on_projection=on_projection, on_start=runs.append,
-                               on_volume_rows=on_volume_rows, memory_budget=memory_budget or DEFAULT_BUDGET,
-                               data_roots=[server.layout.detector], dask=dask,
-                               center_memory=server.layout.root / "live-centers.json",
-                               on_stop=lambda doc: stops.setdefault(doc["run_start"], time.perf_counter()))
+        # the catalogue writer and the live reconstruction each work in their own child process (or, with
+        # callbacks="thread", on their own thread): the RunEngine only sends documents to them, so neither
+        # slows the scan through the GIL (nor does a Tiled outage: the raw run goes to the backup, the
+        # volume's registration to the spool)
+        live_kwargs = dict(memory_budget=memory_budget or DEFAULT_BUDGET, dask=dask,
+                           center_memory=server.layout.root / "live-centers.json")
+        if callbacks == "process":
+            writer = raw_writer_off_process(server, nice=CALLBACK_NICE)
+            live, runs = live_off_process(server, settings, on_projection=on_projection, nice=CALLBACK_NICE,
+                                          on_volume_rows=on_volume_rows, data_roots=[str(server.layout.detector)],
+                                          on_stop=lambda uid, t: stops.setdefault(uid, t), **live_kwargs)
+            for dispatcher in (writer, live):  # not sharing the CPU with a child still importing; a child
+                dispatcher.wait_ready(120)      # whose factory failed stops the demo here, saying why
+        elif callbacks == "thread":
+            writer = OffThread(raw_run_writer(client, server.layout.backup), name="raw-run-writer")
+            live = live_off_thread(SpoolingSink(server.sink(), server.layout.backup), settings,
+                                   on_projection=on_projection, on_start=runs.append, on_volume_rows=on_volume_rows,
+                                   data_roots=[server.layout.detector],
+                                   on_stop=lambda doc: stops.setdefault(doc["run_start"], time.perf_counter()),
+                                   **live_kwargs)
+        else:
+            raise ValueError(f"callbacks must be 'process' or 'thread', got {callbacks!r}")
         RE.subscribe(writer)
         RE.subscribe(live)
         try:
@@ -323,9 +454,10 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
             live.flush()
             t_done = time.perf_counter()  # the live path has handled the stop: the volume is complete
             writer.flush()  # the raw run is in Tiled (or its backup) before it is read back
+            child_peaks = {f"{d.name}_child": process_peak_rss_mb(d.pid) for d in (live, writer)
+                           if getattr(d, "pid", None)}  # before the children exit
         finally:  # also after a stop signal: the aborted run's documents still reach the catalogue
-            live.close()
-            writer.close()
+            _close_callbacks(live, writer)
         bar.close()
         rows_bar.close()
         result = runs[-1].result if runs else None
@@ -349,10 +481,27 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
         summary["callback_queues"] = {d.name: {k: d.stats()[k] for k in ("delivered", "errors", "max_backlog")}
                                       for d in (live, writer)}
         summary["stop_to_volume_s"] = summary["timings"]["stop_to_volume"]
-        summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        summary["peak_rss_mb_by_process"] = {"demo": summary["peak_rss_mb"],
-                                             "tiled": _round(process_peak_rss_mb(server.pid))}
+        summary["peak_rss_mb_by_process"] = {"demo": round(peak_rss_mb(), 1),
+                                             "tiled": _round(process_peak_rss_mb(server.pid)),
+                                             **{k: _round(v) for k, v in child_peaks.items()}}
+        summary["peak_rss_mb"] = max(v for k, v in summary["peak_rss_mb_by_process"].items()
+                                     if v is not None and k != "tiled")
+        summary["callbacks"] = callbacks
     return summary
+
+
+def _close_callbacks(*dispatchers):
+    """Close every dispatcher, even when one fails (a child process that died raises), then raise the
+    first failure."""
+    failure = None
+    for dispatcher in dispatchers:
+        try:
+            dispatcher.close()
+        except Exception as err:
+            log.error("%s", err)
+            failure = failure or err
+    if failure is not None:
+        raise failure
 
 
 def _round(value):

@@ -5,10 +5,10 @@
 import atexit
 import logging
 
-from tomobluesky.catalog import SpoolingSink, TiledServer, TiledSink, raw_run_writer
-from tomobluesky.demo import live_off_thread
+from tomobluesky.catalog import SpoolingSink, TiledServer, TiledSink, ensure_layout
+from tomobluesky.demo import CALLBACK_NICE, live_off_thread, raw_run_writer_in_child
 from tomobluesky.live import SliceFigureSink
-from tomobluesky.transport import OffThread
+from tomobluesky.transport import OffProcess
 
 log = logging.getLogger("tomobluesky.profile")
 
@@ -29,18 +29,24 @@ else:
 
         # the catalogue's write key, from $TOMOBLUESKY_TILED_API_KEY (checked: at least 32 hex digits)
         tiled = from_uri(settings.tiled_uri, api_key=client_key())
+        tiled_uri, key_file = settings.tiled_uri, None  # the writer's child reads the key from the environment
         volume_dir = settings.volumes  # must be a readable root of that server
     else:
         tiled_server = TiledServer(settings.data_dir).start()
         atexit.register(tiled_server.stop)
         tiled = tiled_server.client()
+        tiled_uri, key_file = tiled_server.uri, str(tiled_server.layout.key_file)
         volume_dir = tiled_server.layout.volumes
         print(f"Tiled catalogue at {tiled_server.uri} (read-only key for analysts in "
               f"{tiled_server.layout.reader_key_file})")
-    # the catalogue writer and the live reconstruction work on their own threads: RE(...) only queues
-    # documents for them, so they never slow a scan, and RE(...) returns while they may still be busy
-    # with its end (the volume): wait_for_callbacks() waits for them
-    raw_writer = OffThread(raw_run_writer(tiled, settings.data_dir / "backup"), name="raw-run-writer")
+    # the catalogue writer works in a child process (it does not take this process's GIL, issue 11) and the
+    # live reconstruction on its own thread (its figure and live_row() are here): RE(...) only queues
+    # documents for them, and returns while they may still be busy with its end (the volume):
+    # wait_for_callbacks() waits for them. (OffThread(raw_run_writer(tiled, backup)) would keep the writer here.)
+    ensure_layout(tiled)  # before the writer's child and the live sink would both create the containers
+    raw_writer = OffProcess(raw_run_writer_in_child, dict(tiled_uri=tiled_uri, key_file=key_file,
+                                                          backup_dir=str(settings.data_dir / "backup")),
+                            name="raw-run-writer", nice=CALLBACK_NICE)
     RE.subscribe(raw_writer)
     # the live figure (three slices + angular coverage) updates during RE(...);
     # headless (TOMOBLUESKY_HEADLESS=1) it saves PNGs in the data dir instead

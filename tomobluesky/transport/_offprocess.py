@@ -285,14 +285,20 @@ class OffProcess:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the child has built its callback (imports, clients): a benchmark or a scan that
-        must not share the CPU with a starting child waits here. False after ``timeout`` or if the
-        child is gone (``flush`` says why)."""
+        must not share the CPU with a starting child waits here. False after ``timeout`` or with no child;
+        raises :class:`ChildProcessDied` if the child died first (its factory failed, say)."""
         child = self._child
         if child is None:
             return False
         deadline = None if timeout is None else time.monotonic() + timeout
         while not child.ready.wait(0.05):
-            if child.process.exitcode is not None or (deadline is not None and time.monotonic() > deadline):
+            if child.process.exitcode is not None:
+                with self._cond:  # the reader thread records why; then say it
+                    while self._child is child:
+                        self._cond.wait(0.1)
+                    self._raise_if_dead()
+                return False
+            if deadline is not None and time.monotonic() > deadline:
                 return False
         return True
 

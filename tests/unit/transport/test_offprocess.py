@@ -159,8 +159,10 @@ def test_bad_factories_get_one_clear_error(tmp_path):
         OffProcess(lambda: print, name="lambda")  # a lambda cannot be built in the child
     dispatcher = OffProcess(broken_factory, {"reason": "no detector file root"}, name="broken")
     dispatcher("start", {"uid": "a"})
-    assert not dispatcher.wait_ready(WAIT)  # the child exits instead
-    wait_until(lambda: dispatcher.stats()["exitcode"] is not None, "the parent notices")
+    with pytest.raises(ChildProcessDied, match="broken: child process .* exited unexpectedly .exit code 3.: "
+                                               "its factory failed: RuntimeError: no detector file root"):
+        dispatcher.wait_ready(WAIT)  # the child exits instead of becoming ready
+    assert dispatcher.stats()["exitcode"] == 3
     with pytest.raises(ChildProcessDied, match="factory failed: RuntimeError: no detector file root"):
         dispatcher.close(WAIT)
     assert [doc["uid"] for _, doc in dispatcher.undelivered()] == ["a"]
