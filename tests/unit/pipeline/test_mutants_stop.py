@@ -271,3 +271,32 @@ def test_a_scan_of_a_few_rows_is_read_once_with_its_centre(tmp_path):
     with HDF5Scan.from_dxchange(path) as scan:
         info = reconstruct_scan(scan, ReconSettings(), tmp_path / "v.zarr")
     assert info["center_rows"] == [0, 1, 2, 3] and info["read_amplification"] < 2.0, info["read_amplification"]  # a second read: about 2.5
+
+
+def test_tiles_widen_from_each_default_width():
+    assert _stop._chunks_for(8, (32, 64, 128)) == (8, 128, 256) and _stop._chunks_for(4, (32, 64, 128)) == (4, 256, 512)
+
+
+def test_a_slab_run_collects_pixels_without_beam(tmp_path):
+    from tomobluesky.store import MultiscaleWriter
+
+    path = write_scan(tmp_path / "dead.h5", rows=8, columns=16, angles=10, center=7.5)
+    with h5py.File(path, "r+") as f:
+        flats = f["/exchange/data_white"][:]
+        flats[:, 5, 3] = 0.0
+        f["/exchange/data_white"][...] = flats
+    with HDF5Scan.from_dxchange(path) as scan:
+        work = _stop.SlabWork(scan, ReconSettings(center=7.5), np.radians(scan.theta_deg), 7.5, 1, 8)
+        writer = MultiscaleWriter(tmp_path / "v.zarr", (8, 16, 16), chunks=(4, 16, 16), min_size=8)
+        no_beam = {}
+        work.run((4, 8), writer, no_beam)
+    assert {row: list(cols) for row, cols in no_beam.items()} == {5: [3]}
+
+
+def test_slabs_follow_the_writers_default_pyramid(tmp_path):
+    """514 columns: levels 514 -> 257 -> 129 with the writer's default min_size of 256, so slabs must be whole
+    blocks of 4 rows; the plan must count the same levels as the writer."""
+    path = write_scan(tmp_path / "wide.h5", rows=8, columns=514, angles=6, center=256.5)
+    with HDF5Scan.from_dxchange(path) as scan:
+        info = reconstruct_scan(scan, ReconSettings(center=256.5), tmp_path / "v.zarr", memory_budget=0)
+    assert len(info["levels"]) == 3 and info["slab_rows"] == 4 and info["slabs"] == 2  # the smallest slab: one block
