@@ -106,7 +106,7 @@ def test_old_style_resources_without_root_or_path():
 
 
 @pytest.mark.parametrize("uri", ["http://host/PATH", "file://otherhost/PATH", "file://PATH?q=1", "file://PATH#frag",
-                                 "ftp://localhost/PATH"])
+                                 "ftp://localhost/PATH"], ids=["http", "otherhost", "query", "fragment", "ftp"])
 def test_uris_other_than_local_files_are_refused_even_for_a_file_under_the_roots(root, uri):
     uri = uri.replace("/PATH", f"{root}/x.h5").replace("PATH", f"{root}/x.h5")
     with pytest.raises(RefusedPath) as err:
@@ -152,7 +152,7 @@ def opened(path, name):
 GONE = "/nonexistent/elsewhere.h5"  # an external target that does not exist: only the link check can refuse
 
 
-@pytest.mark.parametrize("group", ["g", "g ", "gX"])  # names ending in what a wrong strip would cut
+@pytest.mark.parametrize("group", ["g", "g ", "gX"], ids=["plain", "space", "X"])  # ends a wrong strip would cut
 def test_external_links_inside_groups_and_behind_relative_soft_links_are_refused(root, group):
     def build(f):
         g = f.create_group(group)
@@ -217,6 +217,8 @@ def test_a_name_that_cannot_be_a_link_is_left_to_hdf5(root):
         opened(path, "missing/real")
     with pytest.raises(KeyError):
         opened(path, b"g/\xff")  # not UTF-8: looked at with surrogates, then HDF5 says it is not there
+    with pytest.raises(KeyError):
+        opened(path, b"\xff/x")  # a first step HDF5 cannot even look up is not taken for an external link
 
 
 def test_check_dataset_messages(root, tmp_path):
