@@ -168,8 +168,9 @@ def live_off_thread(sink, settings: ReconSettings | None = None, *, on_stop=None
 
 
 #: the callbacks' child processes run at this niceness: where cores are few, the scan gets the CPU first
-#: (docs/benchmarks.md, "Acquisition with the live pipeline": 1440 × 128 × 1280 on 2 shared cores, the rate
-#: 21 % below bare with the children at 0, 8 % below at 10); the live path skips ahead while behind
+#: (docs/benchmarks.md, "Off-thread against off-process": 1440 × 128 × 1280 on 2 shared cores, the rate
+#: 8 % and 16 % below bare at 10, 21 % and 39 % at 0, 47 % and 33 % off-thread); the live path skips ahead
+#: while behind
 CALLBACK_NICE = 10
 
 
