@@ -24,6 +24,7 @@ same interface, and runs the callback in a child process instead:
   dispatcher, the child's pid and exit code, and keeps every document the child had not acknowledged,
   and every later one, in ``undelivered()``; ``flush`` and ``close`` raise :class:`ChildProcessDied`.
   The RunEngine is never interrupted by it: the scan goes on and its detector file is complete.
+  ``take_undelivered()`` hands the kept documents over, and the next document starts a new child.
 - ``close()`` drains the child and lets it exit; a later document starts a new child (with a callback
   freshly built by the factory). At interpreter exit open dispatchers are drained.
 - Code running in the child can ask :func:`child_backlog` (documents waiting for its callback) and
@@ -92,7 +93,7 @@ class OffProcess:
         self._child = None  # the current _Child, None when not started (or closed)
         self._unacked: deque = deque()  # payloads sent to the current child, not yet acknowledged
         self._kept: list = []  # payloads a dead child never acknowledged, and those that came after
-        self._dead: str | None = None  # why the last child died, until close() or forget_undelivered()
+        self._dead: str | None = None  # why the last child died, until take_undelivered()
         self._stats = {"queued": 0, "delivered": 0, "errors": 0, "max_backlog": 0, "full_waits": 0}
         self.last_error: str | None = None
         self.last_exitcode: int | None = None
@@ -272,7 +273,7 @@ class OffProcess:
         with self._cond:
             return [pickle.loads(p[1:]) for p in self._kept]
 
-    def restart(self) -> list[tuple[str, dict]]:
+    def take_undelivered(self) -> list[tuple[str, dict]]:
         """After a child died: forget its undelivered documents (returned), so that the next document
         starts a new child. The caller decides what to do with them (a new child would see a run's
         middle without its start)."""

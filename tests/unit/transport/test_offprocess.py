@@ -130,7 +130,7 @@ def test_a_killed_child_is_reported_and_its_documents_are_kept_while_the_scan_go
     assert dispatcher.stats()["undelivered"] == 13 and not out.exists()
 
     # the caller takes the documents back; the next document starts a new child
-    assert len(dispatcher.restart()) == 13 and dispatcher.undelivered() == []
+    assert len(dispatcher.take_undelivered()) == 13 and dispatcher.undelivered() == []
     RE(count([det], num=1))
     assert dispatcher.flush(WAIT) == 0
     assert read(out) == emitted[-4:] and dispatcher.pid != pid
