@@ -162,14 +162,15 @@ class _Worker:
         self.stats.rewinds += 1
         self.handle = handle  # the old one may hold half of any run: the re-read starts afresh
 
-    def _restart_lost_runs(self, batch: list[Delivery], stop: threading.Event | None) -> None:
+    def _restart_lost_runs(self, batch: list[Delivery], stop: threading.Event | None) -> bool:
         """A rebalance took partitions whose runs the handler holds in part: the next reader of those
         partitions (this member too) starts them again from their start documents, which the old
         handler would refuse as repeated. Take a fresh handler and re-read every partition still
-        assigned from its first unfinished offset, as after an outage."""
+        assigned from its first unfinished offset, as after an outage. False when there is no ``reset``:
+        nothing is rewound, and ``batch`` must be handed over as it is (else it would be lost)."""
         self.consumer.lost_runs = False
         if self.reset is None:
-            return
+            return False
         log.info("a rebalance took partitions with unfinished runs; unfinished runs are read again afresh",
                  extra={"event": "rebalance-restart"})
         self.consumer.pause()
@@ -183,11 +184,12 @@ class _Worker:
                 log.warning("cannot build a fresh handler yet (%s: %s); retrying in %.1f s", type(e).__name__, e,
                             self.delay, extra={"event": "outage-retry"})
                 if not self._sleep(stop):
-                    return
+                    return True
         self.consumer.rewind()
         self.consumer.undelivered(batch)  # read, never handed over: a first reading when read again
         self.stats.rewinds += 1
         self.handle = handle
+        return True
 
     def _note_failure(self, d: Delivery, e: Exception) -> None:
         now = time.monotonic()
@@ -256,8 +258,9 @@ class _Worker:
         last_commit = 0.0
         while not (stop is not None and stop.is_set()):
             batch = c.poll(timeout=0.2)
-            if c.lost_runs:  # the batch is read again after the rewind (every partition in it is seeked back)
-                self._restart_lost_runs(batch, stop)
+            # after a restart the batch is read again (every partition in it is seeked back); without a
+            # reset nothing is rewound and the batch is handed over below
+            if c.lost_runs and self._restart_lost_runs(batch, stop):
                 last_message = time.monotonic()
                 continue
             now = time.monotonic()

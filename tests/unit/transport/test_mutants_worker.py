@@ -937,3 +937,18 @@ def test_a_stop_during_an_outage_on_a_silent_runs_close_ends_the_loop(consumer):
     handler = Handler(fail=fail)
     _Worker(consumer, handler, WorkerPolicy(**{**FAST, "run_timeout": 0.05, "retry_backoff": (1.0, 1.0)})).run(halt)
     assert handler.seen == uids("A", stop=False) and consumer.stats.outages == 1 and consumer.stats.rewinds == 0
+
+
+def test_without_reset_the_batch_of_a_rebalance_is_handed_over_not_dropped(consumer):
+    """Without a reset nothing is rewound after a rebalance that took unfinished runs; the batch read with it
+    was dropped, so A's stop and all of B never reached the handler (and B would have been closed unseen)."""
+    client = consumer._consumer
+    docs, stop = run_docs("A")
+    put(consumer, *docs)
+    docs_b, stop_b = run_docs("B")
+    rebalance_after(client, "A-e0", then=[stop, *docs_b, stop_b])
+    handler = Handler(client)
+    _Worker(consumer, handler, WorkerPolicy(once=True, **FAST)).run()
+    assert handler.seen == uids("A", stop=False) * 2 + [("stop", "A-s")] + uids("B")
+    assert consumer.stats.rewinds == 0 and consumer.stats.runs_finished == 2 and consumer.lost_runs is False
+    assert client.commits[-1] == [(T, 0, 8)]
