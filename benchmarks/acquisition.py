@@ -21,10 +21,11 @@ summary compares the medians. ``cpu_ms_per_frame`` is the process's CPU time
 over all threads per frame: the live pipeline's cost shows there even when the
 rate holds.
 
-``--compare`` runs four cases in turn, ``--pairs`` rounds of them (bare, the pipeline behind
+``--compare`` runs five cases in turn, ``--pairs`` rounds of them (bare, the pipeline behind
 ``OffThread``, the pipeline behind ``OffProcess``: each callback in its own child process, fed by a
 pipe, so that it no longer takes the RunEngine's GIL, and the same with the children at nice 10, so
-that the scan gets the CPU first); it prints the load average before and after.
+that the scan gets the CPU first, and with only the writer's child at nice 10; ``--cases`` picks
+some); it prints the load average before and after.
 ``re_cpu_s`` is the CPU time of the RunEngine's process (all its threads) over the scan, ``child_cpu_s``
 that of the callbacks' child processes from the scan's start to their drain (``..._during_scan_s``: to
 the stop document), ``tiled_cpu_s`` that of the Tiled server over the scan and the drain.
@@ -114,12 +115,14 @@ def _child_cpu_s(pid) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def process_scan(RE, server, source, projections, fly, nice=0) -> dict:
-    """The same pipeline as ``live_scan``, each callback in an ``OffProcess`` child (at ``nice``)."""
+def process_scan(RE, server, source, projections, fly, nice=0, live_nice=None) -> dict:
+    """The same pipeline as ``live_scan``, each callback in an ``OffProcess`` child (at ``nice``; the
+    live path's at ``live_nice`` when given)."""
     from tomobluesky.demo import live_off_process, raw_writer_off_process
 
     writer = raw_writer_off_process(server, nice=nice)
-    live, runs = live_off_process(server, data_roots=[str(server.layout.detector)], nice=nice)
+    live_nice = nice if live_nice is None else live_nice
+    live, runs = live_off_process(server, data_roots=[str(server.layout.detector)], nice=live_nice)
     for dispatcher in (writer, live):
         if not dispatcher.wait_ready(300):
             raise RuntimeError(f"{dispatcher.name}: the child never became ready: {dispatcher.stats()}")
@@ -141,29 +144,32 @@ def process_scan(RE, server, source, projections, fly, nice=0) -> dict:
     run = runs[-1] if runs else None
     if left or run is None or not run.result or "error" in run.result:
         raise RuntimeError(f"live pipeline failed: {left} documents left, result {run and run.result}")
-    return {"case": f"process nice {nice}" if nice else "process", **result, "stop_to_drained_s": round(drained, 2),
+    case = "process" if not nice else f"process nice {nice}" if live_nice == nice else \
+        f"process writer nice {nice}"
+    return {"case": case, **result, "stop_to_drained_s": round(drained, 2),
             "child_cpu_s": round(child_cpu, 2), "child_cpu_during_scan_s": round(child_cpu_scan, 2),
             "max_backlog": {"live": live.stats()["max_backlog"], "writer": writer.stats()["max_backlog"]},
             "preview_updates": run.preview_updates,
             "callback_errors": live.stats()["errors"] + writer.stats()["errors"]}
 
 
-CASES = ("bare", "thread", "process", "process nice 10")
+CASES = ("bare", "thread", "process", "process nice 10", "process writer nice 10")
 
 
-def compare(RE, server, source, projections, fly, rounds) -> list:
+def compare(RE, server, source, projections, fly, rounds, cases=CASES) -> list:
     """bare, off-thread, off-process and off-process at nice 10 in turn, ``rounds`` times (the load
     drifts: interleave)."""
     runs = []
     for _ in range(rounds):
-        for case in CASES:
+        for case in cases:
             tiled_cpu = _child_cpu_s(server.pid)
             if case == "bare":
                 runs.append(bare_scan(RE, source, server.layout.detector, projections, fly))
             elif case == "thread":
                 runs.append({**live_scan(RE, server, source, projections, fly), "case": "thread"})
             else:
-                runs.append(process_scan(RE, server, source, projections, fly, nice=10 if "nice" in case else 0))
+                runs.append(process_scan(RE, server, source, projections, fly, nice=10 if "nice" in case else 0,
+                                         live_nice=0 if "writer" in case else None))
             runs[-1]["load_average"] = os.getloadavg()
             runs[-1]["tiled_cpu_s"] = round(_child_cpu_s(server.pid) - tiled_cpu, 2)  # scan and drain
             print(json.dumps(runs[-1]), flush=True)
@@ -214,6 +220,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--keep", action="store_true", help="keep the detector files and catalogue (~1 GB a scan)")
     parser.add_argument("--compare", action="store_true",
                         help="bare, off-thread and off-process pipelines in turn, --pairs rounds")
+    parser.add_argument("--cases", default=None,
+                        help=f"with --compare: a comma-separated subset of {','.join(CASES)} (bare needed)")
     parser.add_argument("--contention", action="store_true",
                         help="scan bare, beside a busy thread and beside a busy process instead (no Tiled)")
     args = parser.parse_args(argv)
@@ -266,21 +274,24 @@ def main(argv=None) -> dict:
 def _main_compare(args, RE, source, root) -> dict:
     from tomobluesky.catalog import TiledServer
 
+    cases = tuple(args.cases.split(",")) if args.cases else CASES
+    unknown = set(cases) - set(CASES)
+    if unknown or "bare" not in cases:
+        raise SystemExit(f"--cases: choose among {', '.join(CASES)}, with bare; got {args.cases!r}")
     load_before = os.getloadavg()
     print(f"load average before: {load_before}", flush=True)
     try:
         with TiledServer(root / "catalog", startup_timeout=300) as server:
-            runs = compare(RE, server, source, args.projections, args.fly, args.pairs)
+            runs = compare(RE, server, source, args.projections, args.fly, args.pairs, cases)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    cases = CASES
     rate = {c: statistics.median(r["frames_per_s"] for r in runs if r["case"] == c) for c in cases}
     cpu = {c: statistics.median(r["re_cpu_s"] for r in runs if r["case"] == c) for c in cases}
     summary = {
         "scan": f"{'fly' if args.fly else 'step'} {args.projections} × {args.rows} × {args.columns} float32",
         "median_frames_per_s": rate, "median_re_cpu_s": cpu,
-        "difference_pct": {c: round(100 * (rate[c] - rate["bare"]) / rate["bare"], 1) for c in cases[1:]},
+        "difference_pct": {c: round(100 * (rate[c] - rate["bare"]) / rate["bare"], 1) for c in cases if c != "bare"},
         "target": "within 5 %", "load_average": {"before": load_before, "after": os.getloadavg()}, "runs": runs,
     }
     print("median frames/s: " + ", ".join(f"{c} {rate[c]:.1f}" for c in cases)

@@ -167,10 +167,10 @@ def live_off_thread(sink, settings: ReconSettings | None = None, *, on_stop=None
     return dispatcher
 
 
-#: the callbacks' child processes run at this niceness: where cores are few, the scan gets the CPU first
-#: (docs/benchmarks.md, "Off-thread against off-process": 1440 × 128 × 1280 on 2 shared cores, the rate
-#: 8 % and 16 % below bare at 10, 21 % and 39 % at 0, 47 % and 33 % off-thread); the live path skips ahead
-#: while behind
+#: the catalogue writer's child process runs at this niceness: where cores are few, the scan gets the CPU
+#: first (docs/benchmarks.md, "Off-thread against off-process": 1440 × 128 × 1280 on 2 shared cores, both
+#: children at 10 cost the scan 8 % and 16 %, at 0 21 % and 39 %, off-thread 47 % and 33 %). The live
+#: path's child stays at 0: at 10 it got no CPU during a short scan on a loaded machine and drew no preview.
 CALLBACK_NICE = 10
 
 
@@ -399,8 +399,8 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
     """Start Tiled in ``data_dir``, scan, reconstruct live, register, save a PNG.
 
     ``callbacks``: where the live reconstruction and the catalogue writer run, ``"process"`` (each in a
-    child process at ``CALLBACK_NICE``: they do not share the RunEngine's GIL) or ``"thread"`` (each on a
-    thread of this one).
+    child process, the writer's at ``CALLBACK_NICE``: they do not share the RunEngine's GIL) or
+    ``"thread"`` (each on a thread of this one).
 
     Returns the summary the CLI prints (see ``tomobluesky demo --help``).
     """
@@ -431,7 +431,7 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
                            center_memory=server.layout.root / "live-centers.json")
         if callbacks == "process":
             writer = raw_writer_off_process(server, nice=CALLBACK_NICE)
-            live, runs = live_off_process(server, settings, on_projection=on_projection, nice=CALLBACK_NICE,
+            live, runs = live_off_process(server, settings, on_projection=on_projection,
                                           on_volume_rows=on_volume_rows, data_roots=[str(server.layout.detector)],
                                           on_stop=lambda uid, t: stops.setdefault(uid, t), **live_kwargs)
             for dispatcher in (writer, live):  # not sharing the CPU with a child still importing; a child
