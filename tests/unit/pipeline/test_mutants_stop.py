@@ -300,3 +300,41 @@ def test_slabs_follow_the_writers_default_pyramid(tmp_path):
     with HDF5Scan.from_dxchange(path) as scan:
         info = reconstruct_scan(scan, ReconSettings(center=256.5), tmp_path / "v.zarr", memory_budget=0)
     assert len(info["levels"]) == 3 and info["slab_rows"] == 4 and info["slabs"] == 2  # the smallest slab: one block
+
+
+def test_sinogram_details(tmp_path, caplog):
+    path = write_scan(tmp_path / "tall.h5", rows=16, columns=8, angles=6, center=3.5)  # more rows than columns
+    with h5py.File(path, "r+") as f:
+        flats = f["/exchange/data_white"][:]
+        flats[:, 12, 2] = 0.0
+        f["/exchange/data_white"][...] = flats
+    with HDF5Scan.from_dxchange(path) as scan, caplog.at_level(logging.WARNING):
+        no_beam = {}
+        got = read_sinograms(scan, slice(8, None), no_beam=no_beam)
+        assert got.dtype == np.float32 and got.shape == (8, 6, 8)
+        assert {row: list(cols) for row, cols in no_beam.items()} == {12: [2]}
+        read_sinograms(scan, slice(10, 14))
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert " in detector rows slice(10, 14, None)" in message
+
+
+def test_the_centre_rows_of_a_short_detector_are_kept_for_the_slab(tmp_path):
+    path = write_scan(tmp_path / "six.h5", rows=6, columns=32, angles=20, center=15.5)
+    with HDF5Scan.from_dxchange(path) as scan:
+        seen = {}
+        _, info = _stop.find_scan_center(scan, ReconSettings(), seen)
+        assert info["center_rows"] == [1, 2, 3, 4] and list(seen) == [(1, 5)]
+
+
+def test_the_plan_counts_flats_darks_itemsize_and_ring_removal(small):
+    from tomobluesky.pipeline import plan_slabs
+
+    with HDF5Scan.from_dxchange(small) as scan:
+        plain = _stop._plan(scan, ReconSettings(), (16, 32, 32), 0, 8, 16)
+        assert plain == plan_slabs(16, 40, 32, budget_bytes=0, multiple=4, flats_darks=5, ring_removal=False,
+                                   itemsize=4)
+        for rings in (_stop._plan(scan, ReconSettings(), (16, 32, 32), 0, 8, 16, sinogram_steps=True),
+                      _stop._plan(scan, ReconSettings(ring_removal=True), (16, 32, 32), 0, 8, 16)):
+            assert rings == plan_slabs(16, 40, 32, budget_bytes=0, multiple=4, flats_darks=5, ring_removal=True,
+                                       itemsize=4)
+            assert rings.estimate_bytes > plain.estimate_bytes
