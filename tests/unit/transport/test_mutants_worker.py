@@ -634,9 +634,11 @@ def test_a_stop_while_waiting_for_a_fresh_handler_ends_the_worker(consumer):
         halt.set()
         raise ConnectionError("down")
 
-    worker = _Worker(consumer, Handler(client), WorkerPolicy(**{**FAST, "retry_backoff": (5.0, 5.0)}), reset)
+    first = Handler(client)
+    worker = _Worker(consumer, first, WorkerPolicy(**{**FAST, "retry_backoff": (5.0, 5.0)}), reset)
     worker.run(halt)
     assert consumer.stats.rewinds == 0 and client.seeks == []
+    assert first.seen == uids("A", stop=False)  # the batch read with the rebalance is not handed to the old one
 
 
 def test_documents_read_in_the_rebalance_batch_are_read_again_as_new(consumer):
