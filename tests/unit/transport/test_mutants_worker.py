@@ -417,7 +417,7 @@ def test_a_reset_that_fails_transiently_is_retried_and_one_that_fails_otherwise_
     assert len(attempts) == 3 and fresh.seen == uids("A")
     assert consumer.stats.outages == 1 and consumer.stats.rewinds == 1
     retries = records(caplog, "outage-retry")
-    assert [r.error for r in retries] == ["ConnectionError: layout unreachable 1", "ConnectionError: layout unreachable 2"]
+    assert [r.error for r in retries] == [f"ConnectionError: layout unreachable {i}" for i in (1, 2)]
     assert [r.retry_in_s for r in retries] == [0.02, 0.04]
 
     # a lasting error of reset() is raised, not retried: it must not pass for transient because it was raised
