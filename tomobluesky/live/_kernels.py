@@ -45,10 +45,10 @@ def _read(row, length, position):
 
 
 @numba.njit(cache=True)
-def attenuation(frame, factor, dark, beam, out):
+def _transmission(frame, factor, dark, beam, out):
     """Block means of ``factor`` × ``factor`` raw pixels (fewer rows when the frame has fewer),
-    flat-fielded with the binned ``dark`` and ``beam``, −ln (transmission floored at MIN_TRANSMISSION),
-    divided by ``factor`` (attenuation per detector pixel). Returns False if a raw pixel is not finite."""
+    flat-fielded with the binned ``dark`` and ``beam``, floored at MIN_TRANSMISSION, into ``out``.
+    Returns False if a raw pixel is not finite (its block counts as 0 before the flat field)."""
     rows, cols = out.shape
     rf = min(factor, frame.shape[0])
     scale = 1.0 / (rf * factor)
@@ -72,9 +72,16 @@ def attenuation(frame, factor, dark, beam, out):
             if not transmission >= MIN_TRANSMISSION:  # NaN from 0/inf lands here too
                 transmission = MIN_TRANSMISSION
             out[i, j] = transmission
-    for i in range(rows):  # the logarithm in its own float32 loop vectorises: half the time of one inline
-        for j in range(cols):
-            out[i, j] = -np.log(out[i, j]) / factor
+    return finite
+
+
+def attenuation(frame, factor, dark, beam, out):
+    """Binned, flat-fielded −ln transmission of a raw frame, divided by ``factor`` (attenuation per
+    detector pixel), into ``out``; False if a raw pixel is not finite. The logarithm is NumPy's: its
+    SIMD loop is about 9× numba's scalar one here (0.03 against 0.27 ms for 256² float32)."""
+    finite = _transmission(frame, factor, dark, beam, out)
+    np.log(out, out=out)
+    out /= -factor
     return finite
 
 
