@@ -123,7 +123,9 @@ def test_the_conveyor_overlaps_or_not_as_planned(small, tmp_path):
         assert written == [(0, (4, 32, 32)), (4, (8, 32, 32)), (12, (4, 32, 32))]
         assert progress == [(4, 16), (12, 16), (16, 16)] and set(timer) == {"read", "reconstruct", "write"}
         volumes.append(read_level(tmp_path / f"v{overlap}.zarr", 0))
-    np.testing.assert_array_equal(volumes[0], volumes[1])
+    # not bit for bit: with overlap the reconstruction runs beside the reading, and the FFTs' threads may sum
+    # in another order (seen in CI: 158 of 16,384 voxels 1e-9 apart, on values of 1e-5 to 1e-4)
+    np.testing.assert_allclose(volumes[0], volumes[1], rtol=0, atol=1e-8)
     np.testing.assert_allclose(volumes[0], in_memory_reference(small, 15.7), rtol=0, atol=1e-5)
 
 
