@@ -145,13 +145,8 @@ class OffThread:
         returns the number still queued or in hand (0: all delivered)."""
         if threading.current_thread() is self._worker:
             raise RuntimeError(f"{self.name}: flush() from the callback itself would wait for itself")
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while len(self._queue) > self._markers or self._in_hand:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+            self._cond.wait_for(lambda: len(self._queue) <= self._markers and not self._in_hand, timeout)
             return self.pending() + self._in_hand
 
     def close(self, timeout: float | None = None) -> int:

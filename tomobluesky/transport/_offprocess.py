@@ -232,13 +232,8 @@ class OffProcess:
     def flush(self, timeout: float | None = None) -> int:
         """Wait until the child has delivered every document sent so far (or ``timeout`` seconds); returns
         the number still in flight. Raises :class:`ChildProcessDied` if the child died with documents."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._unacked and self._dead is None:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+            self._cond.wait_for(lambda: not self._unacked or self._dead is not None, timeout)
             self._raise_if_dead()
             return len(self._unacked)
 
@@ -253,13 +248,8 @@ class OffProcess:
                     child.doc_conn.send_bytes(_CLOSE)
                 except OSError:
                     pass  # already dead: the reader thread reports it
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._child is child and child is not None:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+            self._cond.wait_for(lambda: child is None or self._child is not child, timeout)
             self._raise_if_dead()
             return len(self._unacked)
 
