@@ -691,24 +691,35 @@ def test_idle_counts_from_the_later_of_start_and_losing_the_partitions():
     assert w._idle(70.0, last_message=0.0, started=20.0, until_idle=5) is True
 
 
-def test_run_worker_hands_documents_over_and_closes_the_consumer(kafka, monkeypatch, caplog):
-    made = []
+class Assigned(Client):
+    """A fake consumer given partition 0 of its first topic at subscribe, holding run A; ``made`` lists
+    the clients built (reset by :func:`_assigned_clients`)."""
 
-    class Assigned(Client):
-        def __init__(self, settings):
-            super().__init__(settings)
-            made.append(self)
+    made: list = []
 
-        def subscribe(self, topics, on_assign, on_revoke, on_lost):
-            super().subscribe(topics, on_assign, on_revoke, on_lost)
-            self.assign_now((topics[0], 0))
-            docs, stop = run_docs("A")
-            for name, doc in (*docs, stop):
-                self.logs[(topics[0], 0)].append((None, pack(name, doc)))
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.made.append(self)
 
+    def subscribe(self, topics, on_assign, on_revoke, on_lost):
+        super().subscribe(topics, on_assign, on_revoke, on_lost)
+        self.assign_now((topics[0], 0))
+        docs, stop = run_docs("A")
+        for name, doc in (*docs, stop):
+            self.logs[(topics[0], 0)].append((None, pack(name, doc)))
+
+
+def _assigned_clients(monkeypatch) -> list:
+    """Make confluent_kafka.Consumer an :class:`Assigned` for this test; returns the list of clients made."""
     import confluent_kafka
 
+    monkeypatch.setattr(Assigned, "made", [])
     monkeypatch.setattr(confluent_kafka, "Consumer", Assigned)
+    return Assigned.made
+
+
+def test_run_worker_hands_documents_over_and_closes_the_consumer(kafka, monkeypatch, caplog):
+    made = _assigned_clients(monkeypatch)
     handler = Handler()
     with caplog.at_level(logging.INFO, logger=LOGGER):
         stats = run_worker(KafkaConfig(bootstrap="broker:9092", topic=T), handler, group_id="g",
@@ -727,23 +738,7 @@ def test_run_worker_hands_documents_over_and_closes_the_consumer(kafka, monkeypa
 
 
 def test_run_worker_defaults_and_an_interrupt(kafka, monkeypatch, caplog):
-    made = []
-
-    class Assigned(Client):
-        def __init__(self, settings):
-            super().__init__(settings)
-            made.append(self)
-
-        def subscribe(self, topics, on_assign, on_revoke, on_lost):
-            super().subscribe(topics, on_assign, on_revoke, on_lost)
-            self.assign_now((topics[0], 0))
-            docs, stop = run_docs("A")
-            for name, doc in (*docs, stop):
-                self.logs[(topics[0], 0)].append((None, pack(name, doc)))
-
-    import confluent_kafka
-
-    monkeypatch.setattr(confluent_kafka, "Consumer", Assigned)
+    made = _assigned_clients(monkeypatch)
 
     def handle(name, doc):
         if name == "stop":
@@ -763,6 +758,8 @@ def test_run_worker_defaults_and_an_interrupt(kafka, monkeypatch, caplog):
             Client.subscribe(self, topics, on_assign, on_revoke, on_lost)
             self.assign_now((topics[0], 0))
             self.logs[(topics[0], 0)].append((None, pack("start", {"uid": "u"})))
+
+    import confluent_kafka
 
     monkeypatch.setattr(confluent_kafka, "Consumer", Invalid)
     stats = run_worker(KafkaConfig(bootstrap="broker:9092", topic=T), handle, group_id="g",
@@ -851,17 +848,7 @@ def test_a_stop_during_the_backoff_of_a_silent_runs_close_ends_the_worker(consum
 
 
 def test_run_worker_passes_reset_and_stop_on(kafka, monkeypatch):
-    class Assigned(Client):
-        def subscribe(self, topics, on_assign, on_revoke, on_lost):
-            super().subscribe(topics, on_assign, on_revoke, on_lost)
-            self.assign_now((topics[0], 0))
-            docs, stop = run_docs("A")
-            for name, doc in (*docs, stop):
-                self.logs[(topics[0], 0)].append((None, pack(name, doc)))
-
-    import confluent_kafka
-
-    monkeypatch.setattr(confluent_kafka, "Consumer", Assigned)
+    _assigned_clients(monkeypatch)
     config = KafkaConfig(bootstrap="broker:9092", topic=T)
     halt = threading.Event()
     halt.set()
