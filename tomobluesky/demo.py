@@ -3,7 +3,6 @@ local Tiled catalogue, all in one process (no broker)."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import signal
@@ -147,16 +146,14 @@ def live_off_thread(sink, settings: ReconSettings | None = None, *, on_stop=None
                     **kwargs) -> OffThread:
     """The live reconstruction router behind its own dispatcher, to subscribe to a RunEngine.
 
-    The router is told the dispatcher's backlog (``backlog=``, where it takes one), so that when it falls
+    The router is told the dispatcher's backlog (``backlog=``), so that when it falls
     behind it can skip ahead to the newest frames; the volume still uses every frame of the detector file.
     ``on_stop(doc)`` is called on the dispatcher's thread just before the router sees a stop document:
     when the stop reached the live path, not when the RunEngine emitted it. Other keyword arguments go to
     :func:`tomobluesky.live.live_reconstruction_router`.
     """
     dispatcher = None
-    if "backlog" in inspect.signature(live_reconstruction_router).parameters:
-        kwargs["backlog"] = lambda: dispatcher.pending()
-    router = live_reconstruction_router(sink, settings, **kwargs)
+    router = live_reconstruction_router(sink, settings, backlog=lambda: dispatcher.pending(), **kwargs)
 
     def deliver(doc_name, doc):
         if doc_name == "stop" and on_stop is not None:
@@ -220,8 +217,7 @@ def live_router_in_child(tiled_uri: str, key_file: str, volume_dir: str, backup_
                     report((kind, done, total))
             return send
         kwargs.update(on_projection=progress_of("projection"), on_volume_rows=progress_of("volume_rows"))
-    if "backlog" in inspect.signature(live_reconstruction_router).parameters:
-        kwargs["backlog"] = child_backlog
+    kwargs["backlog"] = child_backlog
     started, current = {}, [None]  # run uid → its LiveReconstruction (tomography runs only)
     router = live_reconstruction_router(sink, settings, on_start=lambda cb: started.update({current[0]: cb}),
                                         **kwargs)
