@@ -87,6 +87,24 @@ def theirs(bootstrap: str, topic: str, journal: str):
     return pub, lambda: pub.flush()
 
 
+def floor(bootstrap: str, topic: str, journal: str):
+    """The floor both publishers stand on: a bare confluent-kafka producer (same acks and
+    idempotence) called in the RunEngine's thread, no journal, no queue. Its latency tail is the
+    broker's and the machine's, not a publisher's."""
+    from confluent_kafka import Producer
+
+    from tomobluesky.transport._codec import pack
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 2})
+
+    def publish(name, doc):
+        producer.produce(topic, pack(name, doc))
+        producer.poll(0)
+
+    return publish, lambda: producer.flush(120)
+
+
 class CallTimer:
     """Times each publish call three ways, to tell where a slow call went: wall time; this
     thread's CPU time (the call's own work); and garbage collection inside the call. A slow call
@@ -204,7 +222,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=1000.0, help="paced rate for latency (docs/s, default: %(default)s)")
     ap.add_argument("--down-docs", type=int, default=5000, help="documents published with the broker down")
     ap.add_argument("--json", default=None, help="write the results here")
-    ap.add_argument("--only", choices=["ours", "theirs"], default=None, help="run one publisher only")
+    ap.add_argument("--only", choices=["ours", "theirs", "floor"], default=None, help="run one publisher only")
     args = ap.parse_args(argv)
 
     import logging
@@ -220,8 +238,10 @@ def main(argv=None) -> int:
         publishers["bluesky_kafka.Publisher"] = theirs
     except Exception as e:  # report ours alone
         print(f"bluesky-kafka not usable here ({type(e).__name__}: {e}); reporting tomobluesky alone", file=sys.stderr)
+    publishers["confluent_kafka.Producer (floor)"] = floor
     if args.only:
-        publishers = {k: v for k, v in publishers.items() if (v is ours) == (args.only == "ours")}
+        wanted = {"ours": ours, "theirs": theirs, "floor": floor}[args.only]
+        publishers = {k: v for k, v in publishers.items() if v is wanted}
     ctx = mp.get_context("spawn")
     t = time.monotonic()
     docs = record_documents(args.docs)
