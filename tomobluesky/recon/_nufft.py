@@ -81,6 +81,10 @@ def _weights(xp, theta, n, length, filter_name):
     delta = 0.5 if n % 2 == 0 else 0.0
     phase = 2 * np.pi * freq[None, :] * delta * (np.cos(th) - np.sin(th))
     weight = ramp_response(length, filter_name).astype(np.float64) * (np.pi / len(theta) / length)
+    if length % 2 == 0:
+        # the Nyquist bin (−½ only, no +½ partner) would make each slice's image complex, and a packed pair's
+        # imaginary part is the other slice: left in, it leaked one slice into its partner (ramp, shepp)
+        weight[length // 2] = 0.0
     return xp.asarray((weight[None, :] * np.exp(1j * phase)).astype(np.complex64))
 
 
