@@ -48,31 +48,36 @@ def _read(row, length, position):
 def _transmission(frame, factor, dark, beam, out):
     """Block means of ``factor`` × ``factor`` raw pixels (fewer rows when the frame has fewer),
     flat-fielded with the binned ``dark`` and ``beam``, floored at MIN_TRANSMISSION, into ``out``.
-    Returns False if a raw pixel is not finite (its block counts as 0 before the flat field)."""
+    Returns False if a raw pixel is not finite (``out`` is then not to be used).
+
+    Each loop is a plain run over contiguous memory without a branch, so LLVM turns it into
+    vector code: the sums of raw rows, the column blocks, then the flat field (a select, not an
+    ``if``, for the floor; the finiteness test is one running sum). With the test and the floor as
+    branches inside one loop it took twice as long (0.45 against 0.21 ms for 512² uint16 → 256²)."""
     rows, cols = out.shape
     rf = min(factor, frame.shape[0])
-    scale = 1.0 / (rf * factor)
-    finite = True
-    line = np.empty(cols * factor, np.float32)  # one output row's raw rows summed: a contiguous, vector loop
+    scale = np.float32(1.0 / (rf * factor))
+    floor = np.float32(MIN_TRANSMISSION)
+    check = np.float32(0.0)
+    line = np.empty(cols * factor, np.float32)  # one output row's raw rows summed
+    binned = np.empty(cols, np.float32)
     for i in range(rows):
         line[:] = 0
         for a in range(i * rf, i * rf + rf):
             src = frame[a]
             for b in range(cols * factor):
                 line[b] += src[b]
+        binned[:] = 0
+        for k in range(factor):
+            for j in range(cols):
+                binned[j] += line[j * factor + k]
+        d, bm, o = dark[i], beam[i], out[i]
         for j in range(cols):
-            total = 0.0
-            for b in range(j * factor, j * factor + factor):
-                total += line[b]
-            value = total * scale
-            if not math.isfinite(value):
-                finite = False
-                value = 0.0
-            transmission = (value - dark[i, j]) / beam[i, j]
-            if not transmission >= MIN_TRANSMISSION:  # NaN from 0/inf lands here too
-                transmission = MIN_TRANSMISSION
-            out[i, j] = transmission
-    return finite
+            value = binned[j] * scale
+            check += value * np.float32(0.0)  # becomes NaN, and stays so, at the first NaN or infinity
+            transmission = (value - d[j]) / bm[j]
+            o[j] = transmission if transmission >= floor else floor  # NaN from 0/inf takes the floor too
+    return check == 0.0
 
 
 def attenuation(frame, factor, dark, beam, out):
@@ -93,22 +98,26 @@ def backproject_vertical(filtered, cos, sin, center, weight, vertical_x, vertica
     rows, length = filtered.shape
     n = vertical_x.shape[1]
     mid = (n - 1) / 2.0
-    # every row is read at the same positions: where and how much, once per view
-    ix, wx, iy, wy = (np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.int64), np.empty(n, np.float32))
+    # every row is read at the same positions: both neighbours (wrapped) and the weight, once per view,
+    # so the loops over the rows have no branch and vectorise
+    x0, x1, wx = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32)
+    y0, y1, wy = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32)
     for j in range(n):
-        for index, frac, position in ((ix, wx, (j - mid) * cos + center), (iy, wy, -(j - mid) * sin + center)):
+        for lo, hi, frac, position in ((x0, x1, wx, (j - mid) * cos + center),
+                                       (y0, y1, wy, -(j - mid) * sin + center)):
             left = math.floor(position)
-            index[j] = int(left) % length
+            lo[j] = int(left) % length
+            hi[j] = (lo[j] + 1) % length
             frac[j] = position - left
+    w = np.float32(weight)
     for r in range(rows):
-        q = filtered[r]
+        q, vx, vy = filtered[r], vertical_x[r], vertical_y[r]
         for j in range(n):
-            i = ix[j]
-            lo, hi = q[i], q[i + 1 if i + 1 < length else 0]
-            vertical_x[r, j] += weight * (lo + wx[j] * (hi - lo))
-            i = iy[j]
-            lo, hi = q[i], q[i + 1 if i + 1 < length else 0]
-            vertical_y[r, j] += weight * (lo + wy[j] * (hi - lo))
+            a = q[x0[j]]
+            vx[j] += w * (a + wx[j] * (q[x1[j]] - a))
+        for j in range(n):
+            a = q[y0[j]]
+            vy[j] += w * (a + wy[j] * (q[y1[j]] - a))
 
 
 @numba.njit(cache=True)
@@ -118,14 +127,32 @@ def backproject_axial(sinogram, cos, sin, center, weights, image):
     angles, length = sinogram.shape
     n = image.shape[0]
     mid = (n - 1) / 2.0
+    # three periods of each row (and one more value): a position in [-length, 2 length) is read at
+    # position + length without wrapping, so the inner loop has no branch and vectorises (about 2x)
+    periods = np.empty((angles, 3 * length + 1), np.float32)
+    for a in range(angles):
+        for k in range(3):
+            periods[a, k * length:(k + 1) * length] = sinogram[a]
+        periods[a, 3 * length] = sinogram[a, 0]
     for i in range(n):
         y = mid - i
+        row = image[i]
         for a in range(angles):
-            q = sinogram[a]
-            base = y * sin[a] + center
-            c, w = cos[a], weights[a]
-            for j in range(n):
-                image[i, j] += w * _read(q, length, (j - mid) * c + base)
+            c, w = cos[a], np.float32(weights[a])
+            base = y * sin[a] + center - mid * c  # position of column j: j * c + base
+            first, last = base, (n - 1) * c + base
+            if min(first, last) >= -length and max(first, last) < 2 * length - 1:
+                q = periods[a]
+                for j in range(n):
+                    p = j * c + base + length
+                    k = int(p)  # p > 0: truncation is the floor
+                    f = np.float32(p - k)
+                    lo = q[k]
+                    row[j] += w * (lo + f * (q[k + 1] - lo))
+            else:  # an axis far outside the columns: the general circular read
+                q = sinogram[a]
+                for j in range(n):
+                    row[j] += w * _read(q, length, j * c + base)
 
 
 def warm_up():

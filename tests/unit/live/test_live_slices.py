@@ -120,6 +120,34 @@ def test_frame_kernel_equals_binning_flat_field_and_minus_log_in_numpy(dtype, fa
         assert not _kernels.attenuation(frame, factor, dark, beam, out)
 
 
+def test_axial_kernel_reads_rows_circularly_on_its_fast_path_and_off_it():
+    """The kernel reads each filtered row circularly (period: the FFT length). An axis inside the
+    columns takes the branch-free path over three periods; one shifted by whole periods reads the same
+    values but falls outside them, so the general path runs: the slices must agree."""
+    rng = np.random.default_rng(5)
+    n, length, angles = 24, 64, 7
+    sino = rng.standard_normal((angles, length)).astype(np.float32)
+    theta = rng.uniform(0, np.pi, angles)
+    weights = rng.uniform(0.5, 1.5, angles)
+    images = {}
+    for shift in (0, length, 3 * length, -2 * length):
+        image = np.zeros((n, n), np.float32)
+        _kernels.backproject_axial(sino, np.cos(theta), np.sin(theta), 9.3 + shift, weights, image)
+        images[shift] = image
+    # the reference: the definition, one pixel at a time, in float64
+    mid = (n - 1) / 2
+    expected = np.zeros((n, n))
+    for a in range(angles):
+        for i in range(n):
+            for j in range(n):
+                p = (j - mid) * np.cos(theta[a]) + (mid - i) * np.sin(theta[a]) + 9.3
+                k = int(np.floor(p))
+                f = p - k
+                expected[i, j] += weights[a] * ((1 - f) * sino[a, k % length] + f * sino[a, (k + 1) % length])
+    for shift, image in images.items():
+        np.testing.assert_allclose(image, expected, atol=2e-5 * np.abs(expected).max(), err_msg=f"shift {shift}")
+
+
 def _asymmetric_object(n, theta, center):
     """Exact sinogram (angles, n) of three disks off the axis, all inside the detector."""
     disks = [(0.02, 18.0, 0.0, 0.0), (0.05, 5.0, 14.0, -6.0), (0.03, 4.0, -10.0, 12.0)]
