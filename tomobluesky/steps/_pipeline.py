@@ -73,7 +73,8 @@ def _check_params(step: Step, params: dict, where: str) -> dict:
     if missing:
         raise PipelineError(f"{where}: step {step.name!r} needs {', '.join(map(repr, missing))}")
     try:
-        hints = typing.get_type_hints(step.function)
+        # with extras: the constraints of Annotated[float, Field(gt=0)] are part of the check
+        hints = typing.get_type_hints(step.function, include_extras=True)
     except Exception:  # annotations that do not resolve: take the values as given
         hints = {}
     checked = {}
