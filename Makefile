@@ -19,6 +19,9 @@ install: $(VENV)/bin/activate
 
 install-test: $(VENV)/bin/activate
 	$(PY) -m pip install -q -e ".[test,kafka,server,stack]"
+	@# the example plugin package (docs/plugins.md), whose tests run with ours; --no-deps: its dependencies are
+	@# the line above's, and a tomobluesky outside its declared range must fail its test, not be fetched from PyPI
+	$(PY) -m pip install -q --no-deps -e examples/tomobluesky-example-steps
 	@if $(PY) -c "import tomobluesky.services.kafka" 2>/dev/null; then $(PY) -m tomobluesky.cli_kafka fetch; fi
 	@# the viewer's browser test drives Debian's Chromium
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; the browser test will fail"
