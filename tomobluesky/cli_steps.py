@@ -15,7 +15,7 @@ rows or slices it needs (halo), its parameters and the first line of its
 docstring. A step that fails to load is listed with the reason.
 
 A scan picks its pipeline with md={"pipeline": [{"step": ..., "params": {...}}, ...]}
-or a YAML file (TOMOBLUESKY_PIPELINE); `--check FILE` checks such a file.
+or a YAML file (TOMOBLUESKY_PIPELINE_FILE); `--check FILE` checks such a file.
 
 examples:
   tomobluesky steps

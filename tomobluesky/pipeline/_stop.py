@@ -84,16 +84,25 @@ def center_rows(rows: int, count: int = CENTER_ROWS) -> list[int]:
 
 
 def find_scan_center(scan: HDF5Scan, settings: ReconSettings, seen: dict | None = None,
-                     no_beam: dict | None = None) -> tuple[float, dict]:
+                     no_beam: dict | None = None, pipeline=None) -> tuple[float, dict]:
     """The axis from a few rows, or the one the settings give. The sinograms read go into
     ``seen`` (keyed by their rows), for a slab of the same rows to reuse (a scan of a few rows);
-    pixels without beam into ``no_beam`` (see ``read_sinograms``)."""
+    pixels without beam into ``no_beam`` (see ``read_sinograms``). With a ``pipeline``, the rows go
+    through its projection and sinogram steps first, as the slabs will: the axis is searched on what
+    is reconstructed (a zinger or stripe filter changes where the search lands)."""
     if settings.center is not None:
         return float(settings.center), {"center_method": "given", "center_confidence": 1.0}
+    from ._steps import read_sinograms_through, reads_as_standard
+
     rows = center_rows(scan.detector_shape[0])
-    sinograms = read_sinograms(scan, rows, no_beam=no_beam)
-    if seen is not None and rows == list(range(rows[0], rows[-1] + 1)):
-        seen[(rows[0], rows[-1] + 1)] = sinograms
+    if pipeline is not None and not reads_as_standard(pipeline):
+        sinograms = np.concatenate([read_sinograms_through(scan, (r, r + 1), pipeline) for r in rows])
+    else:
+        sinograms = read_sinograms(scan, rows, no_beam=no_beam)
+        if seen is not None and rows == list(range(rows[0], rows[-1] + 1)):
+            seen[(rows[0], rows[-1] + 1)] = sinograms  # as read: the slab runs its sinogram steps itself
+    if pipeline is not None and pipeline.stage("sinograms"):
+        sinograms = pipeline.run("sinograms", sinograms.copy())
     found = recon.find_center(sinograms, np.radians(scan.theta_deg), method=settings.center_method)
     return float(found.center), {"center_method": found.method, "center_confidence": float(found.confidence),
                                  "center_rows": rows}
@@ -151,7 +160,7 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     read_before = scan.bytes_read
     t = time.perf_counter()
     seen, no_beam = {}, {}
-    center, center_info = find_scan_center(scan, settings, seen, no_beam)
+    center, center_info = find_scan_center(scan, settings, seen, no_beam, pipeline)
     timer.add("center", t)
     shape = (rows, columns, columns)
     options = {**(writer_options or {})}
