@@ -64,6 +64,9 @@ def _describe(ep) -> Step:
     halo = getattr(function, "halo", 0)
     if not isinstance(halo, int) or isinstance(halo, bool) or halo < 0:
         raise StepError(f"step {ep.name!r} declares halo {halo!r}; it must be a whole number ≥ 0")
+    if halo and pattern == "sinograms":  # a slab's sinograms come without neighbouring rows: it would be ignored
+        raise StepError(f"step {ep.name!r} declares halo {halo} on sinograms; a sinogram step gets whole "
+                        "sinograms of a slab's rows, without neighbours. Declare it on projections instead")
     if not list(inspect.signature(function).parameters):
         raise StepError(f"step {ep.name!r} takes no array argument")
     dist = getattr(ep, "dist", None)

@@ -36,6 +36,11 @@ sino_scale.pattern = "sinograms"
 def odd(volume):
     return volume
 odd.pattern = "voxels"
+
+def sino_halo(sinograms):
+    return sinograms
+sino_halo.pattern = "sinograms"
+sino_halo.halo = 2
 '''
 
 
@@ -44,6 +49,7 @@ def plugin(install_step_plugin):
     install_step_plugin("myplugin", "1.2.3", PLUGIN, {
         "invert": "myplugin:invert", "mean3": "myplugin:mean3", "split": "myplugin:split",
         "broken": "myplugin:broken", "sino_scale": "myplugin:sino_scale", "odd": "myplugin:odd",
+        "sino_halo": "myplugin:sino_halo",
         "missing": "myplugin:not_there"})
 
 
@@ -63,6 +69,8 @@ def test_plugin_steps_are_found_with_their_declarations(plugin):
     assert list(invert.parameters) == ["scale"] and invert.summary() == "Negate the volume (times scale)."
     assert (mean3.pattern, mean3.halo) == ("volume", 1)
     assert isinstance(found["odd"], steps.StepError) and "voxels" in str(found["odd"])
+    # a halo on sinograms could not be honoured (a slab's sinograms have no neighbouring rows): refused
+    assert isinstance(found["sino_halo"], steps.StepError) and "halo 2 on sinograms" in str(found["sino_halo"])
     assert isinstance(found["missing"], steps.StepError) and "cannot be loaded" in str(found["missing"])
 
 
