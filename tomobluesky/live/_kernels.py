@@ -44,7 +44,7 @@ def _read(row, length, position):
     return lo + w * (hi - lo)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _transmission(frame, factor, dark, beam, out):
     """Block means of ``factor`` × ``factor`` raw pixels (fewer rows when the frame has fewer),
     flat-fielded with the binned ``dark`` and ``beam``, floored at MIN_TRANSMISSION, into ``out``.
@@ -90,7 +90,7 @@ def attenuation(frame, factor, dark, beam, out):
     return finite
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # runs on LiveSlices' helper thread beside the next view's work
 def backproject_vertical(filtered, cos, sin, center, weight, vertical_x, vertical_y):
     """Add one view to the two vertical slices through the axis: row r of ``vertical_x`` is the line
     y = 0 of detector row r's axial slice (x to the right), of ``vertical_y`` the line x = 0 (y from
@@ -120,7 +120,7 @@ def backproject_vertical(filtered, cos, sin, center, weight, vertical_x, vertica
             vy[j] += w * (a + wy[j] * (q[y1[j]] - a))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def backproject_axial(sinogram, cos, sin, center, weights, image):
     """Add filtered views (angles, FFT length) of one detector row to ``image`` (n × n, x right, y up),
     each times its weight."""

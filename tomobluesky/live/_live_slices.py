@@ -14,7 +14,12 @@ What differs is how the work is held, and one thing read differently:
   start, and a row is re-read only once;
 * a few rows spread over the detector are kept as raw attenuation (the
   probe sinograms), for estimating the centre from the frames so far;
-* the loops are numba kernels (``_kernels``): one pass over the frame.
+* the loops are numba kernels (``_kernels``): one pass over the frame;
+* the vertical slices of one view are folded on a helper thread while the
+  caller bins, filters and folds the next view's axial row (the kernels
+  release the GIL): with two cores a view costs the longer of the two halves,
+  not their sum. The helper never has more than one view in hand, so the
+  slices are always read complete (``vertical_x``/``vertical_y`` wait for it).
 
 The vertical slices cut through every detector row, so keeping their
 sinograms would mean keeping every frame; after a centre change they
@@ -24,6 +29,8 @@ restart from the next view (``vertical_views`` says how many they hold).
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -35,6 +42,16 @@ PROBE_ROWS = 8
 #: views kept for it at most (Vo's method resamples a half turn to 360 angles; this bounds memory on long scans)
 PROBE_VIEWS = 4096
 
+_helper: ThreadPoolExecutor | None = None
+
+
+def _vertical_helper() -> ThreadPoolExecutor:
+    """One thread, shared by every LiveSlices of the process, for the vertical slices' kernel."""
+    global _helper
+    if _helper is None:
+        _helper = ThreadPoolExecutor(1, thread_name_prefix="live-vertical")
+    return _helper
+
 
 class LiveSlices:
     """Axial slice at ``row`` and the two vertical slices through the axis, ``rows`` × ``columns``
@@ -44,8 +61,12 @@ class LiveSlices:
     """
 
     def __init__(self, rows: int, columns: int, *, center: float | None = None, row: int | None = None,
-                 num_angles: int = 180, angular_range: float = 180.0, window: str = "shepp"):
+                 num_angles: int = 180, angular_range: float = 180.0, window: str = "shepp",
+                 overlap: bool | None = None):
         set_geometry(self, rows, columns, center, row, num_angles, angular_range, window)
+        #: fold the vertical slices on the helper thread (default: when the machine has a second core)
+        self.overlap = (os.cpu_count() or 1) > 1 if overlap is None else bool(overlap)
+        self._pending = None  # the helper's view in hand
         self.probe_rows = np.unique(np.linspace(0, rows - 1, min(PROBE_ROWS, rows)).round().astype(int))
         self.angles_deg: list[float] = []
         self._probes: list[np.ndarray] = []  # per view: (probe rows, columns) attenuation
@@ -60,9 +81,26 @@ class LiveSlices:
         self._axial_angles: list[float] = []
 
     def reset_vertical(self):
-        self.vertical_x = np.zeros((self.rows, self.columns), np.float32)
-        self.vertical_y = np.zeros((self.rows, self.columns), np.float32)
+        self._settle()
+        self._vertical_x = np.zeros((self.rows, self.columns), np.float32)
+        self._vertical_y = np.zeros((self.rows, self.columns), np.float32)
         self.vertical_views = 0
+
+    def _settle(self):
+        """Wait for the helper's view (its error, if any, is raised here)."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is not None:
+            pending.result()
+
+    @property
+    def vertical_x(self) -> np.ndarray:
+        self._settle()
+        return self._vertical_x
+
+    @property
+    def vertical_y(self) -> np.ndarray:
+        self._settle()
+        return self._vertical_y
 
     def set_row(self, row: int):
         """Move the axial slice; it restarts from the next view on."""
@@ -104,7 +142,13 @@ class LiveSlices:
         theta = math.radians(angle_deg)
         c, s = math.cos(theta), math.sin(theta)
         filtered = self._filtered(attenuation)
-        _kernels.backproject_vertical(filtered, c, s, self.center, self.weight, self.vertical_x, self.vertical_y)
+        self._settle()  # the previous view's vertical slices are done before this one adds to them
+        if self.overlap:
+            self._pending = _vertical_helper().submit(_kernels.backproject_vertical, filtered, c, s, self.center,
+                                                      self.weight, self._vertical_x, self._vertical_y)
+        else:
+            _kernels.backproject_vertical(filtered, c, s, self.center, self.weight, self._vertical_x,
+                                          self._vertical_y)
         axial_row = np.ascontiguousarray(filtered[self.row], dtype=np.float32)
         _kernels.backproject_axial(axial_row[None], np.array([c]), np.array([s]), self.center,
                                    np.array([self.weight]), self.axial)

@@ -120,6 +120,29 @@ def test_frame_kernel_equals_binning_flat_field_and_minus_log_in_numpy(dtype, fa
         assert not _kernels.attenuation(frame, factor, dark, beam, out)
 
 
+def test_folding_the_vertical_slices_on_the_helper_thread_gives_the_same_slices_bit_for_bit():
+    """With overlap the vertical slices of a view are folded on a helper thread beside the next view's
+    work; the order of the additions is the same, so the slices are identical, also across a centre change."""
+    rng = np.random.default_rng(8)
+    rows, n, angles = 6, 40, 30
+    views = rng.random((angles, rows, n)).astype(np.float32)
+    theta = np.linspace(0, 180, angles, endpoint=False)
+    out = []
+    for overlap in (False, True):
+        live = LiveSlices(rows, n, center=20.5, num_angles=angles, overlap=overlap)
+        for view, angle in zip(views[:20], theta[:20]):
+            live.add(view, angle)
+        live.set_center(21.0)  # restarts the vertical slices: the helper's view must have landed first
+        for view, angle in zip(views[20:], theta[20:]):
+            live.add(view, angle)
+        out.append((live.axial.copy(), live.vertical_x.copy(), live.vertical_y.copy(), live.vertical_views))
+    (a0, x0, y0, v0), (a1, x1, y1, v1) = out
+    assert v0 == v1 == 10 and x0.any() and y0.any()
+    np.testing.assert_array_equal(x1, x0)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(a1, a0)
+
+
 def test_axial_kernel_reads_rows_circularly_on_its_fast_path_and_off_it():
     """The kernel reads each filtered row circularly (period: the FFT length). An axis inside the
     columns takes the branch-free path over three periods; one shifted by whole periods reads the same
