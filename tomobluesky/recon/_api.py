@@ -82,7 +82,7 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
         raise ValueError("sinograms contain NaN or infinite values (check flats/darks and the −log step)")
     if np.size(theta) != angles and np.size(theta) == slices and not sinogram_order \
             and np.ndim(tomo) == 3:
-        raise ValueError(f"{np.size(theta)} angles match axis 0 of the data, not axis 1: pass sinograms with "
+        raise ValueError(f"{np.size(theta)} angles match axis 1 of the data, not axis 0: pass sinograms with "
                          f"sinogram_order=True, or projections (angles, slices, columns) with the default False")
     theta = _check_theta(theta, angles)
     centers = _check_centers(center, slices, columns)

@@ -159,7 +159,7 @@ def test_projection_order_by_default_as_tomopy(sinograms, theta):
 
 def test_sinograms_without_the_flag_are_told_apart(theta):
     sino = np.zeros((4, len(theta), 16), np.float32)  # sinograms given as if projections
-    with pytest.raises(ValueError, match="match axis 0 of the data.*sinogram_order=True"):
+    with pytest.raises(ValueError, match="match axis 1 of the data, not axis 0.*sinogram_order=True"):
         recon.reconstruct(sino, theta)
 
 
