@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,15 @@ def write_volume(path, shape, count, seed=0, slab=64):
         writer.write_slab(z0, block)
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries the parent's resident size across
+    fork + exec into the child's ru_maxrss, so there it would report the volume writer's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def segment_store(store, out) -> dict:
     from tomobluesky.steps import Pipeline, run_volume_steps
 
@@ -68,7 +76,7 @@ def segment_store(store, out) -> dict:
     result = run_volume_steps(pipeline, store, out, slab=64)
     seconds = time.perf_counter() - t0
     return {"segment_s": round(seconds, 1), "objects": int(len(result["tables"]["segment/objects"]["label"])),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def main(argv=None):
