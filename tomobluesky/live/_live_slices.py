@@ -15,10 +15,11 @@ What differs is how the work is held, and one thing read differently:
 * a few rows spread over the detector are kept as raw attenuation (the
   probe sinograms), for estimating the centre from the frames so far;
 * the loops are numba kernels (``_kernels``): one pass over the frame;
-* the vertical slices of one view are folded on a helper thread while the
-  caller bins, filters and folds the next view's axial row (the kernels
-  release the GIL): with two cores a view costs the longer of the two halves,
-  not their sum. The helper never has more than one view in hand, so the
+* the vertical slices of one view (the ramp filter of every row, the larger
+  share of the work, and their kernel) are made on a helper thread while the
+  caller bins the next view and folds its axial row, filtered alone (the FFT
+  and the kernels release the GIL): with two cores a view costs the longer of
+  the two halves, not their sum. The helper never has more than one view in hand, so the
   slices are always read complete (``vertical_x``/``vertical_y`` wait for it).
 
 The vertical slices cut through every detector row, so keeping their
@@ -126,30 +127,33 @@ class LiveSlices:
         return float(np.ptp(self.angles_deg)) if self.angles_deg else 0.0
 
     # --- folding ---------------------------------------------------------------------------------
-    def _filtered(self, attenuation: np.ndarray) -> np.ndarray:
+    def _filtered(self, attenuation: np.ndarray, workers: int = -1) -> np.ndarray:
         from scipy import fft
 
-        spectrum = fft.rfft(attenuation, n=self._length, axis=-1, workers=-1)
+        spectrum = fft.rfft(attenuation, n=self._length, axis=-1, workers=workers)
         spectrum *= self._filter
-        return fft.irfft(spectrum, n=self._length, axis=-1, workers=-1)  # all of it: the tails are read too
+        return fft.irfft(spectrum, n=self._length, axis=-1, workers=workers)  # all of it: the tails are read too
+
+    def _fold_vertical(self, attenuation, c, s, center):
+        """The vertical slices' share of a view: every row filtered, then smeared onto both slices."""
+        filtered = self._filtered(attenuation, workers=1 if self.overlap else -1)
+        _kernels.backproject_vertical(filtered, c, s, center, self.weight, self._vertical_x, self._vertical_y)
 
     def add(self, attenuation: np.ndarray, angle_deg: float):
-        """Fold one view (rows × columns attenuation, float32)."""
+        """Fold one view (rows × columns attenuation, float32). With ``overlap`` the caller must not change
+        ``attenuation`` afterwards: the helper thread filters it."""
         attenuation = np.asarray(attenuation, dtype=np.float32)
         if attenuation.shape != (self.rows, self.columns):
             raise ValueError(f"view of shape {attenuation.shape} does not match the live slices' "
                              f"{(self.rows, self.columns)}")
         theta = math.radians(angle_deg)
         c, s = math.cos(theta), math.sin(theta)
-        filtered = self._filtered(attenuation)
         self._settle()  # the previous view's vertical slices are done before this one adds to them
-        if self.overlap:
-            self._pending = _vertical_helper().submit(_kernels.backproject_vertical, filtered, c, s, self.center,
-                                                      self.weight, self._vertical_x, self._vertical_y)
+        if self.overlap:  # the helper filters every row and folds the vertical slices; here only the axial row
+            self._pending = _vertical_helper().submit(self._fold_vertical, attenuation, c, s, self.center)
         else:
-            _kernels.backproject_vertical(filtered, c, s, self.center, self.weight, self._vertical_x,
-                                          self._vertical_y)
-        axial_row = np.ascontiguousarray(filtered[self.row], dtype=np.float32)
+            self._fold_vertical(attenuation, c, s, self.center)
+        axial_row = self._filtered(attenuation[self.row:self.row + 1], workers=1)[0].astype(np.float32, copy=False)
         _kernels.backproject_axial(axial_row[None], np.array([c]), np.array([s]), self.center,
                                    np.array([self.weight]), self.axial)
         self._axial_rows.append(axial_row)
