@@ -339,6 +339,7 @@ class _Child:
     @classmethod
     def start(cls, ctx, recipe: bytes, name: str, nice: int = 0) -> "_Child":
         doc_r, doc_w = ctx.Pipe(duplex=False)
+        _widen(doc_w)
         ack_r, ack_w = ctx.Pipe(duplex=False)
         process = ctx.Process(target=_child_main, args=(recipe, doc_r, ack_w, name, nice),
                               name=f"offprocess-{name}")
@@ -346,6 +347,21 @@ class _Child:
         doc_r.close()  # the child's ends: closed here, so that the child's death shows as EOF / a broken pipe
         ack_w.close()
         return cls(process, doc_w, ack_r)
+
+
+#: bytes the document pipe holds before a write waits (Linux's default is 64 KiB, about a hundred documents:
+#: a child at nice 10 on a busy 2-core host can be off the CPU longer than a fast scan takes to fill that)
+PIPE_BYTES = 1 << 20
+
+
+def _widen(conn) -> None:
+    """Give the pipe behind ``conn`` PIPE_BYTES of buffer where the system allows (Linux; else as it is)."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(conn.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except OSError as err:  # above /proc/sys/fs/pipe-max-size, or not a pipe: the default buffer
+        log.debug("document pipe keeps its default buffer: %s", err)
 
 
 # --- the child's side ------------------------------------------------------------------

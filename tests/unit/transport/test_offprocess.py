@@ -89,6 +89,33 @@ def test_a_full_pipe_makes_the_producer_wait_and_loses_nothing(tmp_path, caplog)
     dispatcher.close(WAIT)
 
 
+def test_a_child_off_the_cpu_does_not_stall_the_producer_for_half_a_megabyte_of_documents(tmp_path):
+    """A child at low priority on a busy host can be off the CPU for a while. Its pipe holds 1 MiB (the
+    default 64 KiB is about a hundred documents), so the RunEngine's calls return meanwhile."""
+    out = tmp_path / "received.jsonl"
+    dispatcher = OffProcess(recorder, {"path": str(out)}, name="stopped")
+    assert dispatcher.wait_ready(WAIT)
+    docs = [("event", {"i": i, "pad": "x" * 1000}) for i in range(500)]  # ~0.5 MB pickled
+    produced = []
+
+    def produce():
+        for name, doc in docs:
+            dispatcher(name, doc)
+            produced.append(doc["i"])
+
+    os.kill(dispatcher.pid, signal.SIGSTOP)  # the child, and its reader thread, get no CPU
+    try:
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        producer.join(WAIT)
+        assert not producer.is_alive() and len(produced) == 500  # never waited on the stopped child
+    finally:
+        os.kill(dispatcher.pid, signal.SIGCONT)
+    assert dispatcher.flush(WAIT) == 0
+    assert read(out) == [("event", i) for i in range(500)]
+    dispatcher.close(WAIT)
+
+
 def test_errors_in_the_child_are_counted_and_reported_and_later_documents_still_arrive(RE, tmp_path, caplog):
     out = tmp_path / "received.jsonl"
     emitted = emitted_by(RE)
