@@ -118,3 +118,7 @@ def test_sinograms_passed_as_projections_are_told_with_the_angle_count():
     with pytest.raises(ValueError, match="^6 angles match axis 1 of the data, not axis 0: pass sinograms with "
                                          "sinogram_order=True"):
         recon.reconstruct(np.zeros((5, 6, 16), np.float32), theta)
+
+
+def test_the_namespace_is_numpy_unless_asked_otherwise():
+    assert recon.get_namespace() is np

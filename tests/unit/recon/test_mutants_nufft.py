@@ -82,17 +82,18 @@ def test_pairs_sharing_a_centre_that_the_next_pair_does_not():
     _assert_matches(volume, sinograms, theta, centers, "hann")
 
 
-def test_batches_progress_and_out():
-    """Slice pairs in batches of two: the last batch holds one pair (a plan for another count), progress
-    once per batch, the result written into ``out``."""
+@pytest.mark.parametrize("slices, batch_pairs, calls", [(5, 1, [(2, 5), (4, 5), (5, 5)]), (7, 2, [(4, 7), (7, 7)])])
+def test_batches_progress_and_out(slices, batch_pairs, calls):
+    """Slice pairs in batches: the last batch holds fewer (a plan for another count, an odd slice
+    alone), progress once per batch, the result written into ``out``."""
     rng = np.random.default_rng(3)
-    sinograms, theta = _case(rng, 5, 8, 14, turn=2 * np.pi)
-    centers = np.array([6.0, 6.5, 7.0, 5.5, 6.2])
+    sinograms, theta = _case(rng, slices, 8, 14, turn=2 * np.pi)
+    centers = 6.0 + rng.uniform(-0.5, 0.5, slices)
     seen = []
-    out = np.full((5, 14, 14), np.nan, np.float32)
-    got = nufft_fbp(sinograms, theta, centers, filter_name="cosine", eps=EPS, batch_pairs=1, out=out,
+    out = np.full((slices, 14, 14), np.nan, np.float32)
+    got = nufft_fbp(sinograms, theta, centers, filter_name="cosine", eps=EPS, batch_pairs=batch_pairs, out=out,
                     progress=lambda done, total: seen.append((done, total)))
-    assert got is out and seen == [(2, 5), (4, 5), (5, 5)]
+    assert got is out and seen == calls
     _assert_matches(out, sinograms, theta, centers, "cosine")
 
 

@@ -1,0 +1,59 @@
+"""The centre search's reduced problem and scores (``_center``), against what they are defined to be.
+
+The first half-turn from the first angle, resampled linearly in angle onto an even grid when there are
+more than ``MAX_ANGLES`` views; the sharpness score as minus the negative fraction of the mass; the
+parabola through the best score. Then the axis of a phantom found through the resampled branch on a
+small detector (the wide-detector test, 2.5 s, is too slow to run for every mutant).
+"""
+
+import numpy as np
+import pytest
+
+from tomobluesky import recon
+from tomobluesky.recon._center import MAX_ANGLES, _half_turn, _peak, _sharpness
+from tomobluesky.recon.testing import project_shepp_logan
+
+
+def test_the_half_turn_starts_at_the_first_angle_and_stops_before_its_mirror():
+    theta = 0.4 + np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    sino = np.arange(40, dtype=np.float32)[None, :, None] * np.ones((2, 1, 3), np.float32)
+    kept, angles = _half_turn(sino, theta, MAX_ANGLES)
+    np.testing.assert_array_equal(angles, theta[:20])
+    np.testing.assert_array_equal(kept, sino[:, :20])
+    with_end = np.linspace(0.4, 0.4 + np.pi, 21)  # a half-turn scan that includes 180°: its last view is the first's mirror
+    assert len(_half_turn(sino[:, :21], with_end, MAX_ANGLES)[1]) == 20
+
+
+@pytest.mark.parametrize("first", [0.0, 0.3])
+def test_more_views_than_kept_are_resampled_linearly_onto_an_even_half_turn(first):
+    """Views whose values are linear in angle come back, at the even grid's angles, as those values."""
+    theta = first + np.sort(np.random.default_rng(1).uniform(0, np.pi, 500))
+    theta[0] = first
+    sino = np.stack([np.outer(3 * theta - 1, np.ones(4)), np.outer(-theta, np.arange(4.0))]).astype(np.float32)
+    kept, grid = _half_turn(sino, theta, 50)
+    np.testing.assert_allclose(grid, first + np.arange(50) * np.pi / 50, atol=1e-12)
+    want = np.stack([np.outer(3 * grid - 1, np.ones(4)), np.outer(-grid, np.arange(4.0))])
+    np.testing.assert_allclose(kept, want, atol=2e-5)
+
+
+def test_an_axis_is_found_through_the_resampled_branch():
+    """540 views over 180°, from 0.3 rad on: resampled to 360, the axis still to a tenth of a pixel."""
+    n = 64
+    theta = 0.3 + np.linspace(0, np.pi, 540, endpoint=False)
+    center = (n - 1) / 2 + 3.3
+    sino = project_shepp_logan(2, n, theta, center=center)
+    found = recon.find_center(sino, theta)
+    assert abs(found.center - center) < 0.1, found
+    assert found.details["angles"] == MAX_ANGLES
+
+
+def test_sharpness_is_minus_the_negative_fraction_of_the_mass():
+    image = np.array([[1.0, -1.0], [2.0, 0.0]])
+    mask = np.ones((2, 2), bool)
+    assert _sharpness(image, mask) == pytest.approx(-0.25)
+    assert _sharpness(np.abs(image), mask) == 0.0
+
+
+def test_the_parabola_is_used_next_to_the_last_candidate():
+    candidates = np.array([0.0, 1.0, 2.0, 3.0])
+    assert _peak(candidates, -(candidates - 2.3) ** 2) == pytest.approx(2.3)
