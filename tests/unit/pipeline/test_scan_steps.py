@@ -142,3 +142,32 @@ def test_the_pipelines_slab_steps_run_inside_dask_tasks(scan_file, tmp_path):
         reconstruct_scan(scan, settings, tmp_path / "plain.zarr", writer_options={"min_size": 16},
                          memory_budget=3e9)
     assert np.abs(rings_only - read_level(tmp_path / "plain.zarr")).max() > 1e-4  # the steps did run
+
+
+def _shift_columns(frames, *, by: int):
+    """Move the image ``by`` columns to the right (edge values fill in): the axis moves with it."""
+    out = np.roll(frames, by, axis=-1)
+    out[..., :by] = frames[..., :1]
+    return out
+
+
+@pytest.mark.parametrize("pattern", ["projections", "sinograms"])
+def test_the_centre_is_searched_after_the_pipelines_projection_and_sinogram_steps(scan_file, pattern):
+    """The axis is searched on what the slabs will reconstruct: a step that moves the image moves it."""
+    from tomobluesky.pipeline._stop import center_rows, find_scan_center
+    from tomobluesky.steps import Stage, Step
+
+    shift = Step("shift", _shift_columns, pattern, 0, False, "myplugin", "1.0", "myplugin:shift")
+    default = Pipeline.from_spec(None).stages  # normalize, minus_log, reconstruct
+    stages = [default[0], default[1], Stage(shift, {"by": 3}), default[2]] if pattern == "sinograms" else \
+        [default[0], Stage(shift, {"by": 3}), default[1], default[2]]
+    with HDF5Scan.from_dxchange(scan_file) as scan:
+        plain, _ = find_scan_center(scan, ReconSettings())
+        moved, info = find_scan_center(scan, ReconSettings(), pipeline=Pipeline(stages))
+    assert plain == pytest.approx(32.4, abs=0.3)
+    assert moved - plain == pytest.approx(3.0, abs=0.1)
+    rows = info["center_rows"]
+    if pattern == "projections":  # read through the steps: as many rows, adjacent, around the middle, in one pass
+        assert rows == list(range(10, 15)) and len(rows) == len(center_rows(24))
+    else:  # the standard reading: spread over the detector
+        assert rows == center_rows(24) and rows != list(range(rows[0], rows[0] + len(rows)))
