@@ -57,3 +57,31 @@ def test_sharpness_is_minus_the_negative_fraction_of_the_mass():
 def test_the_parabola_is_used_next_to_the_last_candidate():
     candidates = np.array([0.0, 1.0, 2.0, 3.0])
     assert _peak(candidates, -(candidates - 2.3) ** 2) == pytest.approx(2.3)
+
+
+def test_binned_columns_are_means_placed_at_their_centres():
+    """A ramp over the columns, binned b-fold: binned column u holds the mean of full columns b·u … b·u + b − 1,
+    which is the full column its centre sits at, b·u + (b − 1)/2; columns left over at the end are dropped."""
+    from tomobluesky.recon._center import _bin_columns, _to_binned, _to_full
+
+    sino = np.broadcast_to(np.arange(11, dtype=np.float32), (2, 5, 11))
+    for b in (1, 2, 3):
+        binned = _bin_columns(sino, b)
+        assert binned.shape == (2, 5, 11 // b)
+        u = np.arange(11 // b)
+        np.testing.assert_allclose(binned, np.broadcast_to([_to_full(k, b) for k in u], binned.shape), atol=1e-6)
+        np.testing.assert_allclose([_to_binned(_to_full(k, b), b) for k in u], u)
+    np.testing.assert_allclose([_to_full(k, 4) for k in (0, 1)], [1.5, 5.5])
+
+
+@pytest.mark.parametrize("method", ["vo", "sharpness"])
+def test_an_axis_is_found_on_a_binned_detector(method):
+    """1100 columns are binned 2-fold (and 4-fold for the sharpness search's first look); the answer is in
+    full columns, to a tenth of a pixel (measured: 0.007 vo, 0.015 sharpness)."""
+    n = 1100
+    theta = np.linspace(0, np.pi, 120, endpoint=False)
+    center = (n - 1) / 2 - 13.4
+    sino = project_shepp_logan(None, n, theta, center=center, detector_samples=2)
+    found = recon.find_center(sino, theta, method=method)
+    assert found.details["bin"] == 2
+    assert abs(found.center - center) < 0.1, found
