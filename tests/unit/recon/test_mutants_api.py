@@ -122,3 +122,15 @@ def test_sinograms_passed_as_projections_are_told_with_the_angle_count():
 
 def test_the_namespace_is_numpy_unless_asked_otherwise():
     assert recon.get_namespace() is np
+
+
+def test_a_memory_budget_of_several_slices_gives_the_same_volume_in_slabs_of_whole_pairs():
+    rng = np.random.default_rng(2)
+    sino = rng.random((14, 8, 16)).astype(np.float32)
+    theta = np.linspace(0, np.pi, 8, endpoint=False)
+    whole = recon.reconstruct(sino, theta, sinogram_order=True)
+    seen = []
+    slabs = recon.reconstruct(sino, theta, sinogram_order=True, max_memory=51_200,
+                              progress=lambda done, total: seen.append(done))
+    np.testing.assert_allclose(slabs, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+    assert 1 < len(seen) < 7 and seen[-1] == 14 and all(done % 2 == 0 for done in seen)

@@ -85,3 +85,20 @@ def test_an_axis_is_found_on_a_binned_detector(method):
     found = recon.find_center(sino, theta, method=method)
     assert found.details["bin"] == 2
     assert abs(found.center - center) < 0.1, found
+
+
+def test_vos_energy_curve_is_the_energy_outside_the_wedge_at_every_whole_shift():
+    """The coarse curve, evaluated for all shifts by one inverse FFT, equals the definition
+    Σ weight · |A + e^{−2πi j s / L} B|² summed point by point, and Vo's metric the same sum of magnitudes."""
+    from tomobluesky.recon._center import _vo_spectra
+
+    rng = np.random.default_rng(4)
+    spectra = _vo_spectra(rng.random((2, 200, 16)).astype(np.float32), 0.6)  # many angles: every column frequency
+    shifts = np.arange(-20, 21)
+    phases = np.exp(-2j * np.pi * np.outer(shifts, spectra.bins) / spectra.length)
+    terms = np.abs(spectra.a.astype(np.complex128) + spectra.b * phases)
+    want = (terms ** 2) @ spectra.weight
+    np.testing.assert_allclose(spectra.energy_curve(shifts), want, rtol=1e-4)
+    for k in (0, 7, 31):
+        assert spectra.metric(float(shifts[k])) == pytest.approx(float(terms[k] @ spectra.weight), rel=1e-4)
+    assert spectra.bins.max() == spectra.length // 2  # the Nyquist column frequency is among the points
