@@ -26,14 +26,31 @@ def test_the_half_turn_starts_at_the_first_angle_and_stops_before_its_mirror():
 
 @pytest.mark.parametrize("first", [0.0, 0.3])
 def test_more_views_than_kept_are_resampled_linearly_onto_an_even_half_turn(first):
-    """Views whose values are linear in angle come back, at the even grid's angles, as those values."""
-    theta = first + np.sort(np.random.default_rng(1).uniform(0, np.pi, 500))
+    """Each detector pixel's values, interpolated linearly in angle (np.interp) at the even grid's angles."""
+    rng = np.random.default_rng(1)
+    theta = first + np.sort(rng.uniform(0, np.pi, 500))
     theta[0] = first
-    sino = np.stack([np.outer(3 * theta - 1, np.ones(4)), np.outer(-theta, np.arange(4.0))]).astype(np.float32)
+    sino = rng.random((2, 500, 3)).astype(np.float32)
     kept, grid = _half_turn(sino, theta, 50)
     np.testing.assert_allclose(grid, first + np.arange(50) * np.pi / 50, atol=1e-12)
-    want = np.stack([np.outer(3 * grid - 1, np.ones(4)), np.outer(-grid, np.arange(4.0))])
-    np.testing.assert_allclose(kept, want, atol=2e-5)
+    for r in range(2):
+        for c in range(3):
+            np.testing.assert_allclose(kept[r, :, c], np.interp(grid, theta, sino[r, :, c]), atol=1e-5)
+
+
+def test_views_up_to_the_limit_are_kept_as_they_are_and_past_the_last_view_it_is_repeated():
+    rng = np.random.default_rng(2)
+    theta = np.sort(rng.uniform(0, np.pi, 50))
+    sino = rng.random((1, 50, 2)).astype(np.float32)
+    kept, angles = _half_turn(sino, theta, 50)  # exactly the limit, unevenly spaced: not resampled
+    np.testing.assert_array_equal(angles, theta)
+    np.testing.assert_array_equal(kept, sino)
+    short = np.linspace(0, 0.8 * np.pi, 60)  # more views than kept, but the even grid runs past the last one
+    views = rng.random((1, 60, 2)).astype(np.float32)
+    kept, grid = _half_turn(views, short, 50)
+    past = grid > short[-1]
+    assert past.sum() == 9
+    np.testing.assert_allclose(kept[:, past], np.broadcast_to(views[:, -1:], kept[:, past].shape), atol=1e-6)
 
 
 def test_an_axis_is_found_through_the_resampled_branch():
