@@ -119,3 +119,16 @@ def test_vos_energy_curve_is_the_energy_outside_the_wedge_at_every_whole_shift()
     for k in (0, 7, 31):
         assert spectra.metric(float(shifts[k])) == pytest.approx(float(terms[k] @ spectra.weight), rel=1e-4)
     assert spectra.bins.max() == spectra.length // 2  # the Nyquist column frequency is among the points
+
+
+def test_periodic_padding_walks_from_the_last_value_back_to_the_first_in_equal_steps():
+    """Read cyclically, the padded row has no jump: from the last measured value to the first one again
+    (through the wrap-around) it moves in equal steps."""
+    from tomobluesky.recon._center import _periodic_pad
+
+    rows = np.array([[[2.0, 5.0, 3.0, 7.0]], [[1.0, 0.0, 0.0, -4.0]]], np.float32)
+    out = _periodic_pad(rows, 10)
+    np.testing.assert_array_equal(out[..., :4], rows)
+    walk = np.concatenate([out[..., 3:], out[..., :1]], axis=-1)  # last value, the pad, the first value
+    steps = np.diff(walk, axis=-1)
+    np.testing.assert_allclose(steps, np.broadcast_to((rows[..., :1] - rows[..., 3:]) / 7, steps.shape), atol=1e-6)
