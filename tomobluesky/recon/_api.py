@@ -96,13 +96,14 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
     for start in range(0, slices, slab):
         stop = min(start + slab, slices)
         chunk = xp.asarray(host[start:stop])
+        target = out[start:stop]  # one view: a fresh out[start:stop] is another object, never `is` this one
         if algorithm == "nufft":
             image = nufft_fbp(chunk, theta, centers[start:stop], filter_name=filter_name, pad=pad, eps=eps,
-                              ncore=ncore, batch_pairs=batch_pairs, out=out[start:stop] if xp is np else None)
+                              ncore=ncore, batch_pairs=batch_pairs, out=target if xp is np else None)
         else:
             image = fbp(chunk, theta, centers[start:stop], filter_name=filter_name, pad=pad)
-        if image is not out[start:stop]:
-            out[start:stop] = to_numpy(image)
+        if image is not target:  # the NUFFT on NumPy wrote into it already
+            target[...] = to_numpy(image)
         if progress:
             progress(stop, slices)
     return out
