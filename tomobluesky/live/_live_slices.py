@@ -47,7 +47,7 @@ _helper: ThreadPoolExecutor | None = None
 
 
 def _vertical_helper() -> ThreadPoolExecutor:
-    """One thread, shared by every LiveSlices of the process, for the vertical slices' kernel."""
+    """One thread, shared by every LiveSlices of the process, for the vertical slices' share of each view."""
     global _helper
     if _helper is None:
         _helper = ThreadPoolExecutor(1, thread_name_prefix="live-vertical")
@@ -89,7 +89,7 @@ class LiveSlices:
 
     def _settle(self):
         """Wait for the helper's view (its error, if any, is raised here)."""
-        pending, self._pending = getattr(self, "_pending", None), None
+        pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
 
