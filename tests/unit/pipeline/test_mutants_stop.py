@@ -342,3 +342,119 @@ def test_the_plan_counts_flats_darks_itemsize_and_ring_removal(small):
             assert rings == plan_slabs(16, 40, 32, budget_bytes=0, multiple=4, flats_darks=5, ring_removal=True,
                                        itemsize=4)
             assert rings.estimate_bytes > plain.estimate_bytes
+
+
+# --- the report's numbers against what they count, the plan's inputs, the volume steps' outputs ------------------
+
+def test_the_reports_numbers_are_what_was_read_spent_and_planned(small, tmp_path):
+    """read_amplification from the scan's own byte count (bytes read before the call not counted), the peak RSS
+    and timings as rounded, the budget and plan estimate in MB (10^6 bytes)."""
+    from tomobluesky.pipeline import _resources
+
+    with HDF5Scan.from_dxchange(small) as scan:
+        read_sinograms(scan, slice(0, 16))  # a whole pass before the call: not the call's reading
+        before = scan.bytes_read
+        assert before > 0
+        info = reconstruct_scan(scan, ReconSettings(), tmp_path / "v.zarr", memory_budget=2500.501e6,
+                                writer_options={"min_size": 8})
+        peak = _resources.peak_rss_mb()
+        read, raw = scan.bytes_read - before, scan.raw_bytes
+        plan = _stop._plan(scan, ReconSettings(), (16, 32, 32), 2500.501e6, 8, 32)  # as planned: default chunks
+    assert raw == (40 + 3 + 2) * 16 * 32 * 4
+    # the centre's five spread rows, then every row once for the one slab: 21 of 16 rows' bytes, plus HDF5's own
+    # metadata (a fifth of this tiny file); a second pass over the scan would make it 37 of 16
+    assert info["center_rows"] == _stop.center_rows(16) and len(info["center_rows"]) == 5 and info["slabs"] == 1
+    assert info["read_amplification"] == round(read / raw, 3)
+    assert 21 / 16 <= info["read_amplification"] < 2, info["read_amplification"]
+    assert info["peak_rss_mb"] == round(peak, 1) and info["peak_rss_mb"] >= current_rss_bytes() / 1e6 - 0.1
+    assert info["memory_budget_mb"] == 2501  # 2500.501 MB rounds up
+    assert plan.slabs == ((0, 16),) and info["plan_estimate_mb"] == round(plan.estimate_bytes / 1e6) >= 1
+    assert set(info["timings"]) == {"center", "read", "reconstruct", "write", "total"}
+    assert all(v == round(v, 4) and v > 0 for v in info["timings"].values())
+    assert info["timings"]["total"] >= info["timings"]["center"] + info["timings"]["reconstruct"]
+
+
+def test_the_dask_key_only_with_dask(small, tmp_path):
+    with HDF5Scan.from_dxchange(small) as scan:
+        info = reconstruct_scan(scan, ReconSettings(center=15.7), tmp_path / "v.zarr", dask=None,
+                                memory_budget=current_rss_bytes(), writer_options={"min_size": 8})
+    assert info["slabs"] == 4 and "dask" not in info and "pipeline" not in info and "step_outputs" not in info
+
+
+def _planning_scan(dtype="float32"):
+    """A scan's layout without its file: _plan reads only counts and the dtype."""
+    from pathlib import Path
+
+    from tomobluesky.pipeline import FrameRun
+
+    def run(n):
+        return [FrameRun(Path("not-read.h5"), "/exchange/data", 0, n)]
+
+    return HDF5Scan(run(90), np.linspace(0, 180, 90, endpoint=False), run(3), run(2), (64, 128), dtype)
+
+
+def _budget_for(rows, multiple, itemsize=4):
+    """Bytes above this process's RSS for which plan_slabs gives slabs of ``rows`` at ``multiple``."""
+    from tomobluesky.pipeline import plan_slabs
+
+    budget = 1e6
+    while plan_slabs(64, 90, 128, budget_bytes=budget, multiple=multiple, flats_darks=5,
+                     itemsize=itemsize).slab_rows < rows:
+        budget += 2e5
+    return budget
+
+
+def test_deep_slabs_are_whole_chunks_and_whole_pyramid_blocks():
+    """The budget fits 24 rows at the pyramid's multiple (4); whole 16-deep chunks take 16. With chunks of 4 and a
+    pyramid of 4 levels (blocks of 8), a budget of 12 rows takes 8: a slab must end on both."""
+    scan = _planning_scan()
+    shape = (64, 128, 128)
+    deep = _stop._plan(scan, ReconSettings(), shape, current_rss_bytes() + _budget_for(24, 4), 32, 16)
+    assert deep.fits and deep.slab_rows == 16 and deep.slabs[:2] == ((0, 16), (16, 32))
+    both = _stop._plan(scan, ReconSettings(), shape, current_rss_bytes() + _budget_for(12, 4), 16, 4)
+    assert both.fits and both.slab_rows == 8
+
+
+def test_the_plan_counts_the_frames_bytes_as_stored():
+    from tomobluesky.pipeline import plan_slabs
+
+    shape = (64, 128, 128)
+    for dtype, itemsize in (("uint16", 2), ("float32", 4)):
+        got = _stop._plan(_planning_scan(dtype), ReconSettings(), shape, 0, 32, 16)
+        assert got == plan_slabs(64, 90, 128, budget_bytes=0, multiple=4, flats_darks=5, itemsize=itemsize)
+    assert _stop._plan(_planning_scan("uint16"), ReconSettings(), shape, 0, 32, 16).estimate_bytes < \
+        _stop._plan(_planning_scan("float32"), ReconSettings(), shape, 0, 32, 16).estimate_bytes
+
+
+def _segmenting(settings):
+    from tomobluesky.pipeline._steps import scan_pipeline
+
+    return scan_pipeline(settings, [{"step": "normalize"}, {"step": "minus_log"}, {"step": "reconstruct"},
+                                    {"step": "segment", "params": {"sigma": 1.0, "voxel_size_um": 2.0}}])
+
+
+def test_volume_steps_write_where_asked_with_the_scans_attributes(small, tmp_path):
+    import zarr
+
+    settings = ReconSettings(center=15.7)
+    with HDF5Scan.from_dxchange(small) as scan:
+        info = reconstruct_scan(scan, settings, tmp_path / "v.zarr", pipeline=_segmenting(settings),
+                                steps_output=tmp_path / "elsewhere", attributes={"scan_id": 42},
+                                writer_options={"min_size": 8})
+    labels = info["step_outputs"]["arrays"]["segment/labels"]
+    assert labels == str(tmp_path / "elsewhere" / "segment" / "labels") and not (tmp_path / "v.steps").exists()
+    attrs = zarr.open_group(labels, mode="r").attrs.asdict()
+    assert attrs["scan_id"] == 42 and attrs["step"] == "segment"
+    assert info["timings"]["volume_steps"] > 0 and [e["step"] for e in info["pipeline"]][-1] == "segment"
+
+
+def test_volume_steps_left_to_the_caller_do_not_run(small, tmp_path):
+    settings = ReconSettings(center=15.7)
+    with HDF5Scan.from_dxchange(small) as scan:
+        info = reconstruct_scan(scan, settings, tmp_path / "v.zarr", pipeline=_segmenting(settings),
+                                volume_steps=False, writer_options={"min_size": 8})
+        default = reconstruct_scan(scan, settings, tmp_path / "w.zarr", pipeline=_segmenting(settings),
+                                   writer_options={"min_size": 8})
+    assert info["step_outputs"] is None and "volume_steps" not in info["timings"]
+    assert not (tmp_path / "v.steps").exists() and [e["step"] for e in info["pipeline"]][-1] == "segment"
+    assert default["step_outputs"]["arrays"]["segment/labels"] == str(tmp_path / "w.steps" / "segment" / "labels")
