@@ -458,3 +458,50 @@ def test_volume_steps_left_to_the_caller_do_not_run(small, tmp_path):
     assert info["step_outputs"] is None and "volume_steps" not in info["timings"]
     assert not (tmp_path / "v.steps").exists() and [e["step"] for e in info["pipeline"]][-1] == "segment"
     assert default["step_outputs"]["arrays"]["segment/labels"] == str(tmp_path / "w.steps" / "segment" / "labels")
+
+
+def _mean_flats():
+    """A pipeline whose projection steps are not the stop path's own reading (mean flats, not median)."""
+    from tomobluesky.pipeline._steps import scan_pipeline
+
+    return scan_pipeline(ReconSettings(), [{"step": "normalize", "params": {"averaging": "mean"}},
+                                           {"step": "minus_log"}, {"step": "reconstruct"}])
+
+
+def test_a_scan_whose_steps_read_otherwise_is_read_and_centred_through_them(small, tmp_path):
+    """Mean flats: the slabs are read through the steps (not the median reading), and the centre is searched on
+    adjacent middle rows read through them too; the volume is the batch reconstruction of mean-normalised data."""
+    with h5py.File(small) as f:
+        frames, flats, darks = f["/exchange/data"][:], f["/exchange/data_white"][:], f["/exchange/data_dark"][:]
+        theta = np.radians(f["/exchange/theta"][:])
+    normalised = recon.minus_log(recon.normalize(frames, flats, darks, averaging="mean"))
+    with HDF5Scan.from_dxchange(small) as scan:
+        work = _stop.SlabWork(scan, ReconSettings(), np.radians(scan.theta_deg), 15.7, 1, 8, pipeline=_mean_flats())
+        got = work.read((4, 8))
+        np.testing.assert_allclose(got, normalised[:, 4:8].transpose(1, 0, 2), rtol=1e-5, atol=1e-6)
+        assert np.abs(got - read_sinograms(scan, slice(4, 8))).max() > 1e-3  # the median reading differs
+        info = reconstruct_scan(scan, ReconSettings(), tmp_path / "v.zarr", pipeline=_mean_flats(),
+                                memory_budget=current_rss_bytes(), writer_options={"min_size": 8})
+    assert info["center_rows"] == [6, 7, 8, 9, 10] and info["slabs"] > 1 and abs(info["center"] - 15.7) < 1
+    reference = recon.reconstruct(np.ascontiguousarray(normalised.transpose(1, 0, 2)), theta, info["center"],
+                                  sinogram_order=True, filter_name=ReconSettings().filter_name)
+    np.testing.assert_allclose(read_level(tmp_path / "v.zarr", 0), reference, rtol=0,
+                               atol=1e-5 * np.abs(reference).max())
+
+
+def test_sinogram_steps_are_planned_for(tmp_path):
+    """A sinogram step (rings) may need a second slab-sized array: the plan counts it (here 1.5 MB more)."""
+    from tomobluesky.pipeline._steps import scan_pipeline
+
+    path = write_scan(tmp_path / "s.h5", rows=32, columns=64, angles=180, center=31.5)
+    settings = ReconSettings(center=31.5)
+    rings = scan_pipeline(settings, [{"step": "normalize"}, {"step": "minus_log"}, {"step": "rings"},
+                                     {"step": "reconstruct"}])
+    with HDF5Scan.from_dxchange(path) as scan:
+        plain = reconstruct_scan(scan, settings, tmp_path / "plain.zarr", pipeline=scan_pipeline(settings))
+        ringed = reconstruct_scan(scan, settings, tmp_path / "rings.zarr", pipeline=rings)
+        planned = {flag: _stop._plan(scan, settings, (32, 64, 64), 2e9, 256, 32, sinogram_steps=flag)
+                   for flag in (False, True)}
+    assert plain["slabs"] == ringed["slabs"] == 1
+    assert plain["plan_estimate_mb"] == round(planned[False].estimate_bytes / 1e6)
+    assert ringed["plan_estimate_mb"] == round(planned[True].estimate_bytes / 1e6) > plain["plan_estimate_mb"]
