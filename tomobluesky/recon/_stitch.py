@@ -32,7 +32,7 @@ def _pairs(theta: np.ndarray):
     """Indices (first half-turn, rows half a turn later)."""
     step = np.median(np.abs(np.diff(theta))) if len(theta) > 1 else np.pi
     first = np.flatnonzero(theta - theta[0] < np.pi - step / 2)
-    later = np.array([np.argmin(np.abs(theta - (theta[i] + np.pi))) for i in first])
+    later = np.array([np.argmin(np.abs(theta - (theta[i] + np.pi))) for i in first], dtype=np.intp)  # int when empty
     miss = np.abs(theta[later] - theta[first] - np.pi)
     if len(first) == 0 or miss.max() > step / 2 + 1e-9:
         raise ValueError("stitch_360 needs a scan over 360° with an angle opposite each angle of the first half-turn")
