@@ -135,3 +135,145 @@ def test_periodic_padding_walks_from_the_last_value_back_to_the_first_in_equal_s
     walk = np.concatenate([out[..., 3:], out[..., :1]], axis=-1)  # last value, the pad, the first value
     steps = np.diff(walk, axis=-1)
     np.testing.assert_allclose(steps, np.broadcast_to((rows[..., :1] - rows[..., 3:]) / 7, steps.shape), atol=1e-6)
+
+
+# -- find_center_vo: tomopy's signature and its row choice ------------------------------------------
+
+def _projections(rows, n, offset, *, noise=0.002, seed=0, angles=180):
+    """(angles, rows, columns) projections of the phantom with its axis ``offset`` columns from the middle."""
+    theta = np.linspace(0, np.pi, angles, endpoint=False)
+    center = (n - 1) / 2 + offset
+    sino = project_shepp_logan(rows, n, theta, center=center, detector_samples=4)
+    rng = np.random.default_rng(seed)
+    sino = sino + rng.normal(0, noise * float(sino.max()), sino.shape).astype(np.float32)
+    return np.ascontiguousarray(np.swapaxes(sino, 0, 1)), center
+
+
+def test_find_center_vo_has_tomopys_defaults():
+    """A drop-in for tomopy.recon.rotation.find_center_vo: the same keywords with the same defaults
+    (tomopy's documentation: smin=-50, smax=50, srad=6, step=0.25, ratio=0.5, drop=20)."""
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(recon.find_center_vo).parameters.items()}
+    assert defaults == {"tomo": inspect.Parameter.empty, "ind": None, "smin": -50, "smax": 50, "srad": 6,
+                        "step": 0.25, "ratio": 0.5, "drop": 20, "ncore": None}
+
+
+def test_find_center_vo_uses_the_ten_middle_rows_exactly():
+    """With a fine step the answer moves with every row's noise, so the mean of rows 3..12 of 16 (tomopy's
+    default) gives the answer bit for bit, and a window one row off on either side does not."""
+    projections, center = _projections(16, 96, 3.3, noise=0.02)
+    fine = dict(step=1e-4)
+    answer = recon.find_center_vo(projections, **fine)
+    assert answer == recon.find_center_vo(projections[:, 3:13].mean(axis=1), **fine)
+    for lo, hi in ((2, 13), (3, 14), (4, 13), (3, 12), (2, 12), (4, 14)):
+        assert answer != recon.find_center_vo(projections[:, lo:hi].mean(axis=1), **fine), (lo, hi)
+    assert abs(answer - center) < 0.25
+
+
+def test_find_center_vo_averages_only_more_than_ten_rows():
+    """Ten rows or fewer: the middle row alone (rows // 2); eleven: the mean of rows 0..9."""
+    fine = dict(step=1e-4)
+    ten, _ = _projections(10, 64, -2.6, noise=0.02, seed=1)
+    assert recon.find_center_vo(ten, **fine) == recon.find_center_vo(ten[:, 5], **fine)
+    eleven, _ = _projections(11, 64, -2.6, noise=0.02, seed=2)
+    assert recon.find_center_vo(eleven, **fine) == recon.find_center_vo(eleven[:, 0:10].mean(axis=1), **fine)
+
+
+def test_find_center_vo_takes_every_row_index_numpy_does_and_names_the_range_otherwise():
+    projections, _ = _projections(4, 64, 1.7, noise=0.02, seed=3)
+    fine = dict(step=1e-4)
+    assert recon.find_center_vo(projections, ind=-4, **fine) == recon.find_center_vo(projections[:, 0], **fine)
+    assert recon.find_center_vo(projections, ind=3, **fine) == recon.find_center_vo(projections[:, 3], **fine)
+    for bad in (4, -5):
+        with pytest.raises(ValueError, match=rf"ind {bad} is not a row of the projections \(0\.\.3\)"):
+            recon.find_center_vo(projections, ind=bad)
+    with pytest.raises(ValueError, match=r"smin \(5\) must be below smax \(5\)"):
+        recon.find_center_vo(projections, smin=5, smax=5)
+
+
+def test_find_center_vo_defaults_are_tomopys_values():
+    """Called without keywords it answers exactly as with tomopy's defaults spelt out (smin=-50, smax=50,
+    srad=6, ratio=0.5, drop=20; a fine step, so that every change of the metric moves the answer); 360
+    views, so that ``drop`` is not capped at 5 % of them. (``step``: the test below.)"""
+    theta = np.linspace(0, np.pi, 360, endpoint=False)
+    tomopy = dict(smin=-50, smax=50, srad=6, ratio=0.5, drop=20)
+    for offset in (3.9, -1.6):
+        center = (96 - 1) / 2 + offset
+        sino = project_shepp_logan(1, 96, theta, center=center)[0]
+        sino = sino + np.random.default_rng(6).normal(0, 0.002 * float(sino.max()), sino.shape).astype(np.float32)
+        assert recon.find_center_vo(sino, step=1e-4) == recon.find_center_vo(sino, step=1e-4, **tomopy), offset
+
+
+@pytest.mark.parametrize("offset", [2.13, 0.37, -5.38])
+def test_find_center_vo_is_within_half_its_step(offset):
+    """``step`` (0.25 by default) is the answer's precision: off the quarter-pixel grid, within half of it
+    (measured 0.002-0.03 px; a search that stopped after one step of five times that is 0.18 px off)."""
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    center = (128 - 1) / 2 + offset
+    sino = project_shepp_logan(1, 128, theta, center=center)[0]
+    sino = sino + np.random.default_rng(0).normal(0, 0.002 * float(sino.max()), sino.shape).astype(np.float32)
+    assert abs(recon.find_center_vo(sino) - center) <= 0.125
+
+
+def _wide_detector_with_the_axis_at(offset):
+    """A 128-wide phantom on a 255-wide detector (zeros beside it), its axis ``offset`` columns right of
+    columns // 2 = 127 (left when negative, by mirroring the detector)."""
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    obj = project_shepp_logan(1, 128, theta, center=63.7)[0]
+    obj = obj + np.random.default_rng(0).normal(0, 0.01 * float(obj.max()), obj.shape).astype(np.float32)
+    sino = np.zeros((180, 255), np.float32)
+    sino[:, 120:248] = obj  # axis at 120 + 63.7 = 183.7 = 127 + 56.7
+    assert abs(offset) == pytest.approx(56.7)
+    return sino if offset > 0 else np.ascontiguousarray(sino[:, ::-1])
+
+
+def test_find_center_vo_looks_no_further_than_smax_plus_srad():
+    """The axis 56.7 columns right of the middle: the coarse search stops at columns // 2 + smax = 177 and the
+    fine one srad = 6 further, so the default answer is pinned at the window's end (182.75..183); a window of
+    60 finds the axis. Mirrored, the same on the left (71..71.25). An odd width, so that // is not /."""
+    right = _wide_detector_with_the_axis_at(56.7)
+    assert 182.75 - 1e-9 <= recon.find_center_vo(right) <= 183.0 + 1e-9
+    assert abs(recon.find_center_vo(right, smax=60) - 183.7) <= 0.125
+    left = _wide_detector_with_the_axis_at(-56.7)
+    assert 71.0 - 1e-9 <= recon.find_center_vo(left) <= 71.25 + 1e-9
+    assert abs(recon.find_center_vo(left, smin=-60) - 70.3) <= 0.125
+
+
+def test_find_center_vo_cuts_a_window_past_the_detector_at_its_edge():
+    """smin/smax beyond the detector are clipped to its first and last column (as tomopy clips them): a
+    window wholly left of it searches column 0 only, one wholly right column 127, each within srad."""
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    sino = project_shepp_logan(1, 128, theta, center=66.1)[0]
+    sino = sino + np.random.default_rng(0).normal(0, 0.01 * float(sino.max()), sino.shape).astype(np.float32)
+    assert abs(recon.find_center_vo(sino, smin=-1000, smax=-70) - 0) <= 6
+    assert abs(recon.find_center_vo(sino, smin=70, smax=1000) - 127) <= 6
+    # drop reaches the metric: with a fine step any change of it moves the answer
+    assert recon.find_center_vo(sino, step=1e-4, drop=0) != recon.find_center_vo(sino, step=1e-4)
+
+
+@pytest.mark.parametrize("offset", [2.13, 3.9])
+def test_find_center_vo_counts_every_view_of_a_short_scan(offset):
+    """30 noiseless views over [0°, 180°): each is taken to be 6° from the last, the last one 6° short of
+    the first's mirror. Measured within 0.006 px with a fine step; with the views spread over [0°, 180°]
+    instead, the last is dropped as the first's mirror and the answer moves by 0.15 px."""
+    n = 128
+    theta = np.linspace(0, np.pi, 30, endpoint=False)
+    center = (n - 1) / 2 + offset
+    sino = project_shepp_logan(1, n, theta, center=center)[0]
+    assert abs(recon.find_center_vo(sino, step=1e-3) - center) <= 0.05
+
+
+# -- find_center(method="vo"): its search window ----------------------------------------------------
+
+def test_vo_search_window_is_a_quarter_of_the_width_or_search_columns_either_side():
+    """The axis 56.7 columns off the middle of a 255-wide detector (a quarter is 63.75): found by default. With
+    ``search=20`` the window is (columns − 1)/2 ± 20 = 107..147 and the fine search reaches one column past
+    it, so the answer is pinned at 147.75..148 on the right and 106..106.25 on the left."""
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    right = _wide_detector_with_the_axis_at(56.7)
+    left = _wide_detector_with_the_axis_at(-56.7)
+    assert abs(recon.find_center(right, theta).center - 183.7) <= 0.1
+    assert abs(recon.find_center(left, theta).center - 70.3) <= 0.1
+    assert 147.75 - 1e-9 <= recon.find_center(right, theta, search=20).center <= 148.0 + 1e-9
+    assert 106.0 - 1e-9 <= recon.find_center(left, theta, search=20).center <= 106.25 + 1e-9
