@@ -13,6 +13,7 @@ counts what was really read so the caller can report the amplification.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,24 @@ from ._roots import FrameReadError, open_dataset, regular_file
 
 PROJECTIONS, FLATS, DARKS = "projections", "flats", "darks"
 DXCHANGE = {PROJECTIONS: dxchange.PROJECTIONS, FLATS: dxchange.FLATS, DARKS: dxchange.DARKS}
+
+
+@dataclass
+class _SharedFile:
+    """A detector file open in this process, with its datasets: one handle each, for every HDF5Scan that reads it.
+    Two handles of one dataset in one process break each other in SWMR mode (HDF5 2.0): refreshing one made reads
+    through the other fail ("can't insert duplicate key") and then crashed the process. That happened as soon as two
+    slabs of one file were read at once in one process: a Dask worker of two threads. Closed with its last user."""
+
+    file: h5py.File
+    datasets: dict = field(default_factory=dict)
+    users: int = 0
+
+
+#: the open detector files, by path; read and changed only under _HDF5_LOCK, which every open, refresh, read and
+#: close of a detector file holds (h5py runs one call at a time in a process anyway)
+_SHARED: dict[Path, _SharedFile] = {}
+_HDF5_LOCK = threading.RLock()
 
 
 def _dxchange_dataset(f, name: str, path: Path):
@@ -81,7 +100,8 @@ class HDF5Scan:
             if not getattr(self, kind):
                 raise ValueError(f"the scan has no {kind}; a reconstruction needs projections, flats and darks")
         if self.dtype is None:
-            self.dtype = self._dataset(self.projections[0]).dtype
+            with _HDF5_LOCK:
+                self.dtype = self._dataset(self.projections[0]).dtype
         self.dtype = np.dtype(self.dtype)
 
     @classmethod
@@ -92,15 +112,17 @@ class HDF5Scan:
             raise FrameReadError(f"Data Exchange file not found: {path}")
         regular_file(path)
         try:
-            f = h5py.File(path, "r")
+            with _HDF5_LOCK:
+                f = h5py.File(path, "r")
         except OSError as err:
             raise FrameReadError(f"{path} is not an HDF5 file ({err})") from None
-        with f:
+        with _HDF5_LOCK, f:  # this handle and its datasets are gone before another thread's read
             ds = {name: _dxchange_dataset(f, name, path) for name in (*DXCHANGE.values(), dxchange.THETA)}
             counts = {kind: ds[name].shape[0] for kind, name in DXCHANGE.items()}
             shape = tuple(ds[DXCHANGE[PROJECTIONS]].shape[1:])
             dtype = ds[DXCHANGE[PROJECTIONS]].dtype
             theta = dxchange.theta_degrees(ds[dxchange.THETA])
+            del ds
         runs = {kind: [FrameRun(path, DXCHANGE[kind], 0, n)] for kind, n in counts.items()}
         return cls(runs[PROJECTIONS], theta, runs[FLATS], runs[DARKS], shape, np.dtype(dtype))
 
@@ -116,14 +138,23 @@ class HDF5Scan:
 
     # --- reading --------------------------------------------------------------
     def _dataset(self, run: FrameRun):
-        f = self._files.get(run.path)
-        if f is None:
-            f = self._files[run.path] = _open(run.path)
-        try:
-            ds = open_dataset(f, run.dataset, run.path)
-        except KeyError:
-            raise FrameReadError(f"HDF5 file {run.path} has no dataset {run.dataset!r}") from None
-        if f.swmr_mode:
+        """The run's dataset, refreshed (SWMR); call it, and read through what it returns, under _HDF5_LOCK."""
+        shared = self._files.get(run.path)
+        if shared is None:
+            shared = _SHARED.get(run.path)
+            if shared is None:
+                shared = _SharedFile(_open(run.path))
+                _SHARED[run.path] = shared
+            shared.users += 1
+            self._files[run.path] = shared
+        ds = shared.datasets.get(run.dataset)
+        if ds is None:
+            try:
+                ds = open_dataset(shared.file, run.dataset, run.path)
+            except KeyError:
+                raise FrameReadError(f"HDF5 file {run.path} has no dataset {run.dataset!r}") from None
+            shared.datasets[run.dataset] = ds
+        if shared.file.swmr_mode:
             ds.refresh()
         if ds.shape[0] < run.stop:
             raise FrameReadError(f"{run.path}:{run.dataset} holds {ds.shape[0]} frames; the scan needs "
@@ -138,12 +169,14 @@ class HDF5Scan:
         ``frame_block`` frames at a time, in scan order."""
         first = 0
         for run in getattr(self, kind):
-            ds = self._dataset(run)
+            with _HDF5_LOCK:
+                ds = self._dataset(run)
             for a0 in range(run.start, run.stop, frame_block):
                 a1 = min(a0 + frame_block, run.stop)
-                before = bytes_read()
-                block = ds[a0:a1, rows, :]
-                after = bytes_read()
+                with _HDF5_LOCK:
+                    before = bytes_read()
+                    block = ds[a0:a1, rows, :]
+                    after = bytes_read()
                 # the kernel's count when it has one: it sees whole chunks read for a few rows
                 self.bytes_read += after - before if before >= 0 else block.nbytes
                 yield first + (a0 - run.start), block
@@ -155,9 +188,15 @@ class HDF5Scan:
         return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
     def close(self):
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+        """Let go of the files; each closes when no other scan of this process reads it."""
+        with _HDF5_LOCK:
+            for path, shared in self._files.items():
+                shared.users -= 1
+                if shared.users == 0:
+                    shared.datasets.clear()
+                    shared.file.close()
+                    del _SHARED[path]
+            self._files.clear()
 
     def __enter__(self):
         return self

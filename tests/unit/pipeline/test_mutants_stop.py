@@ -505,3 +505,21 @@ def test_sinogram_steps_are_planned_for(tmp_path):
     assert plain["slabs"] == ringed["slabs"] == 1
     assert plain["plan_estimate_mb"] == round(planned[False].estimate_bytes / 1e6)
     assert ringed["plan_estimate_mb"] == round(planned[True].estimate_bytes / 1e6) > plain["plan_estimate_mb"]
+
+
+def test_two_scans_of_one_file_read_side_by_side_in_one_process(small):
+    """Two slabs of one file read at once in one process (a Dask worker of two threads does this), here
+    interleaved block by block: each gets its own rows. Two open handles of one dataset broke each other's reads
+    in SWMR mode ("can't insert duplicate key") and then crashed the process; a scan now holds none between blocks."""
+    with h5py.File(small) as f:
+        frames = f["/exchange/data"][:]
+    with HDF5Scan.from_dxchange(small) as first, HDF5Scan.from_dxchange(small) as second:
+        a = first.iter_rows("projections", slice(0, 4), frame_block=8)
+        b = second.iter_rows("projections", slice(4, 8), frame_block=8)
+        blocks = [(next(a), next(b)) for _ in range(3)]
+        first.close()  # one scan done (a slab's task closes its files) while the other still reads
+        rest = list(b)
+    got_a = np.concatenate([x[1] for x, _ in blocks])
+    got_b = np.concatenate([y[1] for _, y in blocks] + [block for _, block in rest])
+    np.testing.assert_array_equal(got_a, frames[:24, 0:4])
+    np.testing.assert_array_equal(got_b, frames[:, 4:8])

@@ -67,11 +67,12 @@ def test_two_slabs_go_to_dask_and_give_the_in_process_volume(client, two_slabs, 
     info, progress, raw = _reconstruct(two_slabs, tmp_path / "dask.zarr", dask=client)
     assert info["slabs"] == here["slabs"] == 2 and info["slab_rows"] == 4 and "dask" not in here
     report = info["dask"]
-    # the same slabs through the same engine: the same voxels, at every level
-    for a, b in zip(read_level(tmp_path / "here.zarr", 0), read_level(tmp_path / "dask.zarr", 0), strict=True):
-        np.testing.assert_allclose(b, a, rtol=0, atol=2e-6 * np.abs(a).max())
-    np.testing.assert_allclose(read_level(tmp_path / "dask.zarr", 2), read_level(tmp_path / "here.zarr", 2),
-                               rtol=0, atol=1e-6)
+    # the same slabs through the same engine: the same voxels, at every level, up to the NUFFT's own precision
+    # (the tasks run it on one thread, this process on all: its sums come in another order)
+    for level in range(3):
+        here_level = read_level(tmp_path / "here.zarr", level)
+        np.testing.assert_allclose(read_level(tmp_path / "dask.zarr", level), here_level, rtol=0,
+                                   atol=1e-5 * np.abs(here_level).max())
     assert np.abs(read_level(tmp_path / "dask.zarr", 0)).max() > 0.01
     # who ran what
     assert report["scheduler"] == client.scheduler.address
@@ -124,7 +125,7 @@ def test_slabs_are_reported_in_row_order_whatever_order_they_finish_in(client, f
     with HDF5Scan.from_dxchange(four_slabs) as scan:
         here = _stop.SlabWork(scan, ReconSettings(center=CENTER), np.radians(scan.theta_deg), CENTER, 1, 8)
         expected = here.reconstruct(here.read((0, 16)))
-    np.testing.assert_allclose(reference, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(reference, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def test_slabs_that_cut_the_stores_chunks_are_refused_before_any_task(client, four_slabs, tmp_path):
@@ -138,3 +139,17 @@ def test_slabs_that_cut_the_stores_chunks_are_refused_before_any_task(client, fo
     assert str(err.value) == ("slabs of 2 rows cut the store's chunks (alignment 4): they cannot be written in "
                               "parallel")
     assert not read_level(tmp_path / "v.zarr", 0).any()  # nothing was written
+
+
+def test_a_worker_of_two_threads_runs_two_slabs_of_one_file_at_once(four_slabs, tmp_path):
+    """_dask.py's promise: a worker with T threads reconstructs T slabs at once. Both threads read the same
+    detector file; that crashed the worker (HDF5Scan: two handles of one dataset in one process)."""
+    here, _, _ = _reconstruct(four_slabs, tmp_path / "here.zarr")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) \
+            as cluster, distributed.Client(cluster) as two_threads:
+        info, _, _ = _reconstruct(four_slabs, tmp_path / "dask.zarr", dask=two_threads)
+    assert info["slabs"] == 4 and len(info["dask"]["workers_used"]) == 1
+    expected = read_level(tmp_path / "here.zarr", 0)
+    np.testing.assert_allclose(read_level(tmp_path / "dask.zarr", 0), expected, rtol=0,
+                               atol=1e-5 * np.abs(expected).max())
+    assert info["flat_field_warnings"] == here["flat_field_warnings"]
