@@ -277,3 +277,14 @@ def test_vo_search_window_is_a_quarter_of_the_width_or_search_columns_either_sid
     assert abs(recon.find_center(left, theta).center - 70.3) <= 0.1
     assert 147.75 - 1e-9 <= recon.find_center(right, theta, search=20).center <= 148.0 + 1e-9
     assert 106.0 - 1e-9 <= recon.find_center(left, theta, search=20).center <= 106.25 + 1e-9
+
+
+def test_drop_is_capped_at_five_percent_of_the_angular_frequencies():
+    """180 views joined to their mirrors make 360 angular frequencies: at most 18 are dropped (tomopy's cap),
+    so drop=18, 20 and 100 are one search, and drop=17 another (a fine step shows any change of the metric)."""
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    sino = project_shepp_logan(1, 128, theta, center=66.1)[0]
+    sino = sino + np.random.default_rng(0).normal(0, 0.01 * float(sino.max()), sino.shape).astype(np.float32)
+    answers = {drop: recon.find_center_vo(sino, step=1e-4, drop=drop) for drop in (17, 18, 20, 100)}
+    assert answers[18] == answers[20] == answers[100] != answers[17], answers
+    assert abs(answers[18] - 66.1) <= 0.05
