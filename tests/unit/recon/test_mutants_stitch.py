@@ -267,3 +267,38 @@ def test_the_search_reports_no_axis_with_less_overlap_than_asked():
     sino = _disks(96, theta, 93.0)
     assert 90.0 <= recon.stitch_360(sino, theta).input_center <= 91.0
     assert abs(recon.stitch_360(sino, theta, min_overlap=4).input_center - 93.0) < 0.05
+
+
+@pytest.mark.parametrize("axis", [52.0, 52.7, 90.7, 91.0])
+def test_the_axis_is_found_at_both_ends_of_the_search(axis):
+    """96 columns, default min_overlap: the search runs over 52, 52.5, …, 91. At its ends the parabola has
+    no neighbour on one side and the step itself is the answer (52, 91: on the grid, so exact); one step
+    in (52.5, 90.5) it still refines an axis off the grid. An axis on the grid (twice it a whole column)
+    matches its mirror to rounding: mismatch ~0, contrast huge and positive."""
+    theta = _turn(360)
+    out = recon.stitch_360(_disks(96, theta, axis), theta)
+    assert abs(out.input_center - axis) < 0.05, out.input_center
+    if axis in (52.0, 91.0):
+        assert out.input_center == axis
+        assert out.details["mismatch"] < 1e-20 and out.details["contrast"] > 1e10
+
+
+@pytest.mark.parametrize("axis", [80.2, 80.3])
+def test_in_heavy_noise_the_parabola_still_finds_the_axis(axis):
+    """Noise of σ = 0.1 (a fifth of the thickest disk's projection) puts a floor under the overlap's
+    mismatch; the vertex of the parabola through the three best half-pixel steps does not depend on that
+    floor, so the axis is still found well inside one step."""
+    theta = _turn(360)
+    clean = _disks(96, theta, axis)
+    noisy = clean + np.random.default_rng(4).normal(0, 0.1, clean.shape).astype(np.float32)
+    assert abs(recon.stitch_360(noisy, theta).input_center - axis) < 0.1
+
+
+def test_an_axis_at_the_detectors_middle_counts_as_a_right_edge_axis():
+    """Ten columns, axis 4.5: the overlap is the whole row, and the first half-turn's rows stay on the
+    left as for any axis right of the middle: 2 (direct) fading linearly into 5 (mirrored) left to right."""
+    theta = _turn(8)
+    sino = np.concatenate([np.full((4, 10), 2.0), np.full((4, 10), 5.0)])
+    out = recon.stitch_360(sino, theta, 4.5)
+    np.testing.assert_allclose(out.sinograms[0], 2 + 3 * np.arange(10) / 9, atol=1e-6)
+    assert out.center == 4.5
