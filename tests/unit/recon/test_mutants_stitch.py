@@ -302,3 +302,14 @@ def test_an_axis_at_the_detectors_middle_counts_as_a_right_edge_axis():
     out = recon.stitch_360(sino, theta, 4.5)
     np.testing.assert_allclose(out.sinograms[0], 2 + 3 * np.arange(10) / 9, atol=1e-6)
     assert out.center == 4.5
+
+
+def test_an_axis_half_a_pixel_left_of_the_middle_is_a_left_edge_axis():
+    """Ten columns, axis 4 (the middle is 4.5): mirrored, it is an axis at 5, so 11 columns; the blend of
+    that right-edge case (overlap 1..9: 2 + 3·(u − 1)/8) comes back reversed, and the axis sits at 5."""
+    theta = _turn(8)
+    sino = np.concatenate([np.full((4, 10), 2.0), np.full((4, 10), 5.0)])
+    out = recon.stitch_360(sino, theta, 4.0)
+    right = np.concatenate([[2.0], 2 + 3 * np.arange(9) / 8, [5.0]])
+    np.testing.assert_allclose(out.sinograms[0], right[::-1], atol=1e-6)
+    assert out.center == 5.0 and out.input_center == 4.0
