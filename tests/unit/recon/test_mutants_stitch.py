@@ -313,3 +313,12 @@ def test_an_axis_half_a_pixel_left_of_the_middle_is_a_left_edge_axis():
     right = np.concatenate([[2.0], 2 + 3 * np.arange(9) / 8, [5.0]])
     np.testing.assert_allclose(out.sinograms[0], right[::-1], atol=1e-6)
     assert out.center == 5.0 and out.input_center == 4.0
+
+
+def test_an_axis_on_the_last_column_keeps_the_direct_row_up_to_it():
+    """Axis 9 on 10 columns: the overlap shrinks to the axis column itself, where both rows measure the
+    same ray; the blend starts there with the direct row (ramp 0), and the mirrored row takes over after."""
+    theta = _turn(8)
+    sino = np.concatenate([np.full((4, 10), 2.0), np.full((4, 10), 5.0)])
+    out = recon.stitch_360(sino, theta, 9.0)
+    np.testing.assert_allclose(out.sinograms[0], [2.0] * 10 + [5.0] * 9, atol=1e-6)
