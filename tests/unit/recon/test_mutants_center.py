@@ -269,14 +269,15 @@ def test_find_center_vo_counts_every_view_of_a_short_scan(offset):
 def test_vo_search_window_is_a_quarter_of_the_width_or_search_columns_either_side():
     """The axis 56.7 columns off the middle of a 255-wide detector (a quarter is 63.75): found by default. With
     ``search=20`` the window is (columns − 1)/2 ± 20 = 107..147 and the fine search reaches one column past
-    it, so the answer is pinned at 147.75..148 on the right and 106..106.25 on the left."""
+    it, so the answer is pinned at its end: the metric falls towards the axis, so Brent's method runs to the
+    last grid point, 148 on the right and 106 on the left (to its tolerance of 0.01 column)."""
     theta = np.linspace(0, np.pi, 180, endpoint=False)
     right = _wide_detector_with_the_axis_at(56.7)
     left = _wide_detector_with_the_axis_at(-56.7)
     assert abs(recon.find_center(right, theta).center - 183.7) <= 0.1
     assert abs(recon.find_center(left, theta).center - 70.3) <= 0.1
-    assert 147.75 - 1e-9 <= recon.find_center(right, theta, search=20).center <= 148.0 + 1e-9
-    assert 106.0 - 1e-9 <= recon.find_center(left, theta, search=20).center <= 106.25 + 1e-9
+    assert 147.97 <= recon.find_center(right, theta, search=20).center <= 148.0 + 1e-9
+    assert 106.0 - 1e-9 <= recon.find_center(left, theta, search=20).center <= 106.03
 
 
 def test_drop_is_capped_at_five_percent_of_the_angular_frequencies():
@@ -288,3 +289,15 @@ def test_drop_is_capped_at_five_percent_of_the_angular_frequencies():
     answers = {drop: recon.find_center_vo(sino, step=1e-4, drop=drop) for drop in (17, 18, 20, 100)}
     assert answers[18] == answers[20] == answers[100] != answers[17], answers
     assert abs(answers[18] - 66.1) <= 0.05
+
+
+def test_find_center_vo_srad_is_in_full_columns_on_a_binned_detector():
+    """1100 columns are binned 2-fold; the axis at 610.3, 60.3 right of columns // 2. The coarse window ends at
+    600 (600.5 on the binned grid) and the fine one ``srad`` full columns further: pinned at 606..606.5 with
+    srad=6, 601..601.5 with srad=1; srad=20 reaches the axis."""
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    sino = np.zeros((180, 1100), np.float32)
+    sino[:, 410:810] = project_shepp_logan(1, 400, theta, center=200.3, detector_samples=2)[0]
+    assert 606.0 - 1e-9 <= recon.find_center_vo(sino) <= 606.5 + 1e-9
+    assert 601.0 - 1e-9 <= recon.find_center_vo(sino, srad=1) <= 601.5 + 1e-9
+    assert abs(recon.find_center_vo(sino, srad=20) - 610.3) <= 0.125
