@@ -1,0 +1,56 @@
+"""The phantom's building blocks against values worked out by hand: a centred disk's projection, the
+half-disc integral, the ellipsoid-like shrinking of the 3-D phantom's slices (the mutants of
+recon/_phantom.py, issue 16)."""
+
+import numpy as np
+import pytest
+
+from tomobluesky import recon
+from tomobluesky.recon._phantom import _half_disc_integral
+from tomobluesky.recon.testing import project_disk
+
+
+def test_a_disk_on_the_axis_projects_the_same_at_every_angle():
+    """x0 = y0 = 0 by default: the disk sits on the axis, so every angle sees the same profile, symmetric
+    about the axis' column, holding the disk's whole mass μ·π·R²."""
+    theta = np.linspace(0, np.pi, 7)
+    sino = project_disk(41, theta, 20.0, mu=0.5, radius=6.0)
+    np.testing.assert_allclose(sino, np.broadcast_to(sino[0], sino.shape), atol=1e-6)
+    np.testing.assert_allclose(sino[0], sino[0, ::-1], atol=1e-6)
+    np.testing.assert_allclose(sino.sum(axis=1), 0.5 * np.pi * 36, rtol=1e-5)
+    # the column through the centre averages the chord 2·√(R² − s²) over s in [−½, ½]
+    s = np.linspace(-0.5, 0.5, 20001)
+    assert sino[0, 20] == pytest.approx(0.5 * np.mean(2 * np.sqrt(36 - s ** 2)), rel=1e-6)
+
+
+@pytest.mark.parametrize("r", [1.0, 2.0, 7.5])
+def test_half_disc_integral_by_hand(r):
+    """∫_{−r}^{x} √(r² − s²) ds: 0 at −r, a quarter disc πr²/4 at 0, half a disc πr²/2 at r and beyond,
+    and r²(√3/8 + π/12) + πr²/4 at x = r/2 (the area to the left of the chord x = r/2 in the upper half)."""
+    x = np.array([-2 * r, -r, 0.0, r / 2, r, 3 * r])
+    want = np.array([0, 0, np.pi * r * r / 4, r * r * (np.sqrt(3) / 8 + np.pi / 12) + np.pi * r * r / 4,
+                     np.pi * r * r / 2, np.pi * r * r / 2])
+    np.testing.assert_allclose(_half_disc_integral(x, r), want, rtol=1e-12, atol=1e-12 * r * r)
+
+
+def test_the_3d_phantoms_slices_are_cuts_of_an_ellipsoid():
+    """Slice k of n sits at z = (k − (n − 1)/2) / (n/2) of the half height; its ellipses are scaled by
+    √(1 − (0.8·z)²), the cut of an ellipsoid 1.25 half heights tall. For 5 slices z = 0, ±0.4, ±0.8:
+    scales 1, √(1 − 0.1024), √(1 − 0.4096)."""
+    n = 32
+    stack = recon.shepp_logan_3d(5, n)
+    assert stack.shape == (5, n, n) and stack.dtype == np.float32
+    for k, scale in enumerate([np.sqrt(1 - 0.4096), np.sqrt(1 - 0.1024), 1.0, np.sqrt(1 - 0.1024),
+                               np.sqrt(1 - 0.4096)]):
+        np.testing.assert_array_equal(stack[k], recon.shepp_logan(n, scale=scale))
+    # one slice is the middle cut, the 2-D phantom itself; two are at z = ±0.5: √(1 − 0.16)
+    np.testing.assert_array_equal(recon.shepp_logan_3d(1, n)[0], recon.shepp_logan(n))
+    pair = recon.shepp_logan_3d(2, n)
+    for k in range(2):
+        np.testing.assert_array_equal(pair[k], recon.shepp_logan(n, scale=np.sqrt(0.84)))
+
+
+def test_the_3d_phantom_passes_its_supersampling_on():
+    stack = recon.shepp_logan_3d(3, 24, supersample=3)
+    np.testing.assert_array_equal(stack[1], recon.shepp_logan(24, supersample=3))
+    assert np.abs(stack[1] - recon.shepp_logan(24)).max() > 0.05  # edges are averaged, not point samples
