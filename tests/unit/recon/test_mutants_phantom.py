@@ -15,6 +15,7 @@ def test_a_disk_on_the_axis_projects_the_same_at_every_angle():
     about the axis' column, holding the disk's whole mass μ·π·R²."""
     theta = np.linspace(0, np.pi, 7)
     sino = project_disk(41, theta, 20.0, mu=0.5, radius=6.0)
+    assert sino.shape == (7, 41) and sino.dtype == np.float32  # float32 like every sinogram here
     np.testing.assert_allclose(sino, np.broadcast_to(sino[0], sino.shape), atol=1e-6)
     np.testing.assert_allclose(sino[0], sino[0, ::-1], atol=1e-6)
     np.testing.assert_allclose(sino.sum(axis=1), 0.5 * np.pi * 36, rtol=1e-5)
