@@ -28,7 +28,11 @@ that the scan gets the CPU first, and with only the writer's child at nice 10; `
 some); it prints the load average before and after.
 ``re_cpu_s`` is the CPU time of the RunEngine's process (all its threads) over the scan, ``child_cpu_s``
 that of the callbacks' child processes from the scan's start to their drain (``..._during_scan_s``: to
-the stop document), ``tiled_cpu_s`` that of the Tiled server over the scan and the drain.
+the stop document), ``tiled_cpu_s`` that of the Tiled server over the scan and the drain (``tiled_cpu_during_scan_s``: to the stop).
+``re_runqueue_wait_s`` is the time the RunEngine's threads spent runnable but waiting for a CPU
+(Linux schedstat): the scan's loss to other work, as opposed to its own CPU or I/O. ``--tiled-nice N``
+runs the Tiled server N steps below the script's priority, its session's autogroup included (the
+demo's and the profile's default is 10; see ``tomobluesky._priority``).
 
 ``--contention`` instead runs the scan bare, beside a thread spinning in pure
 Python, and beside a process doing the same (``--pairs`` rounds): what a
@@ -59,17 +63,30 @@ def _scan(RE, source, detector_dir, projections, fly):
         tomo_scan(*devices, num_projections=projections)
     marks = {}
     token = RE.subscribe(lambda name, doc: marks.setdefault(name, doc), "all")
-    cpu = time.process_time()
+    cpu, waited = time.process_time(), _runqueue_wait_s()
     try:
         uid, = RE(plan)
     finally:
         RE.unsubscribe(token)
-    cpu = time.process_time() - cpu
+    cpu, waited = time.process_time() - cpu, _runqueue_wait_s() - waited
     start, stop = marks["start"], marks["stop"]
     frames = projections + start.get("num_darks", 10) + start.get("num_flats", 10)
     seconds = stop["time"] - start["time"]
     return uid, {"frames": frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 2),
-                 "cpu_ms_per_frame": round(1e3 * cpu / frames, 2), "re_cpu_s": round(cpu, 2)}
+                 "cpu_ms_per_frame": round(1e3 * cpu / frames, 2), "re_cpu_s": round(cpu, 2),
+                      "re_runqueue_wait_s": round(waited, 2)}
+
+
+def _runqueue_wait_s() -> float:
+    """Seconds this process's threads have spent runnable but waiting for a CPU (Linux schedstat): the
+    scan's loss to other work on the machine, as opposed to its own CPU or I/O."""
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
 
 
 def bare_scan(RE, source, detector_dir, projections, fly) -> dict:
@@ -128,11 +145,13 @@ def process_scan(RE, server, source, projections, fly, nice=0, live_nice=None) -
             raise RuntimeError(f"{dispatcher.name}: the child never became ready: {dispatcher.stats()}")
     pids = [writer.pid, live.pid]
     cpu0 = [_child_cpu_s(pid) for pid in pids]
+    tiled0 = _child_cpu_s(server.pid)
     tokens = [RE.subscribe(writer), RE.subscribe(live)]
     try:
         uid, result = _scan(RE, source, server.layout.detector, projections, fly)
         t_stop = time.perf_counter()
         child_cpu_scan = sum(_child_cpu_s(pid) - c for pid, c in zip(pids, cpu0))
+        tiled_cpu_scan = _child_cpu_s(server.pid) - tiled0
         left = live.flush() + writer.flush()
         drained = time.perf_counter() - t_stop
         child_cpu = sum(_child_cpu_s(pid) - c for pid, c in zip(pids, cpu0))
@@ -148,6 +167,7 @@ def process_scan(RE, server, source, projections, fly, nice=0, live_nice=None) -
         f"process writer nice {nice}"
     return {"case": case, **result, "stop_to_drained_s": round(drained, 2),
             "child_cpu_s": round(child_cpu, 2), "child_cpu_during_scan_s": round(child_cpu_scan, 2),
+            "tiled_cpu_during_scan_s": round(tiled_cpu_scan, 2),
             "max_backlog": {"live": live.stats()["max_backlog"], "writer": writer.stats()["max_backlog"]},
             "preview_updates": run.preview_updates,
             "callback_errors": live.stats()["errors"] + writer.stats()["errors"]}
@@ -222,6 +242,8 @@ def main(argv=None) -> dict:
                         help="bare, off-thread and off-process pipelines in turn, --pairs rounds")
     parser.add_argument("--cases", default=None,
                         help=f"with --compare: a comma-separated subset of {','.join(CASES)} (bare needed)")
+    parser.add_argument("--tiled-nice", type=int, default=0,
+                        help="start the Tiled server at this niceness (0-19; the demo's is 10)")
     parser.add_argument("--contention", action="store_true",
                         help="scan bare, beside a busy thread and beside a busy process instead (no Tiled)")
     args = parser.parse_args(argv)
@@ -279,9 +301,9 @@ def _main_compare(args, RE, source, root) -> dict:
     if unknown or "bare" not in cases:
         raise SystemExit(f"--cases: choose among {', '.join(CASES)}, with bare; got {args.cases!r}")
     load_before = os.getloadavg()
-    print(f"load average before: {load_before}", flush=True)
+    print(f"load average before: {load_before}; Tiled server at nice {args.tiled_nice}", flush=True)
     try:
-        with TiledServer(root / "catalog", startup_timeout=300) as server:
+        with TiledServer(root / "catalog", startup_timeout=300, nice=args.tiled_nice) as server:
             runs = compare(RE, server, source, args.projections, args.fly, args.pairs, cases)
     finally:
         if not args.keep:
@@ -290,7 +312,7 @@ def _main_compare(args, RE, source, root) -> dict:
     cpu = {c: statistics.median(r["re_cpu_s"] for r in runs if r["case"] == c) for c in cases}
     summary = {
         "scan": f"{'fly' if args.fly else 'step'} {args.projections} × {args.rows} × {args.columns} float32",
-        "median_frames_per_s": rate, "median_re_cpu_s": cpu,
+        "median_frames_per_s": rate, "median_re_cpu_s": cpu, "tiled_nice": args.tiled_nice,
         "difference_pct": {c: round(100 * (rate[c] - rate["bare"]) / rate["bare"], 1) for c in cases if c != "bare"},
         "target": "within 5 %", "load_average": {"before": load_before, "after": os.getloadavg()}, "runs": runs,
     }

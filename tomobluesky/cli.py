@@ -98,6 +98,10 @@ def _add_serve(sub, settings: Settings):
                    help="at the first start, use the key in PATH as the read-only key instead of a new random one")
     refuse_key_argument(p, "give --writer-key-file PATH")
     p.add_argument("--public", action="store_true", help="allow anonymous reads (writes still need the write key)")
+    p.add_argument("--nice", type=bounded(int, 0, 19), default=0, metavar="N",
+                   help="once started, serve N steps below this command's CPU priority (0-19; default: "
+                        "%(default)s). On an acquisition host with few cores, 10 leaves the RunEngine the CPU "
+                        "during scans; the server catches up between them (docs/benchmarks.md)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -124,7 +128,7 @@ def _cmd_serve(args, settings: Settings) -> int:
 
     keys = {f"{kind}_key": read_key_file(path) for kind, path in
             (("writer", args.writer_key_file), ("reader", args.reader_key_file)) if path}
-    server = TiledServer(args.data_dir, port=args.port, public=args.public, **keys)
+    server = TiledServer(args.data_dir, port=args.port, public=args.public, nice=args.nice, **keys)
     server.start()
     print(f"Tiled serving {server.layout.root} at {server.uri}  (write key in {server.layout.key_file}, "
           f"read-only key in {server.layout.reader_key_file})", flush=True)

@@ -175,6 +175,9 @@ class Settings(BaseSettings):
                                                  "the replayed tooth scan or a phantom")
     md_dir: Path | None = Field(None, description="profile: the RunEngine's persistent metadata (scan_id keeps "
                                 "counting across restarts; default: <data_dir>/runengine-md)")
+    local_tiled_nice: int = Field(10, ge=0, le=19, description="profile: with no tiled_uri, the Tiled server it "
+                                  "starts runs this many steps below the RunEngine's CPU priority, so that "
+                                  "where cores are few the scan gets the CPU first (0: the same priority)")
     headless: bool = Field(False, description="profile: no plot windows; the live figure is saved as PNGs in "
                            "<data_dir>/live-png")
     stack: StackSection = Field(default_factory=StackSection, description="what `tomobluesky stack` runs "

@@ -170,6 +170,11 @@ def live_off_thread(sink, settings: ReconSettings | None = None, *, on_stop=None
 #: path's child stays at 0: at 10 it got no CPU during a short scan on a loaded machine and drew no preview.
 CALLBACK_NICE = 10
 
+#: the demo's Tiled server runs this many steps below the RunEngine's CPU priority (its own session's
+#: autogroup included, see tomobluesky._priority): it answers the catalogue writer during every scan, and at
+#: the same priority on 2 cores it took 10 CPU s of a 15 s scan (docs/benchmarks.md, issue 11)
+SERVER_NICE = 10
+
 
 class ChildRun:
     """What the parent knows of one run the live path handled in an OffProcess child (sent back by
@@ -404,7 +409,7 @@ def run_demo(data_dir: str | Path, *, source: str = "tooth", tooth_file=None, fl
     from tqdm import tqdm
 
     frame_source = make_source(source, tooth_file, phantom_size)
-    with TiledServer(data_dir, port=port) as server:
+    with TiledServer(data_dir, port=port, nice=SERVER_NICE) as server:
         client = server.client()
         RE = make_run_engine(server.layout.root / "runengine-md")
         bar = tqdm(total=None, desc="projections", unit="frame", disable=not progress, leave=False)

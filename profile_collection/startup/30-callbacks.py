@@ -32,7 +32,8 @@ else:
         tiled_uri, key_file = settings.tiled_uri, None  # the writer's child reads the key from the environment
         volume_dir = settings.volumes  # must be a readable root of that server
     else:
-        tiled_server = TiledServer(settings.data_dir).start()
+        # below the RunEngine's CPU priority: the server answers the writer during every scan (issue 11)
+        tiled_server = TiledServer(settings.data_dir, nice=settings.local_tiled_nice).start()
         atexit.register(tiled_server.stop)
         tiled = tiled_server.client()
         tiled_uri, key_file = tiled_server.uri, str(tiled_server.layout.key_file)

@@ -150,6 +150,23 @@ def test_public_server_reads_without_key_but_refuses_anonymous_writes(tmp_path):
         assert "401" in str(err.value) or "403" in str(err.value) or "scope" in str(err.value).lower()
 
 
+def test_a_niced_server_serves_below_our_priority(tmp_path):
+    """On an acquisition host the server is niced after its start-up, every thread of it and, since it
+    leads its own session, its autogroup: with autogroup scheduling the niceness alone would not count."""
+    from tomobluesky._priority import autogroup_nice
+
+    with pytest.raises(ValueError, match="between 0 and 19"):
+        TiledServer(tmp_path / "bad", nice=20)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with TiledServer(tmp_path / "cat", nice=7) as server:
+        server.sink().write_volume("s", np.ones((1, 2, 2), np.float32), {"scan_uid": "s"})
+        assert float(server.reader_client()[PROCESSED]["s"]["0"].read().sum()) == 4.0
+        tasks = os.listdir(f"/proc/{server.pid}/task")
+        assert len(tasks) > 1 and {os.getpriority(os.PRIO_PROCESS, int(t)) for t in tasks} == {min(own + 7, 19)}
+        if autogroup_nice() is not None:
+            assert autogroup_nice(server.pid) == min(autogroup_nice() + 7, 19)
+
+
 def test_a_separate_process_reads_a_slice(tiled_server, sink):
     sink.write_volume("scan-e", np.arange(3 * 4 * 4, dtype=np.float32).reshape(3, 4, 4),
                                          {"scan_uid": "scan-e"})

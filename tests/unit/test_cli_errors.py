@@ -107,6 +107,7 @@ def test_an_unknown_option_is_named(capsys, argv):
     (["kafka", "start", "--port", "70000"], "argument --port: 70000 is outside the allowed range 1..65535"),
     (["serve", "--port", "70000"], "argument --port: 70000 is outside the allowed range 1..65535"),
     (["serve", "--port", "0"], "argument --port: 0 is outside the allowed range 1..65535"),
+    (["serve", "--nice", "20"], "argument --nice: 20 is outside the allowed range 0..19"),
 ])
 def test_a_refused_choice_or_number_names_the_option_and_the_value(capsys, argv, words):
     prog = "tomobluesky kafka start" if argv[0] == "kafka" else f"tomobluesky {argv[0]}"

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from .._ports import free_port, port_is_free
+from .._priority import lower_priority
 from ..keys import KEY_ENV, check_key, new_key, read_key_file, write_secret
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,19 @@ class TiledServer:
 
     ``writer_key``/``reader_key`` adopt keys of your own (at least 32 hex digits) at the
     first start; a different key for a directory that already has one is refused.
+
+    ``nice`` (Linux niceness, 0-19) runs the server, once started, at a lower CPU priority than this
+    process: its threads' niceness and its session's autogroup (see :mod:`tomobluesky._priority`). A server
+    on the acquisition host answers the catalogue writer during every scan; where cores are few, a
+    niced server leaves the RunEngine the CPU it asks for and catches up between frames (it costs
+    nothing when the machine is otherwise idle, as after the stop).
     """
 
     def __init__(self, data_dir: str | Path, *, port: int | None = None, writer_key: str | None = None,
-                 reader_key: str | None = None, public: bool = False, startup_timeout: float = 60.0):
+                 reader_key: str | None = None, public: bool = False, startup_timeout: float = 60.0,
+                 nice: int = 0):
+        if not 0 <= int(nice) <= 19:
+            raise ValueError(f"nice must be between 0 and 19 (Linux niceness), got {nice}")
         given = {kind: check_key(key, f"the {kind} key given") for kind, key in
                  (("writer", writer_key), ("reader", reader_key)) if key is not None}  # before touching the disk
         self.layout = CatalogLayout(data_dir).create()
@@ -125,6 +135,7 @@ class TiledServer:
         self.port = port or free_port()
         self.public = public
         self.startup_timeout = startup_timeout
+        self.nice = int(nice)
         self._proc: subprocess.Popen | None = None
 
     def _resolve_key(self, kind: str, given: str | None) -> str:
@@ -181,6 +192,8 @@ class TiledServer:
         except BaseException:  # failed or interrupted (SIGTERM, Ctrl-C) while starting: never orphan the child
             self.stop()
             raise
+        if self.nice:  # after the start-up, which a low priority on a busy host would drag out
+            log.info("Tiled server at lower CPU priority: %s", lower_priority(self._proc.pid, self.nice))
         return self
 
     def _wait_ready(self):

@@ -1,0 +1,74 @@
+"""CPU priority of the helper processes an acquisition host starts (Linux).
+
+Where cores are few, the RunEngine must get the CPU first: everything that can catch up later (the
+catalogue server, the callbacks' children) runs at a lower priority. Niceness alone is not enough on
+most Linux systems: with autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on by
+default in Debian's and Ubuntu's kernels) the CPU is first shared equally between *sessions*, and
+niceness only orders the threads inside one. A server started in its own session
+(``start_new_session``, so that a Ctrl-C at the prompt does not reach it) therefore gets as much CPU as
+the whole RunEngine process, whatever its niceness. The session's autogroup has a niceness of its own,
+written to ``/proc/PID/autogroup``; :func:`lower_priority` sets it with the threads' niceness.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+NICE_MAX = 19
+
+
+def autogroup_nice(pid: int | str = "self") -> int | None:
+    """The niceness of ``pid``'s autogroup, or None where the kernel has no autogroups."""
+    try:
+        text = Path(f"/proc/{pid}/autogroup").read_text()  # "/autogroup-123 nice 0"
+    except OSError:
+        return None
+    try:
+        return int(text.split()[-1])
+    except (IndexError, ValueError):
+        return None
+
+
+def lower_priority(pid: int, nice: int) -> dict:
+    """Run process ``pid`` (all its threads, and its session if it leads one) ``nice`` steps below
+    this process's CPU priority, clamped to 19; return what was set.
+
+    The session's autogroup is changed only for a process that leads a session of its own (started
+    with ``start_new_session=True``): an autogroup is shared by every process of its session, so
+    lowering one in this process's own session would lower the RunEngine too. Lowering needs no
+    privilege; raising it back later would.
+    """
+    done: dict = {}
+    if not nice:
+        return done
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    threads = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:  # niceness is per thread on Linux; threads started later inherit it from their creator
+            os.setpriority(os.PRIO_PROCESS, int(task.name), min(own + int(nice), NICE_MAX))
+            threads += 1
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            pass
+    done["thread_nice"], done["threads"] = min(own + int(nice), NICE_MAX), threads
+    if os.getsid(pid) == pid:
+        group = _lower_autogroup(pid, nice)
+        if group is not None:
+            done["autogroup_nice"] = group
+    return done
+
+
+def _lower_autogroup(pid: int, nice: int) -> int | None:
+    base = autogroup_nice()
+    if base is None:
+        return None
+    target = min(base + int(nice), NICE_MAX)
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(target))
+    except OSError as exc:  # a kernel without write support, or a process already gone
+        log.warning("could not lower the CPU priority of process %d's session: %s", pid, exc)
+        return None
+    return target
