@@ -301,3 +301,43 @@ def test_find_center_vo_srad_is_in_full_columns_on_a_binned_detector():
     assert 606.0 - 1e-9 <= recon.find_center_vo(sino) <= 606.5 + 1e-9
     assert 601.0 - 1e-9 <= recon.find_center_vo(sino, srad=1) <= 601.5 + 1e-9
     assert abs(recon.find_center_vo(sino, srad=20) - 610.3) <= 0.125
+
+
+@pytest.mark.parametrize("offset", [2.13, -5.38])
+def test_find_center_vo_step_is_in_full_columns_on_a_binned_detector(offset):
+    """1100 columns, binned 2-fold: ``step`` is the precision in full columns, so Brent's tolerance on the
+    binned grid is step / bin. With step=0.5: measured within 0.02 px; a tolerance of step × bin stops at
+    the first golden-section point, 0.22-0.25 px off."""
+    n = 1100
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    center = (n - 1) / 2 + offset
+    sino = project_shepp_logan(1, n, theta, center=center, detector_samples=2)[0]
+    sino = sino + np.random.default_rng(0).normal(0, 0.002 * float(sino.max()), sino.shape).astype(np.float32)
+    assert abs(recon.find_center_vo(sino, step=0.5) - center) <= 0.1
+
+
+# -- Vo's spectra against the joined sinogram they stand for ----------------------------------------
+
+@pytest.mark.parametrize("drop", [0, 3])
+def test_vos_metric_is_the_joined_sinograms_spectrum_outside_the_double_wedge(drop):
+    """Vo's definition, computed the slow way: the padded sinogram on top of its padded mirror rolled by s
+    columns (2·angles rows), a full 2-D FFT, and the magnitudes summed over the points outside the double
+    wedge: angular frequency |ν| (cycles per turn) above 2π·(ratio·cols/2)·|k| + 2 (k cycles per pixel,
+    both signs) and above ``drop``. The phase-only spectra must give the same sum at every whole shift."""
+    from tomobluesky.recon._center import _periodic_pad, _vo_spectra
+
+    rng = np.random.default_rng(11)
+    rows, angles, cols, ratio = 2, 24, 20, 0.6
+    sino = rng.random((rows, angles, cols)).astype(np.float32)
+    spectra = _vo_spectra(sino, ratio, drop)
+    length = spectra.length
+    assert length >= 2 * cols  # room for shifts of ±cols/2 without the mirror meeting itself
+    top = _periodic_pad(sino, length).astype(np.float64)
+    mirror = _periodic_pad(sino[..., ::-1], length).astype(np.float64)
+    nu = np.abs(np.fft.fftfreq(2 * angles) * 2 * angles)[:, None]
+    k = np.abs(np.fft.fftfreq(length))[None, :]
+    outside = (nu > 2 * np.pi * (ratio * cols / 2) * k + 2) & (nu > drop)
+    for s in (-7, -1, 0, 2, 5, 10):
+        joined = np.concatenate([top, np.roll(mirror, s, axis=-1)], axis=1)
+        want = np.abs(np.fft.fft2(joined, axes=(1, 2))[:, outside]).sum()
+        assert spectra.metric(float(s)) == pytest.approx(want, rel=1e-4), s
