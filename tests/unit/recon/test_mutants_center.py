@@ -341,3 +341,26 @@ def test_vos_metric_is_the_joined_sinograms_spectrum_outside_the_double_wedge(dr
         joined = np.concatenate([top, np.roll(mirror, s, axis=-1)], axis=1)
         want = np.abs(np.fft.fft2(joined, axes=(1, 2))[:, outside]).sum()
         assert spectra.metric(float(s)) == pytest.approx(want, rel=1e-4), s
+
+
+# -- the result's short repr ------------------------------------------------------------------------
+
+def test_the_details_summary_keeps_scalars_and_strings_and_counts_sequences():
+    from tomobluesky.recon._center import _summary
+
+    details = {"depth": 0.123456, "method": "vo", "curve": [1.0, 2.0, 3.0], "shifts": np.arange(5),
+               "z": 1j, "bin": np.int64(2), "gap": np.float32(0.5), "rows": 7}
+    assert _summary(details) == "{depth=0.123, method=vo, curve=<3>, shifts=<5>, z=<complex>, bin=2, gap=0.5, rows=7}"
+    result = recon.CenterResult(295.754, 0.987, "auto", {"bin": 1, "scores": [0.1, 0.2]})
+    assert repr(result) == "CenterResult(center=295.75, confidence=0.99, method='auto', details={bin=1, scores=<2>})"
+
+
+def test_a_long_summary_is_cut_to_a_hundred_characters():
+    """A hundred characters are kept whole; one more and the text is cut to 96 and closed with '...}'."""
+    from tomobluesky.recon._center import _summary
+
+    exactly = {"k": "x" * 96}  # "{k=" + 96 + "}" = 100 characters
+    assert _summary(exactly) == "{k=" + "x" * 96 + "}"
+    longer = {"k": "x" * 97}
+    assert _summary(longer) == ("{k=" + "x" * 97 + "}")[:96] + "...}"
+    assert len(_summary(longer)) == 100
