@@ -89,3 +89,47 @@ def test_bilinear_rays_never_go_negative_on_a_single_bright_pixel():
     sino = recon.project(image, np.array([0.3, 0.7, 1.2]))[0]
     assert sino.min() >= 0
     np.testing.assert_allclose(sino.sum(axis=1), 1.0, atol=0.03)
+
+
+def test_the_phantoms_ellipses_are_closed_and_y_points_up():
+    """Toft's fifth ellipse: value 0.1, semi-axes 0.21 × 0.25, centred at (0, 0.35). On a 100-pixel grid
+    (pixel centres at ±0.01, ±0.03, …) its horizontal ends (±0.21, 0.35) fall exactly on pixel centres,
+    row 32, columns 39 and 60; a closed ellipse counts them: 1 (skull) − 0.8 (brain) + 0.1 = 0.3, and one
+    pixel farther out 0.2. y points up: the mirror row below the centre (y = −0.35) is brain only, 0.2."""
+    image = recon.shepp_logan(100)
+    assert image[32, 39] == pytest.approx(0.3) and image[32, 60] == pytest.approx(0.3)
+    assert image[32, 38] == pytest.approx(0.2) and image[32, 61] == pytest.approx(0.2)
+    assert image[67, 39] == pytest.approx(0.2) and image[67, 50] == pytest.approx(0.2)
+
+
+def test_a_smaller_scale_is_the_same_phantom_magnified_down():
+    """shepp_logan(2n, scale=0.5) holds shepp_logan(n) in its middle n × n pixels: both grids put pixel
+    centres at the same points once the scale is undone (the off-centre, tilted ellipses included)."""
+    n = 64
+    half = recon.shepp_logan(2 * n, scale=0.5)
+    np.testing.assert_array_equal(half[n // 2:n // 2 + n, n // 2:n // 2 + n], recon.shepp_logan(n))
+    assert not half[:n // 2].any() and not half[:, :n // 2].any()  # nothing outside the shrunken skull
+
+
+def test_supersampling_by_two_averages_two_by_two_blocks_into_float32():
+    fine = recon.shepp_logan(80)
+    coarse = recon.shepp_logan(40, supersample=2)
+    assert coarse.dtype == np.float32
+    np.testing.assert_allclose(coarse, fine.reshape(40, 2, 40, 2).mean(axis=(1, 3)), atol=1e-7)
+
+
+@pytest.mark.parametrize("n_slices", [None, 3])
+def test_exact_projections_are_float32_and_keep_the_phantoms_mass(n_slices):
+    """The exact line integrals sum, over the detector, to the phantom's mass Σ value·π·A·B at every
+    angle (A, B the semi-axes in pixels, each slice's scaled by its s²), as float32."""
+    from tomobluesky.recon._phantom import _ELLIPSES, _slice_scales
+
+    n = 64
+    theta = np.array([0.0, 0.4, 1.3, 2.9])
+    sino = project_shepp_logan(n_slices, n, theta)
+    scales = np.ones(1) if n_slices is None else _slice_scales(n_slices)
+    assert sino.dtype == np.float32
+    assert sino.shape == ((4, n) if n_slices is None else (n_slices, 4, n))
+    mass = sum(v * np.pi * a * b for v, a, b, *_ in _ELLIPSES) * (n / 2) ** 2
+    np.testing.assert_allclose(np.reshape(sino, (-1, 4, n)).sum(axis=-1),
+                               np.repeat(mass * scales[:, None] ** 2, 4, axis=1), rtol=2e-3)
