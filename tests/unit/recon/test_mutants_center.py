@@ -91,7 +91,7 @@ def test_binned_columns_are_means_placed_at_their_centres():
     np.testing.assert_allclose([_to_full(k, 4) for k in (0, 1)], [1.5, 5.5])
 
 
-@pytest.mark.parametrize("method", ["vo", "sharpness"])
+@pytest.mark.parametrize("method", ["vo", "sharpness", "auto"])
 def test_an_axis_is_found_on_a_binned_detector(method):
     """1100 columns are binned 2-fold (and 4-fold for the sharpness search's first look); the answer is in
     full columns, to a tenth of a pixel (measured: 0.007 vo, 0.015 sharpness)."""
@@ -364,3 +364,15 @@ def test_a_long_summary_is_cut_to_a_hundred_characters():
     longer = {"k": "x" * 97}
     assert _summary(longer) == ("{k=" + "x" * 97 + "}")[:96] + "...}"
     assert len(_summary(longer)) == 100
+
+
+def test_auto_checks_vo_with_the_sharpness_of_three_rows_by_default():
+    """Eight rows: Vo's search uses them all, the sharpness check three of them spread over the detector
+    (rows 0, 4, 7 of 8: their sharpness differs from any other choice), as ``slices=3`` spelt out."""
+    theta = np.linspace(0, np.pi, 90, endpoint=False)
+    sino = project_shepp_logan(8, 64, theta, center=33.3)
+    sino = sino + np.random.default_rng(8).normal(0, 0.02 * float(sino.max()), sino.shape).astype(np.float32)
+    default = recon.find_center(sino, theta, method="auto")
+    assert default.details["rows"] == 8
+    assert default.details["sharpness"] == recon.find_center(sino, theta, method="auto", slices=3).details["sharpness"]
+    assert default.details["sharpness"] != recon.find_center(sino, theta, method="auto", slices=4).details["sharpness"]
