@@ -88,3 +88,20 @@ def test_non_ascii_keys_round_trip(tmp_path):
     key = setup_key(dict(_DOC, camera="Kamera-ö"))
     memory.remember(key, 9.5)
     assert CenterMemory(tmp_path / "c.json").recall(key) == 9.5
+
+
+def test_the_new_file_is_written_beside_the_old_one_not_in_the_system_temp_folder(tmp_path, monkeypatch):
+    """os.replace is atomic only within one filesystem: the temporary file must be made in the target's
+    folder. With the system temp folder unusable, remembering still works."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-folder"))
+    memory = CenterMemory(tmp_path / "keep" / "c.json")
+    memory.remember("k", 4.5)
+    assert memory.recall("k") == 4.5
+
+
+def test_a_file_written_by_hand_in_utf8_is_read(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_bytes('{"Kamera-ö": {"center": 8.25}}'.encode("utf-8"))
+    assert CenterMemory(path).recall("Kamera-ö") == 8.25
