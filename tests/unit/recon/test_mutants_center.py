@@ -376,3 +376,36 @@ def test_auto_checks_vo_with_the_sharpness_of_three_rows_by_default():
     assert default.details["rows"] == 8
     assert default.details["sharpness"] == recon.find_center(sino, theta, method="auto", slices=3).details["sharpness"]
     assert default.details["sharpness"] != recon.find_center(sino, theta, method="auto", slices=4).details["sharpness"]
+
+
+def test_vos_details_hold_its_curves_in_full_columns():
+    """On a 2-fold binned detector: the coarse curve at every whole binned shift (2 full columns apart), the
+    fine one at half of that; a mirror shift s (full columns) stands for the axis at (columns − 1)/2 + s/2,
+    so the curves' minima point at the axis. The depth is the confidence; bin, views and rows as used."""
+    n = 1100
+    theta = np.linspace(0, np.pi, 120, endpoint=False)
+    center = (n - 1) / 2 - 13.4
+    found = recon.find_center(project_shepp_logan(1, n, theta, center=center, detector_samples=2), theta)
+    d = found.details
+    assert set(d) == {"metric_depth", "bin", "angles", "rows", "coarse_shifts", "coarse_metric", "fine_shifts",
+                      "fine_metric"}
+    assert (d["bin"], d["angles"], d["rows"]) == (2, 120, 1)
+    assert d["metric_depth"] == found.confidence and 0.5 < found.confidence <= 1
+    assert len(d["coarse_shifts"]) == len(d["coarse_metric"]) and len(d["fine_shifts"]) == len(d["fine_metric"])
+    np.testing.assert_array_equal(np.diff(d["coarse_shifts"]), 2.0)
+    np.testing.assert_array_equal(np.diff(d["fine_shifts"]), 1.0)
+    coarse = d["coarse_shifts"][int(np.argmin(d["coarse_metric"]))]
+    fine = d["fine_shifts"][int(np.argmin(d["fine_metric"]))]
+    assert abs((n - 1) / 2 + coarse / 2 - center) <= 1.0
+    assert abs((n - 1) / 2 + fine / 2 - center) <= 0.5
+
+
+def test_vos_confidence_does_not_depend_on_the_units_of_the_sinogram():
+    """The depth of the valley is a ratio: the same scan in other units (×1e-6) is as sure."""
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    sino = project_shepp_logan(2, 128, theta, center=66.1)
+    sino = sino + np.random.default_rng(0).normal(0, 0.01 * float(sino.max()), sino.shape).astype(np.float32)
+    found = recon.find_center(sino, theta)
+    small = recon.find_center(sino * np.float32(1e-6), theta)
+    assert found.confidence > 0.8
+    assert small.confidence == pytest.approx(found.confidence, abs=0.01)
