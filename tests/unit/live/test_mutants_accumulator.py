@@ -174,7 +174,7 @@ def test_a_datum_of_an_unknown_resource_or_with_miscounted_sequence_numbers_is_r
     docs, _ = _step_scan(tmp_path)
     with pytest.raises(ValueError, match="stream datum sd-x refers to unknown stream resource res-none"):
         docs.stream_datum(_datum("sd-x", "desc-primary", "res-none", 0, 1, 1))
-    bad = _datum("sd-y", "desc-primary", "res-img", 0, 3, 1)
+    bad = _datum("sd-y", "desc-primary", "res-img", 1, 4, 1)
     bad["seq_nums"]["stop"] = 3
     with pytest.raises(ValueError, match="stream datum sd-y: 2 sequence numbers for 3 frames"):
         docs.stream_datum(bad)
