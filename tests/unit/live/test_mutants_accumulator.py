@@ -206,3 +206,36 @@ def test_a_scan_needs_two_projections_with_angles_and_flats_and_darks(tmp_path):
         docs.scan()
     docs.stream_datum(_datum("sd-d", "desc-dark", "res-img", 0, 1, 1))
     assert len(docs.scan().projections[0]) == 2
+
+
+def test_angles_arriving_after_their_frames_complete_them(tmp_path):
+    path = _file(tmp_path, angles=[0.0, 60.0, 120.0])
+    docs = ScanDocuments([tmp_path])
+    docs.start(_start(scan_type="fly"))
+    docs.descriptor(_descriptor("primary", rotation=False, theta=True))
+    docs.stream_resource(_resource(path))
+    docs.stream_resource(_resource(path, "res-theta", "theta", "/entry/theta"))
+    docs.stream_datum(_datum("sd-p", "desc-primary", "res-img", 2, 5, 1))
+    assert docs.streams["primary"].complete() == []
+    docs.stream_datum(_datum("sd-t", "desc-primary", "res-theta", 0, 3, 1))
+    assert docs.streams["primary"].complete() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("key, dataset", [("cam_image", "/entry/data"), ("theta", "/entry/theta")])
+def test_a_file_swapped_for_a_link_out_of_the_roots_after_its_resource_arrived_is_not_read(tmp_path, key, dataset):
+    """The roots are checked again when a datum reads or records a file, not only when its resource arrives:
+    a detector file replaced meanwhile by a link to a file outside the roots is refused."""
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    inside.mkdir()
+    outside.mkdir()
+    path = _file(inside, angles=[0.0, 1.0, 2.0])
+    secret = _file(outside, angles=[5.0, 6.0, 7.0])
+    docs = ScanDocuments([inside])
+    docs.start(_start(scan_type="fly"))
+    docs.descriptor(_descriptor("primary", rotation=False, theta=True))
+    docs.stream_resource(_resource(path, "res", key, dataset))
+    path.unlink()
+    path.symlink_to(secret)
+    with pytest.raises(Exception, match="res"):
+        docs.stream_datum(_datum("sd", "desc-primary", "res", 0, 3, 1))
+    assert docs.streams["primary"].locations == {} and docs.streams["primary"].angles == {}
