@@ -239,3 +239,15 @@ def test_a_file_swapped_for_a_link_out_of_the_roots_after_its_resource_arrived_i
     with pytest.raises(Exception, match="res"):
         docs.stream_datum(_datum("sd", "desc-primary", "res", 0, 3, 1))
     assert docs.streams["primary"].locations == {} and docs.streams["primary"].angles == {}
+
+
+def test_before_the_start_document_there_is_none_and_a_two_dimensional_shape_is_an_image(tmp_path):
+    docs = ScanDocuments()
+    assert docs.start_doc is None and docs.meta is None
+    assert docs.roots.roots is None  # no roots given: any regular file
+    docs.start(_start())
+    flat = _descriptor("flat")
+    flat["data_keys"]["cam_image"]["shape"] = [ROWS, COLS]  # no leading frame count: still the image
+    docs.descriptor(flat)
+    assert docs._descriptors["desc-flat"] == {"stream": "flat", "image": "cam_image", "theta": None,
+                                              "rotation": "rot"}
