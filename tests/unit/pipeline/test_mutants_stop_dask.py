@@ -96,6 +96,14 @@ def test_two_slabs_go_to_dask_and_give_the_in_process_volume(client, two_slabs, 
     assert 0.95 <= info["read_amplification"] <= 1.5
 
 
+def test_a_scan_of_one_slab_stays_in_this_process(client, two_slabs, tmp_path):
+    with HDF5Scan.from_dxchange(two_slabs) as scan:
+        info = reconstruct_scan(scan, ReconSettings(center=CENTER), tmp_path / "v.zarr", memory_budget=3e9,
+                                writer_options={"min_size": 8}, dask=client)
+    assert info["slabs"] == 1 and "dask" not in info and "slabs_wall" not in info["timings"]
+    assert set(info["timings"]) == {"center", "read", "reconstruct", "write", "total"}
+
+
 def test_the_report_sums_the_workers_stage_times(client, two_slabs, tmp_path):
     info, _, _ = _reconstruct(two_slabs, tmp_path / "dask.zarr", dask=client)
     timings, per_slab = info["timings"], info["dask"]["per_slab"]
