@@ -161,3 +161,27 @@ def test_the_centre_estimate_sees_the_probe_rows_resampled_onto_a_half_turn(monk
     exact = _object(n, seen["grid"], center)
     for k, row in enumerate(live.probe_rows):
         np.testing.assert_allclose(even[k] / (1 + row), exact, atol=0.01 * exact.max())
+
+
+def test_views_on_the_grid_reach_vo_unchanged_and_at_most_360_angles_do(monkeypatch):
+    """Views already on even steps over a half turn (any order) are passed on as they are, the last one
+    included; a scan with more views than 360 in its half turn is resampled onto 360 angles."""
+    seen = {}
+    monkeypatch.setattr(recon, "find_center", lambda even, grid, method: seen.update(even=even, grid=grid))
+    rng = np.random.default_rng(4)
+    views = rng.random((10, 3, 12), dtype=np.float32)
+    live = LiveSlices(3, 12, num_angles=10, overlap=False)
+    order = rng.permutation(10)
+    for i in order:
+        live.add(views[i], 18.0 * i)
+    live.estimate_center()
+    np.testing.assert_allclose(seen["grid"], np.arange(10) * np.pi / 10, rtol=1e-12)
+    np.testing.assert_allclose(seen["even"], views[:, live.probe_rows].transpose(1, 0, 2), rtol=1e-5, atol=1e-6)
+
+    live = LiveSlices(1, 4, num_angles=400, overlap=False)
+    for i in range(400):
+        live.add(np.full((1, 4), i, np.float32), 0.45 * i)
+    live.estimate_center()
+    np.testing.assert_allclose(seen["grid"], np.arange(360) * np.pi / 360, rtol=1e-12, atol=1e-15)
+    # 400 views over 180° onto 360 angles: view index 400/360 per step, linear in between
+    np.testing.assert_allclose(seen["even"][0, :, 0], np.arange(360) * 400 / 360, rtol=1e-5, atol=1e-4)
