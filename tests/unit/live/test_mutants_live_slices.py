@@ -185,3 +185,22 @@ def test_views_on_the_grid_reach_vo_unchanged_and_at_most_360_angles_do(monkeypa
     np.testing.assert_allclose(seen["grid"], np.arange(360) * np.pi / 360, rtol=1e-12, atol=1e-15)
     # 400 views over 180° onto 360 angles: view index 400/360 per step, linear in between
     np.testing.assert_allclose(seen["even"][0, :, 0], np.arange(360) * 400 / 360, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32])
+def test_views_of_any_real_dtype_fold_as_their_float32_values_and_are_stored_in_float32(dtype):
+    """What a view leaves behind (its filtered axial row, its probe rows) is float32 whatever it came in:
+    4 bytes a value, as the memory bound of the probes (PROBE_VIEWS views) assumes; the slices are those
+    of the same view cast to float32."""
+    rng = np.random.default_rng(6)
+    views = (rng.random((5, 4, 16)) * 1000).astype(dtype)
+    angles = [0.0, 35.0, 70.0, 105.0, 140.0]
+    ref = LiveSlices(4, 16, num_angles=5, overlap=False)
+    live = LiveSlices(4, 16, num_angles=5, overlap=False)
+    for view, angle in zip(views, angles):
+        ref.add(view.astype(np.float32), angle)
+        live.add(view, angle)
+    assert all(r.dtype == np.float32 for r in live._axial_rows)
+    assert all(p.dtype == np.float32 for p in live._probes)
+    for name in ("axial", "vertical_x", "vertical_y"):
+        np.testing.assert_array_equal(getattr(live, name), getattr(ref, name))
