@@ -4,6 +4,10 @@ The first half-turn from the first angle, resampled linearly in angle onto an ev
 more than ``MAX_ANGLES`` views; the sharpness score as minus the negative fraction of the mass; the
 parabola through the best score. Then the axis of a phantom found through the resampled branch on a
 small detector (the wide-detector test, 2.5 s, is too slow to run for every mutant).
+
+Further down (the issue-16 run of Vo's functions): ``find_center_vo`` against tomopy's contract (its rows,
+defaults, window, step and srad in full columns), ``find_center``'s Vo window, Vo's phase-only metric against
+the joined sinogram's 2-D spectrum, its details and confidence, "auto" on a binned detector, the short repr.
 """
 
 import numpy as np
