@@ -526,3 +526,25 @@ def test_two_scans_of_one_file_read_side_by_side_in_one_process(small):
     got_b = np.concatenate([y[1] for _, y in blocks] + [block for _, block in rest])
     np.testing.assert_array_equal(got_a, frames[:24, 0:4])
     np.testing.assert_array_equal(got_b, frames[:, 4:8])
+
+
+def _recording_pipeline(seen_shapes):
+    """Mean flats (read through the steps), then a sinogram step that notes the shape of what it is given."""
+    from tomobluesky.steps import Pipeline, Stage, Step
+
+    def note(sinograms):
+        seen_shapes.append(sinograms.shape)
+        return sinograms
+
+    default = _mean_flats().stages  # normalize (mean), minus_log, reconstruct
+    step = Step("note", note, "sinograms", 0, False, "myplugin", "1.0", "myplugin:note")
+    return Pipeline([default[0], default[1], Stage(step, {}), default[2]])
+
+
+@pytest.mark.parametrize("rows, expected", [(16, [6, 7, 8, 9, 10]), (4, [0, 1, 2, 3])])
+def test_the_centre_searched_through_the_steps_sees_every_middle_row(tmp_path, rows, expected):
+    path = write_scan(tmp_path / "s.h5", rows=rows, columns=32, angles=30, center=15.5)
+    shapes = []
+    with HDF5Scan.from_dxchange(path) as scan:
+        center, info = _stop.find_scan_center(scan, ReconSettings(), pipeline=_recording_pipeline(shapes))
+    assert info["center_rows"] == expected and shapes == [(len(expected), 30, 32)] and abs(center - 15.5) < 1
