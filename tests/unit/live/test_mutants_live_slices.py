@@ -204,3 +204,24 @@ def test_views_of_any_real_dtype_fold_as_their_float32_values_and_are_stored_in_
     assert all(p.dtype == np.float32 for p in live._probes)
     for name in ("axial", "vertical_x", "vertical_y"):
         np.testing.assert_array_equal(getattr(live, name), getattr(ref, name))
+
+
+def test_defaults_and_the_helper_thread_is_used_when_overlap_is_on():
+    import os
+
+    live = LiveSlices(5, 32)
+    assert live.center == 15.5 and live.row == 2
+    assert live.weight == pytest.approx(math.pi / 180, rel=1e-12)  # 180 views over 180°
+    assert live.overlap == ((os.cpu_count() or 1) > 1)
+    assert LiveSlices(2, 8, overlap=0).overlap is False
+    live = LiveSlices(2, 8, num_angles=2, overlap=1)
+    assert live.overlap is True
+    live.add(np.ones((2, 8), np.float32), 0.0)
+    assert live._pending is not None  # the vertical slices' share went to the helper
+    assert live.vertical_x.any() and live._pending is None  # reading them waits for it
+
+
+@pytest.mark.parametrize("cores, overlap", [(1, False), (None, False), (2, True), (16, True)])
+def test_by_default_the_helper_thread_is_used_from_two_cores_on(monkeypatch, cores, overlap):
+    monkeypatch.setattr(_live_slices.os, "cpu_count", lambda: cores)  # None: the count is unknown
+    assert LiveSlices(2, 8).overlap is overlap
