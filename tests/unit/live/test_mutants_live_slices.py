@@ -54,10 +54,7 @@ def test_probe_views_stop_at_the_cap_while_the_slices_go_on(monkeypatch):
     assert live._probe_angles == [0.0, 10.0, 20.0, 30.0, 40.0]
     assert [p[0, 0] for p in live._probes] == [0, 1, 2, 3, 4]
     assert live.vertical_views == 7 and len(live.angles_deg) == 7 and live.coverage_deg() == 60.0
-    assert PROBE_DEFAULTS == (_live_slices.PROBE_ROWS, 4096)
 
-
-PROBE_DEFAULTS = (8, 4096)
 
 
 def _object(n, theta, center):
