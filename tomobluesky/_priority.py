@@ -45,15 +45,15 @@ def lower_priority(pid: int, nice: int) -> dict:
     done: dict = {}
     if not nice:
         return done
-    own = os.getpriority(os.PRIO_PROCESS, 0)
+    target = min(os.getpriority(os.PRIO_PROCESS, 0) + int(nice), NICE_MAX)
     threads = 0
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:  # niceness is per thread on Linux; threads started later inherit it from their creator
-            os.setpriority(os.PRIO_PROCESS, int(task.name), min(own + int(nice), NICE_MAX))
+            os.setpriority(os.PRIO_PROCESS, int(task.name), target)
             threads += 1
         except (OSError, ValueError):  # a thread that ended meanwhile
             pass
-    done["thread_nice"], done["threads"] = min(own + int(nice), NICE_MAX), threads
+    done["thread_nice"], done["threads"] = target, threads
     if os.getsid(pid) == pid:
         group = _lower_autogroup(pid, nice)
         if group is not None:
