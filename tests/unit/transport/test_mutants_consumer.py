@@ -861,3 +861,42 @@ def test_a_partition_given_back_and_assigned_again_is_not_read_to_its_end(consum
     fake.paused.add((T, 1))
     consumer.poll(timeout=0)
     assert (T, 0) in consumer.eof and not consumer.caught_up()  # partition 1 has not been read again yet
+
+
+# --- survivors of the run at b84d707 (issue 16): the site file named, runs lost to a rebalance --------
+
+def test_a_refused_site_setting_is_reported_with_the_file_it_came_from(monkeypatch, caplog, tmp_path):
+    import confluent_kafka
+
+    monkeypatch.setattr(confluent_kafka, "Consumer", FakeConsumer)
+    monkeypatch.setattr(confluent_kafka, "Producer", FakeProducer)
+    site_file = tmp_path / "kafka.yml"
+    config = KafkaConfig(bootstrap="b:1", topic=T, consumer_config={"enable.auto.commit": "true"}, source=site_file)
+    with caplog.at_level("WARNING", logger="tomobluesky.transport.config"):
+        c = DocumentConsumer(config, "g")
+    (rec,) = caplog.records
+    assert rec.getMessage().startswith(f"site consumer settings from {site_file} ignored: enable.auto.commit=true ")
+    assert c._consumer.settings["enable.auto.commit"] is False  # ours kept: commits only when durable
+
+
+def test_only_a_partition_taken_with_an_open_run_flags_lost_runs(consumer):
+    fake = consumer._consumer
+    fake.assign_now((T, 1), (T, 2), (T, 3))
+    assert not consumer.lost_runs  # a new member has lost nothing
+    docs_a, stop_a = run_docs("A")
+    docs_b, _ = run_docs("B")
+    put(consumer, *docs_a, stop_a, partition=1)  # a run read to its stop and finished
+    put(consumer, *docs_b[1:], partition=2)  # documents of a run started elsewhere: skipped, nothing open
+    put(consumer, *docs_b, partition=3)  # B open
+    got = consumer.poll(timeout=0)
+    consumer.finish([d for d in got if d.name == "stop"][0])
+    fake.on_revoke(fake, [TP(T, 1)])
+    fake.on_lost(fake, [TP(T, 2)])
+    assert not consumer.lost_runs
+    fake.on_revoke(fake, [TP(T, 3)])  # B's start and descriptor are with the handler: B must be read again
+    assert consumer.lost_runs
+    consumer.lost_runs = False  # what the worker does once it has restarted the runs
+    put(consumer, *docs_a[:1], partition=0)
+    consumer.poll(timeout=0)
+    fake.on_lost(fake, [TP(T, 0)])  # lost, not revoked: the same
+    assert consumer.lost_runs
