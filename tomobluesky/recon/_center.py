@@ -333,6 +333,8 @@ def find_center_sharpness(sinogram, theta, *, candidates=None, slices=3, max_ang
     eighth of the width of the middle, then half-column steps around the
     best. ``candidates`` (full columns) are scored directly.
     """
+    # public on its own: angles in degrees or one too few must be refused here too, not searched
+    theta = check_theta(theta, _as_stack(sinogram).shape[1])
     sino, grid, b = _reduced(sinogram, theta, slices, max_angles)
     return _sharpness_search(sino, grid, b, candidates)
 

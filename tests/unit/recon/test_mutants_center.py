@@ -413,3 +413,19 @@ def test_vos_confidence_does_not_depend_on_the_units_of_the_sinogram():
     small = recon.find_center(sino * np.float32(1e-6), theta)
     assert found.confidence > 0.8
     assert small.confidence == pytest.approx(found.confidence, abs=0.01)
+
+
+# -- the sharpness search on its own: its input, its grids, its confidence --------------------------
+
+def test_find_center_sharpness_refuses_degrees_and_a_wrong_angle_count():
+    """``find_center_sharpness`` is public on its own: angles in degrees (the phantom's axis is 33.3; searched
+    as radians they gave 39.6) and an angle list that does not match the views are refused with
+    ``find_center``'s messages, not searched."""
+    theta = np.linspace(0, np.pi, 90, endpoint=False)
+    sino = project_shepp_logan(1, 64, theta, center=33.3)
+    with pytest.raises(ValueError, match="look like degrees"):
+        recon.find_center_sharpness(sino, np.degrees(theta))
+    for count in (45, 120):
+        with pytest.raises(ValueError, match=f"{count} angles for 90 projections"):
+            recon.find_center_sharpness(sino, np.linspace(0, np.pi, count, endpoint=False))
+    assert abs(recon.find_center_sharpness(sino, list(theta)).center - 33.3) <= 0.2
