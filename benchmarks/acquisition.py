@@ -24,8 +24,8 @@ rate holds.
 ``--compare`` runs five cases in turn, ``--pairs`` rounds of them (bare, the pipeline behind
 ``OffThread``, the pipeline behind ``OffProcess``: each callback in its own child process, fed by a
 pipe, so that it no longer takes the RunEngine's GIL, and the same with the children at nice 10, so
-that the scan gets the CPU first, and with only the writer's child at nice 10; ``--cases`` picks
-some); it prints the load average before and after.
+that the scan gets the CPU first, and with only the writer's child at nice 10; ``process idle`` runs
+both children under SCHED_IDLE; ``--cases`` picks some); it prints the load average before and after.
 ``re_cpu_s`` is the CPU time of the RunEngine's process (all its threads) over the scan, ``child_cpu_s``
 that of the callbacks' child processes from the scan's start to their drain (``..._during_scan_s``: to
 the stop document), ``tiled_cpu_s`` that of the Tiled server over the scan and the drain (``tiled_cpu_during_scan_s``: to the stop).
@@ -132,14 +132,14 @@ def _child_cpu_s(pid) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def process_scan(RE, server, source, projections, fly, nice=0, live_nice=None) -> dict:
+def process_scan(RE, server, source, projections, fly, nice=0, live_nice=None, idle=False) -> dict:
     """The same pipeline as ``live_scan``, each callback in an ``OffProcess`` child (at ``nice``; the
-    live path's at ``live_nice`` when given)."""
+    live path's at ``live_nice`` when given; both under SCHED_IDLE with ``idle``)."""
     from tomobluesky.demo import live_off_process, raw_writer_off_process
 
-    writer = raw_writer_off_process(server, nice=nice)
+    writer = raw_writer_off_process(server, nice=nice, idle=idle)
     live_nice = nice if live_nice is None else live_nice
-    live, runs = live_off_process(server, data_roots=[str(server.layout.detector)], nice=live_nice)
+    live, runs = live_off_process(server, data_roots=[str(server.layout.detector)], nice=live_nice, idle=idle)
     for dispatcher in (writer, live):
         if not dispatcher.wait_ready(300):
             raise RuntimeError(f"{dispatcher.name}: the child never became ready: {dispatcher.stats()}")
@@ -163,7 +163,7 @@ def process_scan(RE, server, source, projections, fly, nice=0, live_nice=None) -
     run = runs[-1] if runs else None
     if left or run is None or not run.result or "error" in run.result:
         raise RuntimeError(f"live pipeline failed: {left} documents left, result {run and run.result}")
-    case = "process" if not nice else f"process nice {nice}" if live_nice == nice else \
+    case = "process idle" if idle else "process" if not nice else f"process nice {nice}" if live_nice == nice else \
         f"process writer nice {nice}"
     return {"case": case, **result, "stop_to_drained_s": round(drained, 2),
             "child_cpu_s": round(child_cpu, 2), "child_cpu_during_scan_s": round(child_cpu_scan, 2),
@@ -173,7 +173,7 @@ def process_scan(RE, server, source, projections, fly, nice=0, live_nice=None) -
             "callback_errors": live.stats()["errors"] + writer.stats()["errors"]}
 
 
-CASES = ("bare", "thread", "process", "process nice 10", "process writer nice 10")
+CASES = ("bare", "thread", "process", "process nice 10", "process writer nice 10", "process idle")
 
 
 def compare(RE, server, source, projections, fly, rounds, cases=CASES) -> list:
@@ -189,7 +189,7 @@ def compare(RE, server, source, projections, fly, rounds, cases=CASES) -> list:
                 runs.append({**live_scan(RE, server, source, projections, fly), "case": "thread"})
             else:
                 runs.append(process_scan(RE, server, source, projections, fly, nice=10 if "nice" in case else 0,
-                                         live_nice=0 if "writer" in case else None))
+                                         live_nice=0 if "writer" in case else None, idle="idle" in case))
             runs[-1]["load_average"] = os.getloadavg()
             runs[-1]["tiled_cpu_s"] = round(_child_cpu_s(server.pid) - tiled_cpu, 2)  # scan and drain
             print(json.dumps(runs[-1]), flush=True)
@@ -244,6 +244,8 @@ def main(argv=None) -> dict:
                         help=f"with --compare: a comma-separated subset of {','.join(CASES)} (bare needed)")
     parser.add_argument("--tiled-nice", type=int, default=0,
                         help="start the Tiled server at this niceness (0-19; the demo's is 10)")
+    parser.add_argument("--tiled-idle", action="store_true",
+                        help="start the Tiled server in this session under SCHED_IDLE (see TiledServer's idle)")
     parser.add_argument("--contention", action="store_true",
                         help="scan bare, beside a busy thread and beside a busy process instead (no Tiled)")
     args = parser.parse_args(argv)
@@ -301,9 +303,10 @@ def _main_compare(args, RE, source, root) -> dict:
     if unknown or "bare" not in cases:
         raise SystemExit(f"--cases: choose among {', '.join(CASES)}, with bare; got {args.cases!r}")
     load_before = os.getloadavg()
-    print(f"load average before: {load_before}; Tiled server at nice {args.tiled_nice}", flush=True)
+    print(f"load average before: {load_before}; Tiled server at nice {args.tiled_nice}"
+          f"{', SCHED_IDLE' if args.tiled_idle else ''}", flush=True)
     try:
-        with TiledServer(root / "catalog", startup_timeout=300, nice=args.tiled_nice) as server:
+        with TiledServer(root / "catalog", startup_timeout=300, nice=args.tiled_nice, idle=args.tiled_idle) as server:
             runs = compare(RE, server, source, args.projections, args.fly, args.pairs, cases)
     finally:
         if not args.keep:
@@ -313,6 +316,7 @@ def _main_compare(args, RE, source, root) -> dict:
     summary = {
         "scan": f"{'fly' if args.fly else 'step'} {args.projections} × {args.rows} × {args.columns} float32",
         "median_frames_per_s": rate, "median_re_cpu_s": cpu, "tiled_nice": args.tiled_nice,
+        "tiled_idle": args.tiled_idle,
         "difference_pct": {c: round(100 * (rate[c] - rate["bare"]) / rate["bare"], 1) for c in cases if c != "bare"},
         "target": "within 5 %", "load_average": {"before": load_before, "after": os.getloadavg()}, "runs": runs,
     }

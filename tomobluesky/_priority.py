@@ -8,6 +8,13 @@ niceness only orders the threads inside one. A server started in its own session
 (``start_new_session``, so that a Ctrl-C at the prompt does not reach it) therefore gets as much CPU as
 the whole RunEngine process, whatever its niceness. The session's autogroup has a niceness of its own,
 written to ``/proc/PID/autogroup``; :func:`lower_priority` sets it with the threads' niceness.
+
+Niceness still lets a low-priority thread that holds a core finish its time slice before a waking RunEngine
+thread gets it (about a millisecond on this kernel's fair scheduler, paid several times a frame). The
+``SCHED_IDLE`` policy (``idle=True``) does not: a waking thread of normal priority takes the core at once,
+and a core that runs only idle-policy threads counts as free when the kernel places a waking thread. It
+works between threads of one session only (the sessions' autogroups are compared first), so a process
+meant to run idle is kept in the caller's session.
 """
 
 from __future__ import annotations
@@ -33,9 +40,10 @@ def autogroup_nice(pid: int | str = "self") -> int | None:
         return None
 
 
-def lower_priority(pid: int, nice: int) -> dict:
+def lower_priority(pid: int, nice: int, *, idle: bool = False) -> dict:
     """Run process ``pid`` (all its threads, and its session if it leads one) ``nice`` steps below
-    this process's CPU priority, clamped to 19; return what was set.
+    this process's CPU priority, clamped to 19; with ``idle`` also under the ``SCHED_IDLE`` policy
+    (where the system has it); return what was set.
 
     The session's autogroup is changed only for a process that leads a session of its own (started
     with ``start_new_session=True``): an autogroup is shared by every process of its session, so
@@ -43,22 +51,39 @@ def lower_priority(pid: int, nice: int) -> dict:
     privilege; raising it back later would.
     """
     done: dict = {}
-    if not nice:
+    if not nice and not idle:
         return done
     target = min(os.getpriority(os.PRIO_PROCESS, 0) + int(nice), NICE_MAX)
-    threads = 0
+    threads = idled = 0
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:  # niceness is per thread on Linux; threads started later inherit it from their creator
+        # niceness and policy are per thread on Linux; threads started later inherit them from their creator
+        try:
             os.setpriority(os.PRIO_PROCESS, int(task.name), target)
             threads += 1
         except (OSError, ValueError):  # a thread that ended meanwhile
-            pass
+            continue
+        if idle and _set_idle(int(task.name)):
+            idled += 1
     done["thread_nice"], done["threads"] = target, threads
+    if idle:
+        done["idle_threads"] = idled
     if os.getsid(pid) == pid:
         group = _lower_autogroup(pid, nice)
         if group is not None:
             done["autogroup_nice"] = group
     return done
+
+
+def _set_idle(tid: int) -> bool:
+    """Put thread ``tid`` (0: the calling thread) under ``SCHED_IDLE``; False where that is impossible."""
+    policy = getattr(os, "SCHED_IDLE", None)
+    if policy is None:  # not Linux
+        return False
+    try:
+        os.sched_setscheduler(tid, policy, os.sched_param(0))
+    except OSError:  # a thread that ended meanwhile, or a system that refuses
+        return False
+    return True
 
 
 def _lower_autogroup(pid: int, nice: int) -> int | None:

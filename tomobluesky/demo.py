@@ -240,12 +240,13 @@ def live_router_in_child(tiled_uri: str, key_file: str, volume_dir: str, backup_
 
 
 def live_off_process(server, settings: ReconSettings | None = None, *, on_projection=None, on_volume_rows=None,
-                     on_stop=None, name: str = "live-reconstruction", nice: int = 0, **kwargs):
+                     on_stop=None, name: str = "live-reconstruction", nice: int = 0, idle: bool = False,
+                     **kwargs):
     """The live reconstruction router in its own child process (an ``OffProcess``), writing into
     ``server``'s catalogue: no longer sharing the RunEngine's GIL. Returns ``(dispatcher, runs)``: ``runs``
     gets a :class:`ChildRun` per run at its stop, its ``result`` filled in before ``flush()`` returns.
     ``on_projection``/``on_volume_rows``/``on_stop(uid, t)`` are called on the dispatcher's reader thread.
-    ``nice`` lowers the child's CPU priority (see ``OffProcess``). ``kwargs`` (picklable: paths, numbers,
+    ``nice`` and ``idle`` lower the child's CPU priority (see ``OffProcess``). ``kwargs`` (picklable: paths, numbers,
     settings) go to :func:`live_router_in_child`."""
     from .transport import OffProcess
 
@@ -272,16 +273,18 @@ def live_off_process(server, settings: ReconSettings | None = None, *, on_projec
                           volume_dir=str(server.layout.volumes), backup_dir=str(server.layout.backup),
                           settings=settings, progress=on_projection is not None or on_volume_rows is not None,
                           **kwargs)
-    return OffProcess(live_router_in_child, factory_kwargs, name=name, on_report=on_report, nice=nice), runs
+    return OffProcess(live_router_in_child, factory_kwargs, name=name, on_report=on_report, nice=nice,
+                      idle=idle), runs
 
 
-def raw_writer_off_process(server, name: str = "raw-run-writer", nice: int = 0):
+def raw_writer_off_process(server, name: str = "raw-run-writer", nice: int = 0, idle: bool = False):
     """The raw-run TiledWriter into ``server``'s catalogue, in its own child process."""
     from .transport import OffProcess
 
     ensure_layout(server.client())  # here, once: two children creating the containers at once would conflict
     return OffProcess(raw_run_writer_in_child, dict(tiled_uri=server.uri, key_file=str(server.layout.key_file),
-                                                    backup_dir=str(server.layout.backup)), name=name, nice=nice)
+                                                    backup_dir=str(server.layout.backup)), name=name, nice=nice,
+                      idle=idle)
 
 
 WORKER_KINDS = ("catalog", "reconstruction")

@@ -167,6 +167,17 @@ def test_a_niced_server_serves_below_our_priority(tmp_path):
             assert autogroup_nice(server.pid) == min(autogroup_nice() + 7, 19)
 
 
+def test_an_idle_server_stays_in_our_session_under_sched_idle(tmp_path):
+    """SCHED_IDLE only ranks threads of one session against each other: an idle server is kept in the
+    caller's session (its own process group, out of Ctrl-C's reach), every thread of it idle, and serves."""
+    with TiledServer(tmp_path / "cat", idle=True) as server:
+        server.sink().write_volume("s", np.full((1, 2, 2), 2, np.float32), {"scan_uid": "s"})
+        assert float(server.reader_client()[PROCESSED]["s"]["0"].read().sum()) == 8.0
+        tasks = os.listdir(f"/proc/{server.pid}/task")
+        assert len(tasks) > 1 and {os.sched_getscheduler(int(t)) for t in tasks} == {os.SCHED_IDLE}
+        assert os.getsid(server.pid) == os.getsid(0) and os.getpgid(server.pid) == server.pid != os.getpgid(0)
+
+
 def test_a_separate_process_reads_a_slice(tiled_server, sink):
     sink.write_volume("scan-e", np.arange(3 * 4 * 4, dtype=np.float32).reshape(3, 4, 4),
                                          {"scan_uid": "scan-e"})

@@ -67,3 +67,34 @@ def test_nothing_changes_at_zero_and_the_niceness_is_clamped(own_nice):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _policies(pid: int) -> set[int]:
+    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_idle_puts_every_thread_under_sched_idle_and_later_threads_inherit_it(own_nice):
+    proc = _start(new_session=False)
+    try:
+        assert _policies(proc.pid) == {os.SCHED_OTHER}
+        done = lower_priority(proc.pid, 0, idle=True)
+        assert _policies(proc.pid) == {os.SCHED_IDLE}
+        assert done["idle_threads"] == done["threads"] == 3
+        assert _thread_nices(proc.pid) == [own_nice] * 3  # nice 0: the niceness is left as it was
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_process_can_lower_itself_and_the_threads_it_starts_afterwards_inherit_it():
+    """What an OffProcess child does first: every thread it has (NumPy's OpenBLAS workers among them)
+    and every thread it starts later run idle and niced."""
+    code = ("import os, threading, numpy; from tomobluesky._priority import lower_priority; "
+            "lower_priority(os.getpid(), 4, idle=True); "
+            "t = threading.Thread(target=lambda: print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))); "
+            "t.start(); t.join(); "
+            "print(*{(os.sched_getscheduler(int(x)), os.getpriority(os.PRIO_PROCESS, int(x))) for x in os.listdir('/proc/self/task')})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    own = min(os.getpriority(os.PRIO_PROCESS, 0) + 4, 19)
+    assert out[0] == f"{os.SCHED_IDLE} {own}" and out[1] == f"({os.SCHED_IDLE}, {own})"
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller is untouched

@@ -120,12 +120,16 @@ class TiledServer:
     process: its threads' niceness and its session's autogroup (see :mod:`tomobluesky._priority`). A server
     on the acquisition host answers the catalogue writer during every scan; where cores are few, a
     niced server leaves the RunEngine the CPU it asks for and catches up between frames (it costs
-    nothing when the machine is otherwise idle, as after the stop).
+    nothing when the machine is otherwise idle, as after the stop). ``idle`` also puts it under the
+    ``SCHED_IDLE`` policy (Linux): it then runs only on CPU time nothing else in this session wants, and a
+    waking RunEngine thread takes its core at once. Such a server is kept in this process's session (its own
+    process group, so Ctrl-C at the prompt still does not reach it), because the policy only ranks threads
+    of one session against each other.
     """
 
     def __init__(self, data_dir: str | Path, *, port: int | None = None, writer_key: str | None = None,
                  reader_key: str | None = None, public: bool = False, startup_timeout: float = 60.0,
-                 nice: int = 0):
+                 nice: int = 0, idle: bool = False):
         if not 0 <= int(nice) <= 19:
             raise ValueError(f"nice must be between 0 and 19 (Linux niceness), got {nice}")
         given = {kind: check_key(key, f"the {kind} key given") for kind, key in
@@ -136,6 +140,7 @@ class TiledServer:
         self.public = public
         self.startup_timeout = startup_timeout
         self.nice = int(nice)
+        self.idle = bool(idle)
         self._proc: subprocess.Popen | None = None
 
     def _resolve_key(self, kind: str, given: str | None) -> str:
@@ -182,9 +187,10 @@ class TiledServer:
         env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
         log_fd = os.open(self.layout.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
+            # out of Ctrl-C's reach: a session of its own, or (idle) a process group in ours
+            detach = {"process_group": 0} if self.idle else {"start_new_session": True}
             self._proc = subprocess.Popen(tiled_command(self.layout, self.port), stdout=log_fd,
-                                          stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                          umask=0o077)
+                                          stderr=subprocess.STDOUT, env=env, umask=0o077, **detach)
         finally:
             os.close(log_fd)
         try:
@@ -192,8 +198,9 @@ class TiledServer:
         except BaseException:  # failed or interrupted (SIGTERM, Ctrl-C) while starting: never orphan the child
             self.stop()
             raise
-        if self.nice:  # after the start-up, which a low priority on a busy host would drag out
-            log.info("Tiled server at lower CPU priority: %s", lower_priority(self._proc.pid, self.nice))
+        if self.nice or self.idle:  # after the start-up, which a low priority on a busy host would drag out
+            log.info("Tiled server at lower CPU priority: %s",
+                     lower_priority(self._proc.pid, self.nice, idle=self.idle))
         return self
 
     def _wait_ready(self):

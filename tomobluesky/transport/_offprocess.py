@@ -69,12 +69,15 @@ class OffProcess:
     ``delivered``, ``errors``, ``max_backlog``, ``full_waits``, ``pending``, ``name``) plus ``pid``,
     ``exitcode`` and ``undelivered``. ``on_report(value)`` is called on the parent's reader thread for
     each :func:`report` from the child. ``nice`` (Linux niceness, 0-19) lowers the child's CPU priority:
-    where cores are few, the scan gets the CPU first and the callback the rest.
+    where cores are few, the scan gets the CPU first and the callback the rest. ``idle`` runs the child
+    under the ``SCHED_IDLE`` policy (Linux), which also gives a waking RunEngine thread the core at once
+    (see :mod:`tomobluesky._priority`): the child then runs only on CPU time nothing else wants.
     """
 
     def __init__(self, factory: Callable[..., Callable[[str, dict], Any]], kwargs: dict | None = None, *,
                  maxsize: int = 20_000, name: str | None = None, context: str | None = None,
-                 on_report: Callable[[Any], object] | None = None, start: bool = True, nice: int = 0):
+                 on_report: Callable[[Any], object] | None = None, start: bool = True, nice: int = 0,
+                 idle: bool = False):
         if not callable(factory):
             raise TypeError(f"OffProcess needs a factory that returns the callback, got {type(factory).__name__}")
         if int(maxsize) < 1:
@@ -88,6 +91,7 @@ class OffProcess:
         self.maxsize = int(maxsize)
         self.on_report = on_report
         self.nice = int(nice)
+        self.idle = bool(idle)
         self._ctx = multiprocessing.get_context(context or default_context())
         self._cond = threading.Condition()
         self._child = None  # the current _Child, None when not started (or closed)
@@ -152,7 +156,7 @@ class OffProcess:
 
     # --- the child's lifetime -----------------------------------------------------------
     def _start_child(self) -> None:
-        self._child = _Child.start(self._ctx, self._recipe, self.name, self.nice)
+        self._child = _Child.start(self._ctx, self._recipe, self.name, self.nice, self.idle)
         self._unacked.clear()
         self._factory_error = None
         threading.Thread(target=self._read_acks, args=(self._child,), name=f"offprocess-{self.name}",
@@ -337,11 +341,11 @@ class _Child:
         self.ready = threading.Event()  # the factory has built the callback
 
     @classmethod
-    def start(cls, ctx, recipe: bytes, name: str, nice: int = 0) -> "_Child":
+    def start(cls, ctx, recipe: bytes, name: str, nice: int = 0, idle: bool = False) -> "_Child":
         doc_r, doc_w = ctx.Pipe(duplex=False)
         _widen(doc_w)
         ack_r, ack_w = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=_child_main, args=(recipe, doc_r, ack_w, name, nice),
+        process = ctx.Process(target=_child_main, args=(recipe, doc_r, ack_w, name, nice, idle),
                               name=f"offprocess-{name}")
         process.start()
         doc_r.close()  # the child's ends: closed here, so that the child's death shows as EOF / a broken pipe
@@ -383,12 +387,16 @@ def report(value: Any) -> None:
     send(("report", value))
 
 
-def _child_main(recipe: bytes, doc_conn, ack_conn, name: str, nice: int = 0) -> None:
+def _child_main(recipe: bytes, doc_conn, ack_conn, name: str, nice: int = 0, idle: bool = False) -> None:
     import os
     import signal
 
-    if nice:
-        os.nice(nice)
+    if nice or idle:
+        from .._priority import lower_priority
+
+        # every thread, not just this one: importing NumPy already started OpenBLAS's workers, which
+        # would otherwise do the callback's array work at full priority; later threads inherit it
+        lower_priority(os.getpid(), nice, idle=idle)
 
     # Ctrl-C reaches the whole process group: the parent decides when the child ends (close, or its
     # pipe's end of file), so that a scan stopped by Ctrl-C still has its last documents delivered

@@ -43,3 +43,14 @@ def read(path) -> list:
     """What the child recorded: ``(name, uid or i)`` in order."""
     with open(path) as f:
         return [tuple(json.loads(line)[:2]) for line in f]
+
+
+def scheduling_reporter():
+    """At each document, report ``("sched", [(policy, niceness) of every thread of the child])``."""
+
+    def callback(name, doc):
+        tasks = os.listdir(f"/proc/{os.getpid()}/task")
+        report(("sched", sorted((os.sched_getscheduler(int(t)), os.getpriority(os.PRIO_PROCESS, int(t)))
+                                for t in tasks)))
+
+    return callback

@@ -216,3 +216,22 @@ def test_documents_queued_at_interpreter_exit_are_delivered(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, str(script), str(out)], cwd=root, env=env, check=True, timeout=WAIT)
     assert read(out) == [("event", i) for i in range(200)]
+
+
+@pytest.mark.parametrize("idle", [False, True])
+def test_the_child_runs_at_the_niceness_and_policy_asked_for(idle):
+    """Where cores are few the callbacks' child must not take the CPU from the RunEngine: every thread of
+    it (the callback's and the pipe reader's) runs ``nice`` steps lower and, with ``idle``, under SCHED_IDLE."""
+    from tests.unit.transport.offprocess_child import scheduling_reporter
+
+    reports = []
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    dispatcher = OffProcess(scheduling_reporter, nice=3, idle=idle, on_report=reports.append)
+    try:
+        dispatcher("start", {"uid": "u"})
+        wait_until(lambda: reports, "the child's report")
+    finally:
+        dispatcher.close()
+    threads = reports[0][1]
+    policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+    assert len(threads) >= 2 and set(threads) == {(policy, min(own + 3, 19))}
