@@ -182,10 +182,8 @@ def run_case(make, bootstrap, docs, rate: float | None, ctx) -> dict:
     lat = np.array([(received[k] - emit_ns[k]) / 1e9 for k in emit_ns if k in received])
     first = min(emit_ns.values())
     last = max(received.values()) if received else first
-    lat_by_index = [(received[k] - emit_ns[k]) / 1e6 for k in emit_ns if k in received]
-    slow = [i for i, v in enumerate(lat_by_index) if v > 50]
-    print("slow (>50 ms) at indices", slow[:3], "...", slow[-3:], len(slow), "publisher stats", stats, file=sys.stderr)
-    return {"documents": len(docs), "received": len(received),
+    series = [((emit_ns[k] - first) / 1e9, (received[k] - emit_ns[k]) / 1e6) for k in emit_ns if k in received]
+    return {"series": series, "documents": len(docs), "received": len(received),
             "docs_per_s": len(received) / ((last - first) / 1e9) if received else 0.0,
             "latency": percentiles(lat) if lat.size else None, "publish_call": timer.summary(),
             "publisher_stats": dict(stats) if stats else None}
@@ -222,6 +220,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=1000.0, help="paced rate for latency (docs/s, default: %(default)s)")
     ap.add_argument("--down-docs", type=int, default=5000, help="documents published with the broker down")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--paced-s", type=float, default=10.0, help="length of the paced run (s, default: %(default)s)")
+    ap.add_argument("--series", default=None,
+                    help="write every document's (emit time s, latency ms) per case here (JSON), to see when the tail happens")
     ap.add_argument("--only", choices=["ours", "theirs", "floor"], default=None, help="run one publisher only")
     args = ap.parse_args(argv)
 
@@ -248,14 +249,19 @@ def main(argv=None) -> int:
     print(f"recorded {len(docs)} RunEngine documents in {time.monotonic() - t:.1f} s", file=sys.stderr)
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "load_average_at_start": os.getloadavg()}, "cases": {}}
+    series: dict = {}
     with KafkaBroker() as broker:
         results["machine"]["kafka"] = broker.version
         for label, make in publishers.items():
             r = results["cases"].setdefault(label, {})
             r["burst"] = run_case(make, broker.bootstrap, docs, None, ctx)
+            series[f"{label} burst"] = r["burst"].pop("series")
             print(label, "burst", json.dumps(r["burst"]), file=sys.stderr)
-            r["paced"] = run_case(make, broker.bootstrap, docs[: int(args.rate * 10)], args.rate, ctx)
+            r["paced"] = run_case(make, broker.bootstrap, docs[: int(args.rate * args.paced_s)], args.rate, ctx)
+            series[f"{label} paced"] = r["paced"].pop("series")
             print(label, "paced", json.dumps(r["paced"]), file=sys.stderr)
+            print(label, "paced: latency over 15 ms by second of the run:", slow_seconds(series[f"{label} paced"]),
+                  file=sys.stderr)
             r["broker_down"] = run_down(make, broker, docs[: args.down_docs])
             print(label, "down", json.dumps(r["broker_down"]), file=sys.stderr)
     results["machine"]["load_average_at_end"] = os.getloadavg()
@@ -266,7 +272,19 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    if args.series:
+        with open(args.series, "w") as f:
+            json.dump(series, f)
     return 0
+
+
+def slow_seconds(series) -> dict:
+    """How many documents of each second of the run took over 15 ms (seconds with none left out)."""
+    counts: dict = {}
+    for t, lat in series:
+        if lat > 15:
+            counts[int(t)] = counts.get(int(t), 0) + 1
+    return counts
 
 
 def table(results, args) -> str:
