@@ -429,3 +429,176 @@ def test_find_center_sharpness_refuses_degrees_and_a_wrong_angle_count():
         with pytest.raises(ValueError, match=f"{count} angles for 90 projections"):
             recon.find_center_sharpness(sino, np.linspace(0, np.pi, count, endpoint=False))
     assert abs(recon.find_center_sharpness(sino, list(theta)).center - 33.3) <= 0.2
+
+
+def _negative_fraction(image, radius):
+    """Minus the negative share of the absolute mass inside the disk of ``radius`` pixels about the centre."""
+    coords = np.arange(image.shape[-1]) - (image.shape[-1] - 1) / 2
+    inside = image[np.hypot(*np.meshgrid(coords, coords)) <= radius]
+    return -float(-inside[inside < 0].sum()) / float(np.abs(inside).sum())
+
+
+@pytest.mark.parametrize("b", [1, 2])
+def test_sharpness_scores_are_the_negative_mass_of_shepp_filtered_slices_inside_nine_tenths(b):
+    """Each score, from its definition: every row binned b-fold, reconstructed alone at the candidate (full
+    columns, moved onto the binned grid) with the Shepp-Logan filter, minus its negative share of the mass
+    inside the disk of 0.9 of the half-width (the rim and the corners, outside the object, are left out);
+    summed over the rows. A wrong axis scores lower than the right one."""
+    from tomobluesky.recon._center import _sharpness_scores
+    from tomobluesky.recon._nufft import nufft_fbp
+
+    theta = np.linspace(0, np.pi, 60, endpoint=False)
+    n = 48 * b
+    axis = (n - 1) / 2 + 1.3 * b
+    sino = project_shepp_logan(2, n, theta, center=axis)
+    candidates = [axis - 3 * b, axis - b, axis, axis + 0.5 * b]
+    scores = _sharpness_scores(sino, theta, candidates, b)
+    binned = sino.reshape(2, 60, n // b, b).mean(axis=-1)
+    want = np.zeros(len(candidates))
+    for row in binned:
+        for i, c in enumerate(candidates):
+            image = nufft_fbp(row[None], theta, [(c - (b - 1) / 2) / b], filter_name="shepp")[0]
+            want[i] += _negative_fraction(image, 0.9 * (n // b) / 2)
+    # to the NUFFT's precision (a slice alone or packed with another: 6e-4 measured); the disk of 0.95 or
+    # the whole square scores 12-65 % more negative mass
+    np.testing.assert_allclose(scores, want, rtol=5e-3)
+    assert int(np.argmax(scores)) == 2
+
+
+@pytest.mark.parametrize("n, coarse_bin", [(64, 1), (256, 2), (640, 4)])
+def test_the_sharpness_search_looks_coarsely_an_eighth_either_side_then_in_half_columns(n, coarse_bin):
+    """Without candidates: a first look binned to about 128 columns (n // 128, at least 1, at most 4-fold),
+    at every coarse column from the middle − n/8 up to the middle + n/8; then half-column steps 1.5 coarse
+    columns either side of the best one. The answer is the phantom's axis, off the half-column grid."""
+    theta = np.linspace(0, np.pi, 60, endpoint=False)
+    axis = (n - 1) / 2 + 2.13
+    found = recon.find_center(project_shepp_logan(1, n, theta, center=axis), theta, method="sharpness")
+    d = found.details
+    assert (found.method, d["bin"]) == ("sharpness", 1)
+    coarse = np.array(d["coarse_candidates"])
+    assert len(d["coarse_scores"]) == len(coarse)
+    np.testing.assert_allclose(np.diff(coarse), coarse_bin)
+    assert coarse[0] == (n - 1) / 2 - n / 8
+    assert coarse[-1] <= (n - 1) / 2 + n / 8 < coarse[-1] + coarse_bin
+    best = coarse[int(np.argmax(d["coarse_scores"]))]
+    assert abs(best - axis) <= coarse_bin
+    np.testing.assert_allclose(d["candidates"], best + np.arange(-3 * coarse_bin, 3 * coarse_bin + 1) / 2)
+    assert len(d["scores"]) == len(d["candidates"])
+    assert abs(found.center - axis) <= 0.15, found
+
+
+@pytest.mark.parametrize("route", ["find_center", "find_center_sharpness"])
+def test_candidates_are_scored_as_given_and_the_peak_stands_out_of_them(route):
+    """Candidates (full columns) reach the search by either route and are scored exactly, in their order.
+    Seventeen of them one column apart around the axis: the parabola through the best three lands on the
+    axis; the confidence is how far the best score stands above the median, as a share of the scores'
+    range (0.29 here: it tells a peak from a flat curve, not an object from noise, whose ragged scores
+    measured 0.47)."""
+    n = 64
+    theta = np.linspace(0, np.pi, 90, endpoint=False)
+    axis = (n - 1) / 2 - 3.4
+    sino = project_shepp_logan(1, n, theta, center=axis)
+    candidates = list(np.round(axis) + np.arange(-8.0, 9.0))
+    if route == "find_center":
+        found = recon.find_center(sino, theta, method="sharpness", candidates=candidates)
+    else:
+        found = recon.find_center_sharpness(sino, theta, candidates=candidates)
+    assert found.method == "sharpness"
+    assert found.details["candidates"] == candidates
+    assert "coarse_candidates" not in found.details
+    scores = np.array(found.details["scores"])
+    assert len(scores) == len(candidates)
+    assert abs(found.center - axis) <= 0.15, found
+    assert found.confidence == pytest.approx((scores.max() - np.median(scores)) / np.ptp(scores), rel=1e-12)
+    assert 0 < found.confidence < 1
+
+
+def test_the_sharpness_search_reads_three_rows_by_default():
+    """Eight rows: three spread over them (rows 0, 4, 7) are scored by default, as ``slices=3`` spelt out; four
+    give other scores and another answer."""
+    theta = np.linspace(0, np.pi, 60, endpoint=False)
+    sino = project_shepp_logan(8, 64, theta, center=33.3)
+    sino = sino + np.random.default_rng(9).normal(0, 0.02 * float(sino.max()), sino.shape).astype(np.float32)
+    near = [31.0, 32.0, 33.0, 34.0, 35.0]
+    default = recon.find_center_sharpness(sino, theta, candidates=near)
+    assert default.details["scores"] == recon.find_center_sharpness(sino, theta, candidates=near, slices=3).details["scores"]
+    assert default.center != recon.find_center_sharpness(sino, theta, candidates=near, slices=4).center
+    assert abs(default.center - 33.3) <= 0.2
+
+
+# -- "auto": Vo's answer, checked by the sharpness search around it ---------------------------------
+
+def _phantom_at(columns, offset, repeat=1):
+    """One row, 90 views: a 96-column phantom on a ``columns``-wide detector (zeros beside it), its axis
+    ``offset`` columns from the middle; each column then read ``repeat`` times (a detector of finer pixels:
+    binned ``repeat``-fold it is the coarse one again). Returns (sinogram, theta, axis in fine columns)."""
+    theta = np.linspace(0, np.pi, 90, endpoint=False)
+    axis = (columns - 1) / 2 + offset
+    start = int(np.floor(axis - 47.5))
+    sino = np.zeros((1, 90, columns), np.float32)
+    sino[..., start:start + 96] = project_shepp_logan(1, 96, theta, center=axis - start)
+    return np.repeat(sino, repeat, axis=-1), theta, repeat * axis + (repeat - 1) / 2
+
+
+@pytest.mark.parametrize("repeat", [1, 2])
+@pytest.mark.parametrize("side", [1, -1])
+def test_auto_gives_no_confidence_to_a_vo_answer_pinned_at_its_windows_end(side, repeat):
+    """The axis 11.3 binned columns past Vo's window (a quarter of the width either side of the middle), on
+    a 256-column detector and on a 1024-column one binned 2-fold: Vo stops at the window's end, within the
+    fine search's reach (one binned column past it), and is sure of it (its valley is deep there). The
+    sharpness search, run at Vo and 1 and 2 binned columns either side, leans towards the true axis: its
+    best is the last candidate on that side, 2 binned columns from Vo, the tolerance (unbinned) or twice
+    it (binned), so the confidence is 0. The answer is Vo's, as ``method="vo"`` gives it."""
+    base = 256 if repeat == 1 else 512
+    sino, theta, axis = _phantom_at(base, side * (base / 4 + 11.3), repeat)
+    full = base * repeat
+    edge = (full - 1) / 2 + side * full / 4
+    found = recon.find_center(sino, theta, method="auto")
+    d = found.details
+    assert (found.method, d["bin"]) == ("auto", repeat)
+    assert found.center == d["vo"] == recon.find_center(sino, theta, method="vo").center
+    assert 0 <= side * (found.center - edge) <= repeat + 1e-6  # pinned: within the reach past the edge
+    assert d["vo_confidence"] > 0.5
+    assert d["sharpness"] == found.center + side * 2 * repeat  # the last candidate towards the axis
+    assert d["gap"] == 2 * repeat
+    assert abs(d["sharpness"] - axis) < abs(found.center - axis)
+    assert found.confidence == 0.0
+    assert 0 <= d["sharpness_confidence"] <= 1
+
+
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_auto_scales_vos_confidence_by_how_close_the_sharpness_check_lands(repeat):
+    """An axis well inside the window (256 columns, and 1536 binned 3-fold): the answer is Vo's and on the
+    axis; the check is the sharpness search itself, run at Vo + (−2, −1, 0, 1, 2) binned columns on three
+    rows; the confidence is Vo's times 1 − gap / tolerance, where the tolerance is what the sharpness
+    search can tell apart at its bin: two full columns unbinned, one binned column (3 full ones) at a
+    3-fold bin."""
+    sino, theta, axis = _phantom_at(256 if repeat == 1 else 512, 19.3, repeat)
+    found = recon.find_center(sino, theta, method="auto")
+    d = found.details
+    assert (found.method, d["bin"], d["rows"]) == ("auto", repeat, 1)
+    vo = recon.find_center(sino, theta, method="vo")
+    assert found.center == d["vo"] == vo.center and d["vo_confidence"] == vo.confidence
+    assert abs(found.center - axis) <= 0.1 * repeat
+    near = found.center + repeat * np.arange(-2.0, 3.0)
+    check = recon.find_center(sino, theta, method="sharpness", candidates=near)
+    assert (d["sharpness"], d["sharpness_confidence"]) == (check.center, check.confidence)
+    assert d["gap"] == abs(found.center - check.center) > 0
+    tolerance = {1: 2.0, 3: 3.0}[repeat]
+    assert found.confidence == pytest.approx((1 - d["gap"] / tolerance) * vo.confidence, rel=1e-12)
+
+
+# -- the reduced problem's input --------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e39 → inf, then refused
+@pytest.mark.parametrize("method", ["vo", "sharpness", "auto"])
+def test_a_value_past_float32_is_refused_like_nan_not_searched_as_infinity(method):
+    """The search runs in float32: a float64 sinogram with one value of 1e39 (past float32's 3.4e38) would
+    become infinite there, so it is refused with the NaN message, as a NaN is, before any search."""
+    theta = np.linspace(0, np.pi, 30, endpoint=False)
+    sino = project_shepp_logan(1, 32, theta, center=16.2).astype(np.float64)
+    for bad in (1e39, np.nan):
+        spoilt = sino.copy()
+        spoilt[0, 7, 20] = bad
+        with pytest.raises(ValueError, match=r"^sinogram contains NaN or infinite values$"):
+            recon.find_center(spoilt, theta, method=method)
