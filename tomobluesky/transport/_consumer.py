@@ -43,6 +43,7 @@ class Delivery:
     partition: int
     offset: int
     synthetic: bool = False  # a stop document the worker wrote for a run that sent none
+    replayed: bool = False  # handed over once already, before a rewind (see DocumentConsumer.replayed)
 
 
 def no_stop_document(run: str, timeout: float) -> dict:
@@ -114,6 +115,9 @@ class DocumentConsumer:
         self._keys = RunKeys(strict=True)
         self._committed: dict[tuple[str, int], int] = {}
         self._replayed: dict[tuple[str, int], int] = {}  # offsets below were read once before a rewind
+        # documents below were handed over before a rewind (lowered by undelivered(), which the one above is
+        # not: a malformed message was dead-lettered when read, handed over or not)
+        self._handed: dict[tuple[str, int], int] = {}
         self.closed: dict[str, None] = {}  # runs closed by the run timeout, oldest first
         self.lost_runs = False  # a rebalance took partitions with unfinished runs (see _Worker.run)
         self.assigned_at: float | None = None
@@ -208,7 +212,8 @@ class DocumentConsumer:
                 ledger.last_seen.setdefault(run, now)
             else:
                 ledger.last_seen[run] = now
-            out.append(Delivery(name, doc, run, msg.topic(), msg.partition(), msg.offset()))
+            out.append(Delivery(name, doc, run, msg.topic(), msg.partition(), msg.offset(),
+                                replayed=msg.offset() < self._handed.get(tp, -1)))
         return out
 
     def _skip_closed(self, ledger: Ledger, msg, name: str, run: str, replayed: bool) -> None:
@@ -241,17 +246,18 @@ class DocumentConsumer:
                               [("reason", reason.encode()), ("detail", detail.encode()[:1000])])
 
     def undelivered(self, deliveries) -> None:
-        """``deliveries`` were read but dropped before a rewind, never handed over: when read again they
-        count as read for the first time (a handler error on one is dead-lettered then)."""
+        """Call after a rewind: ``deliveries`` were read but never handed over (or their handler failed
+        transiently). When read again, those read then for the first time count as new (a handler error
+        on one is dead-lettered then); what was handed over before an earlier rewind stays replayed."""
         for d in deliveries:
             tp = (d.topic, d.partition)
-            if self._replayed.get(tp, -1) > d.offset:
-                self._replayed[tp] = d.offset
+            if not d.replayed and self._handed.get(tp, -1) > d.offset:
+                self._handed[tp] = d.offset
 
     def replayed(self, delivery: Delivery) -> bool:
-        """``delivery`` was read (and handed over) once already, before a rewind."""
-        return not delivery.synthetic and delivery.offset < self._replayed.get((delivery.topic,
-                                                                               delivery.partition), -1)
+        """``delivery`` was handed over once already, before a rewind: a handler error on it went to the
+        dead-letter topic then."""
+        return delivery.replayed  # False for the worker's own stop documents
 
     def _produce_dlq(self, topic, key, value, headers) -> None:
         def report(err, msg):
@@ -310,6 +316,7 @@ class DocumentConsumer:
                 # seek also drops what librdkafka fetched ahead for this partition
                 self._consumer.seek(TopicPartition(tp[0], tp[1], target))
                 self._replayed[tp] = max(self._replayed.get(tp, -1), old.next_offset)
+                self._handed[tp] = max(self._handed.get(tp, -1), old.next_offset)
             new = self.ledgers[tp] = Ledger()
             new.last_seen = {run: t for run, t in old.last_seen.items() if run in old.started}
         self.eof.clear()

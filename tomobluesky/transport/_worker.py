@@ -266,7 +266,12 @@ class _Worker:
             now = time.monotonic()
             if batch:
                 last_message = now
-            rewound = not all(self.deliver(d, stop) for d in batch)  # all() stops at a rewind
+            rewound = False
+            for i, d in enumerate(batch):
+                if not self.deliver(d, stop):  # a rewind: the rest of the batch is stale
+                    c.undelivered(batch[i:])  # never handed over (d's handler failed transiently)
+                    rewound = True
+                    break
             if not rewound:
                 rewound = not self.close_silent_runs(time.monotonic(), stop)
             if rewound:  # the unfinished runs are about to be read again: that is not idleness

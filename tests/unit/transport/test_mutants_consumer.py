@@ -900,3 +900,58 @@ def test_only_a_partition_taken_with_an_open_run_flags_lost_runs(consumer):
     consumer.poll(timeout=0)
     fake.on_lost(fake, [TP(T, 0)])  # lost, not revoked: the same
     assert consumer.lost_runs
+
+
+# --- undelivered(): documents read but never handed over before a rewind ------------------------------
+
+def test_documents_read_but_never_handed_over_count_as_new_when_read_again(consumer):
+    """What undelivered() is for: the worker read a batch, then had to rewind before handing it over (a
+    rebalance took unfinished runs, or an outage stopped the batch). A handler error on one of those documents
+    was never dead-lettered, so when read again it must be (replayed() false); what was handed over before
+    stays replayed, and a malformed message among them, dead-lettered when first read, is not sent twice."""
+    docs, _ = run_docs("A", n_events=3)  # offsets 0-4
+    put(consumer, *docs[:3])
+    handed = consumer.poll(timeout=0)  # 0-2: handed over
+    put(consumer, docs[3], ("x", b"\xc1"), docs[4])  # 3, malformed 4, 5
+    batch = consumer.poll(timeout=0)
+    assert [d.offset for d in batch] == [3, 5] and not any(consumer.replayed(d) for d in handed + batch)
+    assert consumer.stats.deadlettered == 1
+    consumer.rewind()
+    consumer.undelivered(batch)
+    again = consumer.poll(timeout=0)
+    assert [(d.offset, consumer.replayed(d)) for d in again] == [(0, True), (1, True), (2, True), (3, False),
+                                                                   (5, False)]
+    assert consumer.stats.deadlettered == 1 and len(consumer._dlq.produced) == 1
+
+
+def test_a_document_handed_over_before_an_earlier_rewind_stays_replayed(consumer):
+    docs, _ = run_docs("A", n_events=2)  # offsets 0-3
+    put(consumer, *docs[:3])
+    consumer.poll(timeout=0)  # 0-2 handed over
+    consumer.rewind()  # an outage
+    put(consumer, docs[3])
+    batch = consumer.poll(timeout=0)  # 0-2 read again, 3 for the first time; then a rebalance: none handed over
+    assert [(d.offset, consumer.replayed(d)) for d in batch] == [(0, True), (1, True), (2, True), (3, False)]
+    consumer.rewind()
+    consumer.undelivered(batch)
+    assert [(d.offset, consumer.replayed(d)) for d in consumer.poll(timeout=0)] == [
+        (0, True), (1, True), (2, True), (3, False)]
+
+
+def test_undelivered_documents_of_a_partition_no_longer_held_change_nothing(consumer):
+    fake = consumer._consumer
+    fake.assign_now((T, 1))
+    docs_a, _ = run_docs("A")
+    docs_b, _ = run_docs("B")
+    put(consumer, *docs_a, partition=0)
+    put(consumer, *docs_b, partition=1)
+    batch = consumer.poll(timeout=0)
+    fake.on_lost(fake, [TP(T, 1)])  # taken by the rebalance that came with the batch
+    fake.assigned.remove((T, 1))
+    consumer.rewind()
+    consumer.undelivered(batch)  # B's documents among them: the partition went elsewhere
+    assert [(d.partition, d.offset, consumer.replayed(d)) for d in consumer.poll(timeout=0)] == [
+        (0, 0, False), (0, 1, False), (0, 2, False)]
+    fake.assign_now((T, 1))  # given back later: read from its committed offset, as new
+    fake.position[(T, 1)] = 0
+    assert [(d.partition, consumer.replayed(d)) for d in consumer.poll(timeout=0)] == [(1, False)] * 3

@@ -941,3 +941,48 @@ def test_without_reset_the_batch_of_a_rebalance_is_handed_over_not_dropped(consu
     assert handler.seen == uids("A", stop=False) * 2 + [("stop", "A-s")] + uids("B")
     assert consumer.stats.rewinds == 0 and consumer.stats.runs_finished == 2 and consumer.lost_runs is False
     assert client.commits[-1] == [(T, 0, 8)]
+
+
+def test_documents_after_an_outage_in_the_same_batch_are_dead_lettered_when_they_fail_later(consumer):
+    """An outage stops the batch at the descriptor: the event after it was read but never handed over. When
+    the event's handler then fails for good, it is dead-lettered, not dropped with its offset committed."""
+    docs, stop = run_docs("A")
+    put(consumer, *docs, stop)  # one batch: start 0, descriptor 1, event 2, stop 3
+    down = {"n": 1}
+
+    def fail(name, doc):
+        if name == "descriptor" and down["n"]:
+            down["n"] -= 1
+            return ConnectionError("catalogue down")
+        return ValueError("bad event") if name == "event" else None
+
+    handler = Handler(fail=fail)
+    _Worker(consumer, handler, WorkerPolicy(once=True, on_error="deadletter", **FAST)).run()
+    assert handler.seen == [("start", "A"), ("start", "A"), ("descriptor", "A-d"), ("stop", "A-s")]
+    s = consumer.stats
+    assert (s.outages, s.rewinds, s.deadlettered, s.reasons) == (1, 1, 1, {"handler-error": 1})
+    event = {**EVENT, "uid": "A-e0", "descriptor": "A-d", "seq_num": 1}
+    assert consumer._dlq.produced == [(f"{T}.deadletter", b"A", pack("event", event),
+                                       [("reason", b"handler-error"), ("detail", b"ValueError: bad event")])]
+    assert consumer._consumer.commits[-1] == [(T, 0, 4)]
+
+
+def test_a_malformed_message_in_the_rebalance_batch_is_dead_lettered_once(consumer):
+    client = consumer._consumer
+    docs, stop = run_docs("A")
+    put(consumer, *docs)
+
+    def hook(c):  # once A's event is handled: the partition is taken and given back, then two messages come
+        if any(e[0] == "handle" and e[3] == "A-e0" for e in c.timeline) and not getattr(c, "rebalanced", False):
+            c.rebalanced = True
+            c.on_revoke(c, [TP(T, 0)])
+            c.position[(T, 0)] = 0
+            c.on_assign(c, [TP(T, 0)])
+            c.logs[(T, 0)] += [(b"k", b"\xc1"), (None, pack(*stop))]
+
+    client.hooks.append(hook)
+    fresh = Handler(client, label="fresh")
+    _Worker(consumer, Handler(client, label="first"), WorkerPolicy(once=True, on_error="deadletter", **FAST),
+            lambda: fresh).run()
+    assert fresh.seen == uids("A") and consumer.stats.rewinds == 1
+    assert consumer.stats.deadlettered == 1 and [p[1:3] for p in consumer._dlq.produced] == [(b"k", b"\xc1")]
