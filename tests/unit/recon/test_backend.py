@@ -1,5 +1,6 @@
 """The array-backend seam: the input picks the namespace; CuPy only when asked."""
 
+import re
 import subprocess
 import sys
 
@@ -57,3 +58,63 @@ def test_cupy_matches_numpy(sinograms, theta):
         host = recon.reconstruct(sinograms, theta, algorithm=algorithm, sinogram_order=True)
         device = recon.reconstruct(sinograms, theta, algorithm=algorithm, backend="cupy", sinogram_order=True)
         assert np.linalg.norm(device - host) / np.linalg.norm(host) <= 1e-3
+
+
+# -- the CuPy branch where CuPy is missing (issue 16: get_namespace's mutants, testable without a GPU) ----
+
+_CUPY_MISSING = "backend 'cupy' needs CuPy and a CUDA GPU: pip install 'tomobluesky[gpu]'"
+
+
+def _module_typed(module: str):
+    """An instance of a class defined, as far as Python can tell, in ``module`` (only its name is read)."""
+    return type("ndarray", (), {"__module__": module})()
+
+
+def test_cupy_by_name_without_cupy_names_the_install_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as where CuPy is not installed, whatever this machine has
+    with pytest.raises(RuntimeError) as caught:
+        recon.get_namespace("cupy")
+    assert str(caught.value) == _CUPY_MISSING
+    assert isinstance(caught.value.__cause__, ImportError)  # the reason is kept for the traceback
+
+
+@pytest.mark.parametrize("module", ["cupy", "cupy._core.core"])
+def test_an_array_of_cupys_own_module_is_sent_to_cupy(monkeypatch, module):
+    """CuPy arrays are told by their type's top-level module: without CuPy that route ends in its error,
+    so the array is never read as if it were a NumPy one."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(RuntimeError, match="^" + re.escape(_CUPY_MISSING) + "$"):
+        recon.get_namespace(_module_typed(module))
+
+
+@pytest.mark.parametrize("module", ["cupyx.scipy", "mylib.cupy", "numpy", "builtins"])
+def test_arrays_of_other_modules_are_numpys(monkeypatch, module):
+    """Only the top-level package name counts: cupyx or a package's own ``cupy`` submodule are not CuPy."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert recon.get_namespace(_module_typed(module)) is np
+
+
+def test_the_default_backend_is_numpy_and_an_unknown_one_lists_the_choices():
+    assert recon.get_namespace() is np
+    with pytest.raises(ValueError) as caught:
+        recon.get_namespace("jax")
+    assert str(caught.value) == "unknown backend 'jax'; choose one of ('numpy', 'cupy')"
+
+
+def test_to_numpy_fetches_what_has_a_get_and_wraps_the_rest():
+    """A device array is copied to the host by its ``get()`` (CuPy's); anything else goes through asarray."""
+
+    class OnDevice:
+        def __init__(self, host):
+            self.host = host
+
+        def get(self):
+            return self.host.copy()
+
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    fetched = recon.to_numpy(OnDevice(host))
+    assert type(fetched) is np.ndarray and fetched is not host
+    np.testing.assert_array_equal(fetched, host)
+    listed = recon.to_numpy([[1.0, 2.0], [3.0, 4.0]])
+    assert type(listed) is np.ndarray and listed.shape == (2, 2) and listed[1, 0] == 3.0
+    assert recon.to_numpy(host) is host  # a NumPy array is not copied
