@@ -25,7 +25,8 @@ rate holds.
 ``OffThread``, the pipeline behind ``OffProcess``: each callback in its own child process, fed by a
 pipe, so that it no longer takes the RunEngine's GIL, and the same with the children at nice 10, so
 that the scan gets the CPU first, and with only the writer's child at nice 10; ``process idle`` runs
-both children under SCHED_IDLE; ``--cases`` picks some); it prints the load average before and after.
+both children under SCHED_IDLE, ``process idle live only`` the live child alone (no raw-run writer, so
+the Tiled server only takes the previews); ``--cases`` picks some); it prints the load average before and after.
 ``re_cpu_s`` is the CPU time of the RunEngine's process (all its threads) over the scan, ``child_cpu_s``
 that of the callbacks' child processes from the scan's start to their drain (``..._during_scan_s``: to
 the stop document), ``tiled_cpu_s`` that of the Tiled server over the scan and the drain (``tiled_cpu_during_scan_s``: to the stop).
@@ -35,9 +36,11 @@ runs the Tiled server N steps below the script's priority, its session's autogro
 demo's and the profile's default is 10; see ``tomobluesky._priority``).
 
 ``--contention`` instead runs the scan bare, beside a thread spinning in pure
-Python, and beside a process doing the same (``--pairs`` rounds): what a
-callback costs the RunEngine through the GIL (thread) beyond the CPU it takes
-(process).
+Python, beside a process doing the same, and beside that process under SCHED_IDLE
+(``--pairs`` rounds): what a callback costs the RunEngine through the GIL (thread)
+beyond the CPU it takes (process), and what is left when it only takes CPU time
+the scan does not ask for (idle process: the machine's own share, e.g. two
+virtual CPUs on one physical core).
 """
 
 from __future__ import annotations
@@ -132,56 +135,64 @@ def _child_cpu_s(pid) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def process_scan(RE, server, source, projections, fly, nice=0, live_nice=None, idle=False) -> dict:
+def process_scan(RE, server, source, projections, fly, nice=0, live_nice=None, idle=False,
+                 writer_too=True) -> dict:
     """The same pipeline as ``live_scan``, each callback in an ``OffProcess`` child (at ``nice``; the
-    live path's at ``live_nice`` when given; both under SCHED_IDLE with ``idle``)."""
+    live path's at ``live_nice`` when given; both under SCHED_IDLE with ``idle``); without the raw-run
+    writer when not ``writer_too``."""
     from tomobluesky.demo import live_off_process, raw_writer_off_process
 
-    writer = raw_writer_off_process(server, nice=nice, idle=idle)
+    writer = raw_writer_off_process(server, nice=nice, idle=idle) if writer_too else None
     live_nice = nice if live_nice is None else live_nice
     live, runs = live_off_process(server, data_roots=[str(server.layout.detector)], nice=live_nice, idle=idle)
-    for dispatcher in (writer, live):
+    dispatchers = [d for d in (writer, live) if d is not None]
+    for dispatcher in dispatchers:
         if not dispatcher.wait_ready(300):
             raise RuntimeError(f"{dispatcher.name}: the child never became ready: {dispatcher.stats()}")
-    pids = [writer.pid, live.pid]
+    pids = [d.pid for d in dispatchers]
     cpu0 = [_child_cpu_s(pid) for pid in pids]
     tiled0 = _child_cpu_s(server.pid)
-    tokens = [RE.subscribe(writer), RE.subscribe(live)]
+    tokens = [RE.subscribe(d) for d in dispatchers]
     try:
         uid, result = _scan(RE, source, server.layout.detector, projections, fly)
         t_stop = time.perf_counter()
         child_cpu_scan = sum(_child_cpu_s(pid) - c for pid, c in zip(pids, cpu0))
         tiled_cpu_scan = _child_cpu_s(server.pid) - tiled0
-        left = live.flush() + writer.flush()
+        left = sum(d.flush() for d in dispatchers)
         drained = time.perf_counter() - t_stop
         child_cpu = sum(_child_cpu_s(pid) - c for pid, c in zip(pids, cpu0))
     finally:
         for token in tokens:
             RE.unsubscribe(token)
-        live.close()
-        writer.close()
+        for d in dispatchers:
+            d.close()
     run = runs[-1] if runs else None
     if left or run is None or not run.result or "error" in run.result:
         raise RuntimeError(f"live pipeline failed: {left} documents left, result {run and run.result}")
     case = "process idle" if idle else "process" if not nice else f"process nice {nice}" if live_nice == nice else \
         f"process writer nice {nice}"
+    if not writer_too:
+        case = f"{case} live only"
     return {"case": case, **result, "stop_to_drained_s": round(drained, 2),
             "child_cpu_s": round(child_cpu, 2), "child_cpu_during_scan_s": round(child_cpu_scan, 2),
             "tiled_cpu_during_scan_s": round(tiled_cpu_scan, 2),
-            "max_backlog": {"live": live.stats()["max_backlog"], "writer": writer.stats()["max_backlog"]},
+            "max_backlog": {d.name: d.stats()["max_backlog"] for d in dispatchers},
             "preview_updates": run.preview_updates,
-            "callback_errors": live.stats()["errors"] + writer.stats()["errors"]}
+            "callback_errors": sum(d.stats()["errors"] for d in dispatchers)}
 
 
-CASES = ("bare", "thread", "process", "process nice 10", "process writer nice 10", "process idle")
+CASES = ("bare", "thread", "process", "process nice 10", "process writer nice 10", "process idle",
+         "process idle live only")
 
 
 def compare(RE, server, source, projections, fly, rounds, cases=CASES) -> list:
     """bare, off-thread, off-process and off-process at nice 10 in turn, ``rounds`` times (the load
     drifts: interleave)."""
     runs = []
-    for _ in range(rounds):
-        for case in cases:
+    for r in range(rounds):
+        # every other round in reverse order (bare last), so that neither case always runs first: on a
+        # machine whose speed drifts, a fixed order would give one case the earlier (faster) slot
+        for case in (cases if r % 2 == 0 else tuple(reversed(cases))):
             tiled_cpu = _child_cpu_s(server.pid)
             if case == "bare":
                 runs.append(bare_scan(RE, source, server.layout.detector, projections, fly))
@@ -189,8 +200,10 @@ def compare(RE, server, source, projections, fly, rounds, cases=CASES) -> list:
                 runs.append({**live_scan(RE, server, source, projections, fly), "case": "thread"})
             else:
                 runs.append(process_scan(RE, server, source, projections, fly, nice=10 if "nice" in case else 0,
-                                         live_nice=0 if "writer" in case else None, idle="idle" in case))
+                                         live_nice=0 if "writer" in case else None, idle="idle" in case,
+                                         writer_too="live only" not in case))
             runs[-1]["load_average"] = os.getloadavg()
+            runs[-1]["round"] = r + 1
             runs[-1]["tiled_cpu_s"] = round(_child_cpu_s(server.pid) - tiled_cpu, 2)  # scan and drain
             print(json.dumps(runs[-1]), flush=True)
     return runs
@@ -204,16 +217,28 @@ def _spin(stop):
             x += i * i
 
 
-def contention(RE, source, detector_dir, projections, fly, rounds) -> list:
+CONTENTION_CASES = ("bare", "busy thread", "busy process", "busy idle process")
+
+
+def _spin_idle(stop):
+    """The same work in a process under SCHED_IDLE: it runs only on CPU time the scan leaves."""
+    from tomobluesky._priority import lower_priority
+
+    lower_priority(os.getpid(), 0, idle=True)
+    _spin(stop)
+
+
+def contention(RE, source, detector_dir, projections, fly, rounds, cases=CONTENTION_CASES) -> list:
     import multiprocessing
     import threading
 
     spawn = multiprocessing.get_context("spawn")
     runs = []
     for _ in range(rounds):
-        for case in ("bare", "busy thread", "busy process"):
-            stop = spawn.Event() if case == "busy process" else threading.Event()
+        for case in cases:
+            stop = spawn.Event() if "process" in case else threading.Event()
             worker = (spawn.Process(target=_spin, args=(stop,)) if case == "busy process" else
+                      spawn.Process(target=_spin_idle, args=(stop,)) if case == "busy idle process" else
                       threading.Thread(target=_spin, args=(stop,), daemon=True) if case == "busy thread" else None)
             if worker is not None:
                 worker.start()
@@ -241,7 +266,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--compare", action="store_true",
                         help="bare, off-thread and off-process pipelines in turn, --pairs rounds")
     parser.add_argument("--cases", default=None,
-                        help=f"with --compare: a comma-separated subset of {','.join(CASES)} (bare needed)")
+                        help=f"with --compare: a comma-separated subset of {','.join(CASES)}; with --contention: "
+                             f"of {','.join(CONTENTION_CASES)} (bare needed)")
     parser.add_argument("--tiled-nice", type=int, default=0,
                         help="start the Tiled server at this niceness (0-19; the demo's is 10)")
     parser.add_argument("--tiled-idle", action="store_true",
@@ -261,11 +287,14 @@ def main(argv=None) -> dict:
     runs = []
     if args.contention:
         try:
-            runs = contention(RE, source, root, args.projections, args.fly, args.pairs)
+            cases = tuple(args.cases.split(",")) if args.cases else CONTENTION_CASES
+            if set(cases) - set(CONTENTION_CASES) or "bare" not in cases:
+                raise SystemExit(f"--cases: choose among {', '.join(CONTENTION_CASES)}, with bare; got {args.cases!r}")
+            runs = contention(RE, source, root, args.projections, args.fly, args.pairs, cases)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         rates = {case: statistics.median(r["frames_per_s"] for r in runs if r["case"] == case)
-                 for case in ("bare", "busy thread", "busy process")}
+                 for case in cases}
         print("median frames/s: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
               + f"; load average {os.getloadavg()}")
         return {"contention": rates, "runs": runs, "load_average": os.getloadavg()}
@@ -295,6 +324,23 @@ def main(argv=None) -> dict:
     return summary
 
 
+def paired_differences(runs: list, cases) -> dict:
+    """Each case against the bare scan of its own round, in %: the machine's speed drifts between rounds
+    by more than the effect sought, so comparing adjacent scans removes most of the drift."""
+    out = {}
+    for c in cases:
+        if c == "bare":
+            continue
+        diffs = []
+        for r in sorted({run["round"] for run in runs}):
+            bare = [x["frames_per_s"] for x in runs if x["round"] == r and x["case"] == "bare"]
+            case = [x["frames_per_s"] for x in runs if x["round"] == r and x["case"] == c]
+            if bare and case:
+                diffs.append(round(100 * (case[0] - bare[0]) / bare[0], 1))
+        out[c] = {"rounds": diffs, "median": statistics.median(diffs) if diffs else float("nan")}
+    return out
+
+
 def _main_compare(args, RE, source, root) -> dict:
     from tomobluesky.catalog import TiledServer
 
@@ -318,10 +364,14 @@ def _main_compare(args, RE, source, root) -> dict:
         "median_frames_per_s": rate, "median_re_cpu_s": cpu, "tiled_nice": args.tiled_nice,
         "tiled_idle": args.tiled_idle,
         "difference_pct": {c: round(100 * (rate[c] - rate["bare"]) / rate["bare"], 1) for c in cases if c != "bare"},
+        "paired_difference_pct": paired_differences(runs, cases),
         "target": "within 5 %", "load_average": {"before": load_before, "after": os.getloadavg()}, "runs": runs,
     }
     print("median frames/s: " + ", ".join(f"{c} {rate[c]:.1f}" for c in cases)
           + "; against bare: " + ", ".join(f"{c} {v:+.1f} %" for c, v in summary["difference_pct"].items())
+          + "; against the same round's bare (median, rounds): " + ", ".join(
+              f"{c} {p['median']:+.1f} % ({', '.join(f'{x:+.1f}' for x in p['rounds'])})"
+              for c, p in summary["paired_difference_pct"].items())
           + "; RunEngine process CPU s: " + ", ".join(f"{c} {cpu[c]:.1f}" for c in cases)
           + f"; load average {load_before} -> {summary['load_average']['after']}")
     if args.json:

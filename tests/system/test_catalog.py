@@ -131,6 +131,25 @@ def test_preview_is_overwritten_in_place(tiled_client):
     assert node["axial"].read().mean() == 2 and node["vertical_x"].shape == (2, 8)
 
 
+def test_kept_preview_nodes_follow_a_new_shape_and_a_deleted_preview(tiled_client):
+    """The sink keeps the live nodes between updates (fewer requests): a slice whose shape changes is
+    replaced, and a preview deleted on the server meanwhile is created again, not an error."""
+    sink = TiledSink(tiled_client)
+    sink.write_preview("scan-k", {"axial": np.full((8, 8), 1, np.float32)}, {"projections": 1})
+    sink.write_preview("scan-k", {"axial": np.full((4, 6), 2, np.float32)}, {"projections": 2})
+    node = tiled_client["live"]["scan-k"]
+    assert node["axial"].shape == (4, 6) and node["axial"].read().sum() == 48 and node.metadata["projections"] == 2
+    tiled_client["live"].delete_contents("scan-k", recursive=True, external_only=False)
+    sink.write_preview("scan-k", {"axial": np.full((4, 6), 3, np.float32)}, {"projections": 3})
+    node = tiled_client["live"]["scan-k"]
+    assert node["axial"].read().sum() == 72 and node.metadata["projections"] == 3
+    for i in range(6):  # more scans than are kept: the oldest is forgotten, and still written correctly
+        sink.write_preview(f"scan-k{i}", {"axial": np.full((2, 2), i, np.float32)}, {"projections": i})
+    sink.write_preview("scan-k", {"axial": np.full((4, 6), 5, np.float32)}, {"projections": 5})
+    assert tiled_client["live"]["scan-k"]["axial"].read().sum() == 120
+    assert [tiled_client["live"][f"scan-k{i}"]["axial"].read().sum() for i in range(6)] == [4 * i for i in range(6)]
+
+
 def test_reads_and_writes_without_the_key_are_refused(tiled_server):
     r = httpx.get(f"{tiled_server.uri}/api/v1/metadata/")
     assert r.status_code == 401

@@ -113,22 +113,49 @@ class TiledSink:
         self.client = ensure_layout(client)
         self.volume_dir = Path(volume_dir).resolve() if volume_dir is not None else None
         self._requests_seen: dict[str, int] = {}  # scan uid -> sequence number of the last live request handed on
+        self._preview_nodes: dict[str, dict] = {}  # scan uid -> {"": its live node, slice name: array node}
 
     def write_preview(self, scan_uid, slices, metadata):
-        """Live slices go to ``live/<scan uid>/<name>``, overwritten in place."""
+        """Live slices go to ``live/<scan uid>/<name>``, overwritten in place.
+
+        Every request costs the server tens of milliseconds of CPU (the key's lookups, the catalogue's
+        queries), whatever it carries: on a small acquisition host that CPU is taken from the scan. So
+        the nodes of the newest scans are kept here, and an update is one write per slice and one
+        metadata update (4 requests, not 8). A kept node that the server no longer has (the preview
+        was deleted meanwhile) is looked up again, once."""
+        nodes = self._preview_nodes.pop(scan_uid, None)
+        if nodes is not None:
+            try:
+                self._update_preview(nodes, slices, metadata)
+            except Exception as exc:
+                if not _is_not_found(exc):
+                    raise
+                nodes = None  # kept nodes gone from the server: start again from the catalogue
+        if nodes is None:
+            nodes = {"": self._preview_node(scan_uid, metadata)}
+            self._update_preview(nodes, slices, metadata)
+        self._preview_nodes[scan_uid] = nodes  # the newest last
+        while len(self._preview_nodes) > PREVIEW_NODES_KEPT:
+            self._preview_nodes.pop(next(iter(self._preview_nodes)))
+
+    def _preview_node(self, scan_uid, metadata):
         live = self.client[LIVE]
         if scan_uid not in live:
-            live.create_container(scan_uid, metadata=metadata)
-        node = live[scan_uid]
+            return live.create_container(scan_uid, metadata=metadata)
+        return live[scan_uid]
+
+    def _update_preview(self, nodes: dict, slices, metadata) -> None:
+        node = nodes[""]
         for name, image in slices.items():
             image = np.ascontiguousarray(image, dtype=np.float32)
-            existing = node.get(name)  # one request, not a membership test and a lookup
-            if existing is not None and tuple(existing.shape) == image.shape:
-                existing.write(image)
-                continue
-            if existing is not None:
-                self._delete(node, name)
-            node.write_array(image, key=name)
+            array = nodes.get(name) or node.get(name)  # node.get: one request, not a test and a lookup
+            if array is not None and tuple(array.shape) == image.shape:
+                array.write(image)
+            else:
+                if array is not None:
+                    self._delete(node, name)
+                array = node.write_array(image, key=name)
+            nodes[name] = array
         node.update_metadata(metadata=metadata)
 
     def live_request(self, scan_uid) -> dict | None:
@@ -328,6 +355,16 @@ class TiledSink:
     @staticmethod
     def _delete(container, key):
         container.delete_contents(key, recursive=True, external_only=False)
+
+
+#: scans whose preview nodes a sink keeps (one scan is live at a time; a few more cost nothing)
+PREVIEW_NODES_KEPT = 4
+
+
+def _is_not_found(exc: Exception) -> bool:
+    """A Tiled client error for a node the server does not have (HTTP 404)."""
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) == 404 or isinstance(exc, KeyError)
 
 
 def _plain(value):
