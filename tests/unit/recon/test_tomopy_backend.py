@@ -93,3 +93,12 @@ def test_tomopy_missing_says_how_to_install_it(monkeypatch):
                "conda install -c conda-forge tomopy (see docs/recon.md)")
     with pytest.raises(RuntimeError, match="^" + re.escape(message) + "$"):
         recon.reconstruct(_projections(), THETA, AXIS, backend="tomopy")
+
+
+def test_gridrec_asked_on_the_cupy_backend_needs_tomopy_not_cupy(monkeypatch):
+    """gridrec is tomopy's whatever the backend: asked with ``backend="cupy"`` it never looks for CuPy, so
+    where neither is installed the error is tomopy's."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setitem(sys.modules, "tomopy", None)
+    with pytest.raises(RuntimeError, match="^algorithm 'gridrec' on backend 'tomopy' needs tomopy"):
+        recon.reconstruct(_projections(), THETA, AXIS, algorithm="gridrec", backend="cupy")
