@@ -14,7 +14,10 @@ thread gets it (about a millisecond on this kernel's fair scheduler, paid severa
 ``SCHED_IDLE`` policy (``idle=True``) does not: a waking thread of normal priority takes the core at once,
 and a core that runs only idle-policy threads counts as free when the kernel places a waking thread. It
 works between threads of one session only (the sessions' autogroups are compared first), so a process
-meant to run idle is kept in the caller's session.
+meant to run idle is kept in the caller's session. It is not the default: on the 2-vCPU virtual machine
+where it was measured (docs/benchmarks.md), a busy idle-policy process slowed a scan far more than the
+same process at normal priority, because the RunEngine's threads, which wake each other several times a
+frame, were then placed on the idle process's CPU and had to preempt it every time.
 """
 
 from __future__ import annotations
