@@ -955,3 +955,14 @@ def test_undelivered_documents_of_a_partition_no_longer_held_change_nothing(cons
     fake.assign_now((T, 1))  # given back later: read from its committed offset, as new
     fake.position[(T, 1)] = 0
     assert [(d.partition, consumer.replayed(d)) for d in consumer.poll(timeout=0)] == [(1, False)] * 3
+
+
+def test_a_second_rewind_does_not_dead_letter_again_what_the_first_had_read(consumer):
+    docs, _ = run_docs("A", n_events=2)  # start 0, descriptor 1, event 2, malformed 3, event 4
+    put(consumer, *docs[:3], ("x", b"\xc1"), docs[3])
+    consumer.poll(timeout=0)
+    consumer.rewind()
+    assert [d.offset for d in consumer.poll(timeout=0, max_messages=2)] == [0, 1]
+    consumer.rewind()  # an outage again, before the re-read got back to the malformed message
+    assert [d.offset for d in consumer.poll(timeout=0)] == [0, 1, 2, 4]
+    assert consumer.stats.deadlettered == 1 and len(consumer._dlq.produced) == 1
