@@ -1,7 +1,8 @@
 """``reconstruct``'s hand-over to tomopy (``backend="tomopy"`` and ``algorithm="gridrec"``), run against tomopy
 itself where it is importable: tomopy is not on PyPI, so CI skips these. Built from source beside the project
-(/work/shared/tools/build-tomopy.sh), it runs here with ``PYTHONPATH`` on a folder holding only its package and
-``LD_LIBRARY_PATH`` on its libraries (docs of the set-up: the issue-16 notes).
+(``build-tomopy.sh GIT_DIR VENV`` in the shared tools) it runs in the project's venv, numpy 2 included, with
+``PYTHONPATH`` on a folder holding only a link to VENV's ``tomopy`` package and ``LD_LIBRARY_PATH=VENV/lib``
+(tomopy finds its C libraries through ``ctypes.util.find_library``, not beside the package).
 
 The objects are disks with exact sinograms (``project_disk``), so where each one must appear is known:
 - tomopy's ``fbp`` is an unfiltered backprojection (its C code never reads the filter name), the same
