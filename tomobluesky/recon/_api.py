@@ -50,10 +50,11 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
     (tomopy's, when tomopy is importable). ``backend``: ``"numpy"``,
     ``"cupy"`` (the same code on the GPU) or ``"tomopy"`` (hand the work to
     ``tomopy.recon``: gridrec for ``"nufft"``/``"gridrec"``, its own ``"fbp"``). ``pad``: zero padding of each row
-    against wraparound (True: 1.5×, a number: that factor, False: none).
+    against wraparound (True: 1.5×, a number: that factor, False: none), gridrec's rows padded alike.
     ``filter_name``: the ramp's window, ``"cosine"`` by default: on the tooth
     it is nearer the object than ``"shepp"`` in RMSE and SSIM at the same cost
-    (benchmarks/tooth_windows.py, docs/benchmarks.md).
+    (benchmarks/tooth_windows.py, docs/benchmarks.md). gridrec gets the same window under tomopy's
+    name and parameter (``"ramp"`` is its ``"ramlak"``).
     ``max_memory``: bytes of working memory to stay under; slabs of slices
     are sized for it. ``progress(done, total)`` is called per slab.
     ``batch_pairs``: slice pairs per NUFFT call (the NUFFT's working memory grows with it).
@@ -88,7 +89,7 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
     centers = _check_centers(center, slices, columns)
     padded_length(columns, pad)  # validates pad before any work
     if algorithm == "gridrec" or backend == "tomopy":
-        return _tomopy(host, theta, centers, algorithm, filter_name, ncore)
+        return _tomopy(host, theta, centers, algorithm, filter_name, ncore, pad)
     per_slice = 4 * (angles * columns * 4 + columns * columns * 2)  # sinogram spectra + image, bytes
     # slabs hold whole slice pairs, so the NUFFT packs the same pairs whatever the slab size
     slab = slices if not max_memory else max(2, int(max_memory // per_slice) // 2 * 2)
@@ -109,7 +110,30 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
     return out
 
 
-def _tomopy(sinograms, theta, centers, algorithm, filter_name, ncore):
+# our window names → tomopy gridrec's: tomopy calls the bare ramp "ramlak" and reconstructs an unknown name
+# with Shepp-Logan's window without a word, so every name is translated, never handed on as it is
+_TOMOPY_FILTERS = {"ramp": "ramlak", "shepp": "shepp", "cosine": "cosine", "hann": "hann"}
+# tomopy's Hann is 0.5 (1 + cos(2π f / par[0])), f in cycles per pixel; par[0] = 1 is ours (zero at Nyquist),
+# tomopy's default 0.5 would rise again above f = 0.25. The other three windows read no parameter.
+_TOMOPY_FILTER_PAR = (1.0,)
+
+
+def _tomopy_filter(filter_name):
+    if filter_name not in _TOMOPY_FILTERS:
+        raise ValueError(f"filter {filter_name!r} has no counterpart in tomopy's gridrec; "
+                         f"choose one of {tuple(_TOMOPY_FILTERS)}")
+    return {"filter_name": _TOMOPY_FILTERS[filter_name], "filter_par": np.array(_TOMOPY_FILTER_PAR, np.float32)}
+
+
+def _pad_columns(sinograms, centers, pad):
+    """Zero columns on both sides up to our engine's padded length, the axis moved with them: gridrec pads
+    only to the next power of two (none at 64 columns), so an object filling the detector wraps around."""
+    extra = padded_length(sinograms.shape[-1], pad) - sinograms.shape[-1]
+    left = extra // 2
+    return np.pad(sinograms, ((0, 0), (0, 0), (left, extra - left))), centers + left
+
+
+def _tomopy(sinograms, theta, centers, algorithm, filter_name, ncore, pad):
     try:
         import tomopy
     except ImportError as err:
@@ -117,9 +141,14 @@ def _tomopy(sinograms, theta, centers, algorithm, filter_name, ncore):
                            "conda install -c conda-forge tomopy (see docs/recon.md)") from err
     import os
 
+    columns = sinograms.shape[-1]
+    kwargs = {}
+    if algorithm == "gridrec":
+        # gridrec centres its columns × columns grid on the axis whatever the row length: the crop is its own
+        sinograms, centers = _pad_columns(sinograms, centers, pad)
+        kwargs = {**_tomopy_filter(filter_name), "num_gridx": columns, "num_gridy": columns}
     tomo = np.swapaxes(sinograms, 0, 1)  # tomopy wants (angles, slices, columns)
-    kwargs = {"filter_name": filter_name} if algorithm == "gridrec" else {}
-    if algorithm == "fbp":
+    if algorithm == "fbp":  # unfiltered (its C code reads no filter), so nothing to pad against
         centers = centers + 0.5  # tomopy's ray-driven algorithms put the centre at n/2, gridrec at (n−1)/2
     rec = tomopy.recon(tomo, theta, center=centers, algorithm=algorithm, sinogram_order=False,
                        ncore=ncore or os.cpu_count(), **kwargs)
