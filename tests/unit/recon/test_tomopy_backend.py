@@ -198,7 +198,9 @@ def test_gridrec_gets_rows_padded_to_our_length_and_no_longer(tomopy):
     by hand to ``padded_length`` (zeros all on the right, the axis left where it is) is the hand-over's image
     (measured 1e-6 of the peak; where the zeros go does not matter, gridrec's row is periodic). At 80 columns
     1.5× is 120, under gridrec's power of two (128): a longer row doubles its grid to 256 and changes the
-    image by about 19 % of its peak. gridrec centres its grid on the axis, so our 80 are the middle of its 120."""
+    image by about 19 % of its peak. gridrec centres its grid on the axis, so our 80 are the middle of its 120.
+    This pins what ``pad`` asks for (and costs), not image quality: the doubled grid is no worse (error against
+    the phantom as in the test above: 0.230 against 0.249)."""
     n, theta = 80, np.linspace(0, np.pi, 90, endpoint=False)
     sinogram = project_shepp_logan(None, n, theta)  # axis in the middle
     for pad in (True, 1.37):
