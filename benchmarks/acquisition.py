@@ -21,7 +21,7 @@ summary compares the medians. ``cpu_ms_per_frame`` is the process's CPU time
 over all threads per frame: the live pipeline's cost shows there even when the
 rate holds.
 
-``--compare`` runs five cases in turn, ``--pairs`` rounds of them (bare, the pipeline behind
+``--compare`` runs seven cases in turn, ``--pairs`` rounds of them (bare, the pipeline behind
 ``OffThread``, the pipeline behind ``OffProcess``: each callback in its own child process, fed by a
 pipe, so that it no longer takes the RunEngine's GIL, and the same with the children at nice 10, so
 that the scan gets the CPU first, and with only the writer's child at nice 10; ``process idle`` runs
@@ -273,7 +273,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--tiled-idle", action="store_true",
                         help="start the Tiled server in this session under SCHED_IDLE (see TiledServer's idle)")
     parser.add_argument("--contention", action="store_true",
-                        help="scan bare, beside a busy thread and beside a busy process instead (no Tiled)")
+                        help="scan bare, beside a busy thread, a busy process and a busy SCHED_IDLE process instead (no Tiled)")
     args = parser.parse_args(argv)
 
     from bluesky import RunEngine

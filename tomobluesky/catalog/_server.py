@@ -105,6 +105,13 @@ def tiled_command(layout: CatalogLayout, port: int, *, host: str = "127.0.0.1") 
     return [_tiled_executable(), "serve", "config", str(layout.config_file), "--host", host, "--port", str(port)]
 
 
+def _own_process_group() -> dict:
+    """Popen arguments that start the child in a process group of its own, in this session."""
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # Python 3.10: one system call between fork and exec
+
+
 class TiledServer:
     """A ``tiled serve`` child process over one data directory, with a write key for the
     services and a read-only key for analysts (created at the first start, kept in DIR/keys/).
@@ -188,7 +195,7 @@ class TiledServer:
         log_fd = os.open(self.layout.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             # out of Ctrl-C's reach: a session of its own, or (idle) a process group in ours
-            detach = {"process_group": 0} if self.idle else {"start_new_session": True}
+            detach = _own_process_group() if self.idle else {"start_new_session": True}
             self._proc = subprocess.Popen(tiled_command(self.layout, self.port), stdout=log_fd,
                                           stderr=subprocess.STDOUT, env=env, umask=0o077, **detach)
         finally:

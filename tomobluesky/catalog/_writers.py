@@ -148,7 +148,9 @@ class TiledSink:
         node = nodes[""]
         for name, image in slices.items():
             image = np.ascontiguousarray(image, dtype=np.float32)
-            array = nodes.get(name) or node.get(name)  # node.get: one request, not a test and a lookup
+            array = nodes.get(name)
+            if array is None:  # node.get: one request, not a test and a lookup
+                array = node.get(name)
             if array is not None and tuple(array.shape) == image.shape:
                 array.write(image)
             else:
