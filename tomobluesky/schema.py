@@ -31,6 +31,10 @@ class ReconSettings(BaseModel):
     ring_removal: bool = False
     phase_retrieval: dict | None = Field(None, description="Paganin parameters: distance, delta_beta")
     preview_every: int = Field(10, ge=1, description="refresh the live slice every N projections")
+    preview_interval_s: float = Field(
+        0.5, ge=0, allow_inf_nan=False,
+        description="and at most once per this many seconds: each refresh costs the catalogue a few requests, "
+                    "CPU that a fast scan on a small host would otherwise get; 0 refreshes every N projections")
     pipeline: list[dict] | None = Field(None, description="the processing steps of every scan that names none "
                                         "(docs/steps.md); None: the default chain")
 

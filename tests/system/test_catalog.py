@@ -12,7 +12,8 @@ from tiled.client import from_uri
 from tiled.client.context import CannotPrompt
 from tiled.queries import Key
 
-from tomobluesky.catalog import PROCESSED, CatalogError, TiledServer, TiledSink, VolumeExists
+from tomobluesky.catalog import (PROCESSED, CatalogError, TiledServer, TiledSink, VolumeExists, live_slices,
+                                 read_live_slice)
 from tomobluesky.store import MultiscaleWriter
 
 pytestmark = pytest.mark.system
@@ -124,30 +125,69 @@ def test_sink_without_volume_dir_uploads_the_same_layout(tiled_client):
 def test_preview_is_overwritten_in_place(tiled_client):
     sink = TiledSink(tiled_client)
     for i in range(3):
-        sink.write_preview("scan-d", {"axial": np.full((8, 8), i, np.float32), "vertical_x": np.zeros((2, 8))},
+        sink.write_preview("scan-d", {"axial": np.full((8, 8), i, np.float32), "vertical_x": np.ones((2, 8)) * -i},
                            {"projections": 10 * i})
     node = tiled_client["live"]["scan-d"]
     assert node.metadata["projections"] == 20
-    assert node["axial"].read().mean() == 2 and node["vertical_x"].shape == (2, 8)
+    assert list(node) == ["slices"]  # one array holds them all: one write per update
+    assert node["slices"].metadata["slices"] == {"axial": [0, 8], "vertical_x": [8, 10]}
+    slices = live_slices(tiled_client, "scan-d")
+    assert sorted(slices) == ["axial", "vertical_x"] and slices["vertical_x"].shape == (2, 8)
+    assert slices["axial"].mean() == 2 and slices["vertical_x"].mean() == -2
+    np.testing.assert_array_equal(read_live_slice(tiled_client, "scan-d", "vertical_x"), np.full((2, 8), -2))
+    assert read_live_slice(tiled_client, "scan-d", "vertical_y") is None
+    assert read_live_slice(tiled_client, "scan-none", "axial") is None and live_slices(tiled_client, "scan-none") == {}
+    # a preview's metadata is replaced in place, without a revision per update
+    assert len(node.metadata_revisions[:]) == 0
+
+
+def test_live_slices_of_an_older_writer_one_array_each_are_still_read(tiled_client):
+    live = tiled_client["live"].create_container("scan-old", metadata={"projections": 4})
+    live.write_array(np.full((4, 4), 7, np.float32), key="axial")
+    live.write_array(np.full((1, 4), 3, np.float32), key="vertical_x")
+    assert read_live_slice(tiled_client, "scan-old", "axial").sum() == 112
+    assert read_live_slice(tiled_client, "scan-old", "vertical_y") is None
+    slices = live_slices(tiled_client, "scan-old")
+    assert sorted(slices) == ["axial", "vertical_x"] and slices["vertical_x"].sum() == 12
+
+
+def test_a_live_layout_that_does_not_fit_its_array_is_refused(tiled_client):
+    live = tiled_client["live"].create_container("scan-bad")
+    live.write_array(np.zeros((4, 4), np.float32), key="slices", metadata={"slices": {"axial": [0, 5]}})
+    with pytest.raises(ValueError, match="rows \\[0, 5\\], not a range inside the array's 4"):
+        read_live_slice(tiled_client, "scan-bad", "axial")
 
 
 def test_kept_preview_nodes_follow_a_new_shape_and_a_deleted_preview(tiled_client):
-    """The sink keeps the live nodes between updates (fewer requests): a slice whose shape changes is
-    replaced, and a preview deleted on the server meanwhile is created again, not an error."""
+    """The sink keeps the live nodes between updates (fewer requests): slices whose shape changes are
+    written anew, and a preview deleted on the server meanwhile is created again, not an error."""
     sink = TiledSink(tiled_client)
+
+    def axial(uid):
+        return live_slices(tiled_client, uid)["axial"]
+
     sink.write_preview("scan-k", {"axial": np.full((8, 8), 1, np.float32)}, {"projections": 1})
     sink.write_preview("scan-k", {"axial": np.full((4, 6), 2, np.float32)}, {"projections": 2})
     node = tiled_client["live"]["scan-k"]
-    assert node["axial"].shape == (4, 6) and node["axial"].read().sum() == 48 and node.metadata["projections"] == 2
+    assert axial("scan-k").shape == (4, 6) and axial("scan-k").sum() == 48 and node.metadata["projections"] == 2
+    sink.write_preview("scan-k", {"vertical_x": np.full((4, 6), 9, np.float32)}, {"projections": 3})
+    assert list(live_slices(tiled_client, "scan-k")) == ["vertical_x"]  # same shape, other layout: rewritten
     tiled_client["live"].delete_contents("scan-k", recursive=True, external_only=False)
     sink.write_preview("scan-k", {"axial": np.full((4, 6), 3, np.float32)}, {"projections": 3})
     node = tiled_client["live"]["scan-k"]
-    assert node["axial"].read().sum() == 72 and node.metadata["projections"] == 3
+    assert axial("scan-k").sum() == 72 and node.metadata["projections"] == 3
     for i in range(6):  # more scans than are kept: the oldest is forgotten, and still written correctly
         sink.write_preview(f"scan-k{i}", {"axial": np.full((2, 2), i, np.float32)}, {"projections": i})
     sink.write_preview("scan-k", {"axial": np.full((4, 6), 5, np.float32)}, {"projections": 5})
-    assert tiled_client["live"]["scan-k"]["axial"].read().sum() == 120
-    assert [tiled_client["live"][f"scan-k{i}"]["axial"].read().sum() for i in range(6)] == [4 * i for i in range(6)]
+    assert axial("scan-k").sum() == 120
+    assert [axial(f"scan-k{i}").sum() for i in range(6)] == [4 * i for i in range(6)]
+
+
+def test_slices_of_different_widths_are_refused_before_any_request(tiled_client):
+    with pytest.raises(ValueError, match="2-D and equally wide"):
+        TiledSink(tiled_client).write_preview("scan-w", {"axial": np.zeros((4, 4)), "vertical_x": np.zeros((1, 5))},
+                                              {})
+    assert tiled_client["live"].get("scan-w") is None
 
 
 def test_reads_and_writes_without_the_key_are_refused(tiled_server):

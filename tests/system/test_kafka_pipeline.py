@@ -141,7 +141,7 @@ def test_live_slices_stream_on_the_live_topic(kafka_config, tmp_path):
     memory = MemorySink()
     sink = PublishingLiveSink(LivePublisher(kafka_config), memory)
     RE = RunEngine({})
-    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_every=10)))
+    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_interval_s=0, preview_every=10)))
     uid, = RE(tomo_scan(*make_sim_beamline(_phantom(), tmp_path), num_projections=40, num_darks=1, num_flats=1))
     assert sink.flush(10) == 0 and not sink.errors
     consumer = Consumer({"bootstrap.servers": kafka_config.bootstrap, "group.id": "live-viewer",

@@ -46,7 +46,7 @@ def _scan(server, *, reconstruct: bool, sample: str) -> str:
     RE.subscribe(raw_run_writer(client))
     if reconstruct:
         RE.subscribe(live_reconstruction_router(TiledSink(client, volume_dir=server.layout.volumes),
-                                                ReconSettings(preview_every=2)))
+                                                ReconSettings(preview_interval_s=0, preview_every=2)))
     uid, = RE(tomo_scan(*make_sim_beamline(PhantomSource(n_slices=2, n_columns=16, noise=False),
                                            server.layout.detector),
                         num_projections=4, num_darks=1, num_flats=1, md={"sample_name": sample}))
@@ -464,7 +464,7 @@ def test_a_live_request_goes_from_the_page_to_the_reconstructions_sink(tiled_ser
     h = bearer(tiled_server.reader_key)
     url = f"/api/scans/{uid}/live/control"
     steering = TestClient(create_app(tiled_server.uri, control_key=tiled_server.writer_key))
-    sink = TiledSink(tiled_server.client())  # as the live reconstruction holds it
+    sink = TiledSink(tiled_server.client(), control_poll_s=0)  # as the live reconstruction holds it, asked at will
     assert steering.get(url, headers=h).json() == {"enabled": True, "request": None}
     assert sink.live_request(uid) is None
 
@@ -476,6 +476,14 @@ def test_a_live_request_goes_from_the_page_to_the_reconstructions_sink(tiled_ser
     assert sink.live_request(uid) == {"center": 19.0}  # replaces the request: the row is not asked for again
     assert TiledSink(tiled_server.client()).live_request(uid) == {"center": 19.0}  # a restarted worker sees it
     assert steering.get(url, headers=h).json()["request"]["center"] == 19
+    # a sink that reads the request at most every 60 s answers None sooner, without asking Tiled
+    slow = TiledSink(tiled_server.client(), control_poll_s=60)
+    assert slow.live_request(uid) == {"center": 19.0}
+    assert steering.post(url, json={"row": 3}, headers=h).json()["request"]["seq"] == 3
+    assert slow.live_request(uid) is None
+    slow._polled[uid] -= 61  # as if a minute had passed
+    assert slow.live_request(uid) == {"row": 3}
+    assert sink.live_request(uid) == {"row": 3}
 
     refused = {
         '{"row": 12}': "row must be a whole number from 0 to 11",  # detector rows: 6 binned rows × 2
@@ -515,7 +523,7 @@ def test_a_malformed_stored_request_is_skipped_and_logged(tiled_server, caplog):
     uid, _ = live_scan(tiled_server)
     live = tiled_server.client()["live"][uid]
     live.create_container("control", metadata={"row": -4, "seq": 1})  # written by something other than the viewer
-    sink = TiledSink(tiled_server.client())
+    sink = TiledSink(tiled_server.client(), control_poll_s=0)
     assert sink.live_request(uid) is None
     assert "malformed live control request 1" in caplog.text
     live["control"].replace_metadata({"row": 2, "center": "1e3", "seq": 2})

@@ -288,7 +288,7 @@ def test_live_slices_centre_and_steering_from_the_page(tiled_server, viewer, bro
     assert "10 projections" in page.text_content("#status")
 
     # the reconstruction writes a newer preview: the page follows it
-    sink = TiledSink(tiled_server.client())
+    sink = TiledSink(tiled_server.client(), control_poll_s=0)
     newer = {name: np.ascontiguousarray(image[::-1]) for name, image in slices.items()}
     sink.write_preview(uid, newer, {"projections": 30, "center": 11.5, "center_source": "opposite projections",
                                     "row": 3, "binning": 1})

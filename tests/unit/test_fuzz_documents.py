@@ -61,10 +61,10 @@ RANDOM_BATCH, RAW_BATCH = 2, 5
 DEADLINE = 10.0
 
 #: the worker's settings but for previews every 2 projections (so the runs' few projections make live slices)
-DEFAULTS = ReconSettings(preview_every=2)
+DEFAULTS = ReconSettings(preview_interval_s=0, preview_every=2)
 #: the same with the centre given and filtered back-projection: a volume then takes a third of the time, which
 #: is what lets thousands of streams through; the numbers test below keeps the defaults (NUFFT, centre search)
-SETTINGS = ReconSettings(preview_every=2, algorithm="fbp", center=7.5)
+SETTINGS = ReconSettings(preview_interval_s=0, preview_every=2, algorithm="fbp", center=7.5)
 
 FUZZ = dict(deadline=None, database=None, derandomize=True, print_blob=True,
             suppress_health_check=list(HealthCheck))

@@ -4,11 +4,15 @@ multiscale Zarr stores registered in ``processed``, live previews in ``live``.""
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
+
+from ._live import PACKED, pack_slices
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,11 @@ def ensure_layout(client):
 #: Tiled during a scan (the live path reads the detector file), so a run shows in Tiled every 100
 #: frames and whole at its stop.
 RAW_BATCH_SIZE = 100
+
+#: the viewer's live control request is read at most this often per scan (seconds): each read is a request
+#: that costs the Tiled server as much as a preview's write, and a person steering the slices waits longer
+#: than this anyway for the next preview
+CONTROL_POLL_S = 1.0
 
 
 def raw_run_writer(client, backup_directory: str | Path | None = None, *, batch_size: int = RAW_BATCH_SIZE):
@@ -109,31 +118,36 @@ class TiledSink:
     is replaced.
     """
 
-    def __init__(self, client, volume_dir: str | Path | None = None):
+    def __init__(self, client, volume_dir: str | Path | None = None, *, control_poll_s: float = CONTROL_POLL_S):
         self.client = ensure_layout(client)
         self.volume_dir = Path(volume_dir).resolve() if volume_dir is not None else None
+        self.control_poll_s = float(control_poll_s)
         self._requests_seen: dict[str, int] = {}  # scan uid -> sequence number of the last live request handed on
+        self._polled: dict[str, float] = {}  # scan uid -> when its control request was last read
         self._preview_nodes: dict[str, dict] = {}  # scan uid -> {"": its live node, slice name: array node}
 
     def write_preview(self, scan_uid, slices, metadata):
-        """Live slices go to ``live/<scan uid>/<name>``, overwritten in place.
+        """Live slices go to ``live/<scan uid>/slices``, one array overwritten in place (see
+        :mod:`tomobluesky.catalog._live`), and ``metadata`` to ``live/<scan uid>``.
 
         Every request costs the server tens of milliseconds of CPU (the key's lookups, the catalogue's
         queries), whatever it carries: on a small acquisition host that CPU is taken from the scan. So
-        the nodes of the newest scans are kept here, and an update is one write per slice and one
-        metadata update (4 requests, not 8). A kept node that the server no longer has (the preview
-        was deleted meanwhile) is looked up again, once."""
+        the slices travel as one array, the nodes of the newest scans are kept here, and the metadata
+        is updated without keeping the old one as a revision: an update is 2 requests (it was 8). A
+        kept node that the server no longer has (the preview was deleted meanwhile) is looked up
+        again, once."""
+        packed, layout = pack_slices(slices)
         nodes = self._preview_nodes.pop(scan_uid, None)
         if nodes is not None:
             try:
-                self._update_preview(nodes, slices, metadata)
+                self._update_preview(nodes, packed, layout, metadata)
             except Exception as exc:
                 if not _is_not_found(exc):
                     raise
                 nodes = None  # kept nodes gone from the server: start again from the catalogue
         if nodes is None:
             nodes = {"": self._preview_node(scan_uid, metadata)}
-            self._update_preview(nodes, slices, metadata)
+            self._update_preview(nodes, packed, layout, metadata)
         self._preview_nodes[scan_uid] = nodes  # the newest last
         while len(self._preview_nodes) > PREVIEW_NODES_KEPT:
             self._preview_nodes.pop(next(iter(self._preview_nodes)))
@@ -144,21 +158,22 @@ class TiledSink:
             return live.create_container(scan_uid, metadata=metadata)
         return live[scan_uid]
 
-    def _update_preview(self, nodes: dict, slices, metadata) -> None:
+    def _update_preview(self, nodes: dict, packed, layout, metadata) -> None:
         node = nodes[""]
-        for name, image in slices.items():
-            image = np.ascontiguousarray(image, dtype=np.float32)
-            array = nodes.get(name)
-            if array is None:  # node.get: one request, not a test and a lookup
-                array = node.get(name)
-            if array is not None and tuple(array.shape) == image.shape:
-                array.write(image)
-            else:
-                if array is not None:
-                    self._delete(node, name)
-                array = node.write_array(image, key=name)
-            nodes[name] = array
-        node.update_metadata(metadata=metadata)
+        array = nodes.get(PACKED)
+        if array is None:  # node.get: one request, not a test and a lookup
+            array = node.get(PACKED)
+        if (array is not None and tuple(array.shape) == packed.shape
+                and dict(array.metadata).get(PACKED) == layout):
+            array.write(packed)
+        else:  # new, or the slices changed shape (another binning): a new array with its layout
+            if array is not None:
+                self._delete(node, PACKED)
+            array = node.write_array(packed, key=PACKED, metadata={PACKED: layout})
+        nodes[PACKED] = array
+        # a preview's metadata is replaced a few times a second: keeping each old one as a revision
+        # would cost the server two queries and a row per update, for nobody
+        node.update_metadata(metadata=metadata, drop_revision=True)
 
     def live_request(self, scan_uid) -> dict | None:
         """The newest request from the viewer to steer this scan's live slices (``{"row": int,
@@ -167,9 +182,15 @@ class TiledSink:
         The viewer keeps it as the metadata of ``live/<scan uid>/control`` with a sequence number;
         each request is handed on once per sink. A request that does not look like one is logged
         and skipped, and a catalogue that cannot be reached is logged: the live slices go on as
-        they were rather than fail."""
+        they were rather than fail. It is read at most every ``control_poll_s`` seconds per scan
+        (``CONTROL_POLL_S``): asked sooner, this answers None without a request."""
         from .._errors import is_transient
 
+        now = time.monotonic()
+        if now - self._polled.get(scan_uid, -math.inf) < self.control_poll_s:
+            return None  # asked again within control_poll_s: a person's request can wait that long
+        self._polled = {uid: t for uid, t in self._polled.items() if now - t < 3600}
+        self._polled[scan_uid] = now
         try:
             metadata = self.client[(LIVE, scan_uid, "control")].metadata
         except KeyError:

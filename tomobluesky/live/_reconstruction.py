@@ -99,6 +99,8 @@ class LiveReconstruction(DocumentRouter):
 
     #: while behind, the newest frames are still folded and shown this often (seconds): the preview's lag
     BEHIND_REFRESH_S = 0.5
+    #: what ``preview_interval_s`` is measured with
+    clock = staticmethod(time.monotonic)
 
     def __init__(self, sink: ReconstructionSink, settings: ReconSettings | None = None, *,
                  on_projection=None, on_volume_rows=None, memory_budget: float = DEFAULT_BUDGET,
@@ -134,6 +136,8 @@ class LiveReconstruction(DocumentRouter):
         self._last_preview_n: int | None = None
         self._last_frame_time = time.time()
         self._last_refresh = 0.0  # when a preview was last drawn while behind
+        self._last_preview_at = -math.inf  # clock() after the last preview's write
+        self._held_back = False  # a preview was due but came too soon after the last
         self.result: dict | None = None
 
     # --- error containment ---------------------------------------------------
@@ -201,6 +205,7 @@ class LiveReconstruction(DocumentRouter):
         if doc.get("exit_status") != "success":
             log.warning("scan %s ended with %s; reconstructing the projections it has", self.scan_uid,
                         doc.get("exit_status"))
+        self._last_look()
         self.result = self.finish(doc)
 
     # --- live slices -------------------------------------------------------------
@@ -235,15 +240,39 @@ class LiveReconstruction(DocumentRouter):
             self.on_projection(n, self.meta.num_projections)
         if behind and not stale:  # nothing new to show, and the time is better spent catching up
             return
-        if n != self._last_preview_n and (stale or (n >= 2 and n % self.settings.preview_every == 0)):
-            self._last_preview_n = n
-            try:
-                self._write_preview(n)
-            except Exception as err:  # a missed preview must not cost the volume
-                self.preview_errors.append(f"{type(err).__name__}: {err}")
-                log.warning("preview of %s after %d projections failed: %s", self.scan_uid, n, err)
+        if self._preview_due(n, stale):
+            self._show(n)
             if stale:  # counted from the end of the write: a slow sink must not make every document refresh
                 self._last_refresh = time.time()
+
+    def _preview_due(self, n: int, stale: bool) -> bool:
+        """Every ``preview_every`` projections, but not sooner than ``preview_interval_s`` after the last
+        preview; one held back by the interval comes as soon as it may. A stale view: at once."""
+        if n == self._last_preview_n:
+            return False
+        if stale:
+            return True
+        if not (self._held_back or (n >= 2 and n % self.settings.preview_every == 0)):
+            return False
+        self._held_back = self.clock() - self._last_preview_at < self.settings.preview_interval_s
+        return not self._held_back
+
+    def _show(self, n: int):
+        self._last_preview_n = n
+        try:
+            self._write_preview(n)
+        except Exception as err:  # a missed preview must not cost the volume
+            self.preview_errors.append(f"{type(err).__name__}: {err}")
+            log.warning("preview of %s after %d projections failed: %s", self.scan_uid, n, err)
+        self._last_preview_at = self.clock()
+
+    def _last_look(self):
+        """At the stop, the live slices as they end, if the last preview (held back by the interval, or
+        between two of ``preview_every``) did not show every projection folded."""
+        primary = self.documents.streams.get("primary")
+        n = len(primary.complete()) if primary is not None else 0
+        if self.slices is not None and n >= 2 and n != self._last_preview_n:
+            self._show(n)
 
     def _fold(self, seq, frame, angle):
         """Fold one projection into the live slices (needs darks and flats first); the frame is then dropped."""

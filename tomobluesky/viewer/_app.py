@@ -33,6 +33,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..catalog._live import live_shapes, read_live_slice
 from ._auth import (COOKIE, CatalogUnavailable, ClientCache, Unauthorized, connect_checked, connector, request_key,
                     tiled_refused)
 from ._control import CONTROL, BadControl, check_request, detector_shape, stored
@@ -405,10 +406,10 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         low_high = _percentiles(request)
         if name not in LIVE_SLICES:
             raise Problem(404, f"no live slice named {_shown(name)}: there are {', '.join(LIVE_SLICES)}")
-        node = _node(client, LIVE, uid, name)
-        if node is None:
+        image = read_live_slice(client, uid, name)
+        if image is None:
             raise Problem(404, f"no live {name} slice for scan {uid}")
-        return Response(to_png(node.read(), *low_high), media_type="image/png")
+        return Response(to_png(image, *low_high), media_type="image/png")
 
     def live_geometry(client, uid) -> tuple[int, int]:
         """The detector's (rows, columns) of a scan with live slices, read with the reader's key
@@ -416,9 +417,7 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         live = _node(client, LIVE, uid)
         if live is None:
             raise Problem(404, f"no live slices of scan {uid} to steer (none yet, or no such scan)")
-        slices = {name: live.get(name) for name in ("axial", "vertical_x")}  # one request each
-        shapes = {name: tuple(node.shape) for name, node in slices.items() if node is not None}
-        return detector_shape(dict(live.metadata), shapes)
+        return detector_shape(dict(live.metadata), live_shapes(live))
 
     def control_state(request, client):
         uid = _scan_uid(request)

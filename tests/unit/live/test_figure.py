@@ -116,7 +116,7 @@ def test_the_gui_timer_is_set_to_the_redraw_interval():
 def test_behind_a_dispatcher_a_fast_scan_leaves_one_preview_to_draw(RE, tmp_path, figure):
     fig, inner = figure
     source = PhantomSource(n_slices=4, n_columns=32, noise=False)
-    dispatcher = OffThread(live_reconstruction_router(fig, ReconSettings(preview_every=2)), name="live")
+    dispatcher = OffThread(live_reconstruction_router(fig, ReconSettings(preview_interval_s=0, preview_every=2)), name="live")
     RE.subscribe(dispatcher)
     RE(tomo_scan(*make_sim_beamline(source, tmp_path), num_projections=30, num_darks=1, num_flats=1))
     assert dispatcher.flush(60) == 0

@@ -55,7 +55,7 @@ def _source():
 
 def _scan(RE, tmp_path, sink, *, settings=None, md=None, num_projections=180, **router_kwargs):
     runs = []
-    RE.subscribe(live_reconstruction_router(sink, settings or ReconSettings(preview_every=10),
+    RE.subscribe(live_reconstruction_router(sink, settings or ReconSettings(preview_interval_s=0, preview_every=10),
                                             on_start=runs.append, **router_kwargs))
     RE(tomo_scan(*make_sim_beamline(_source(), tmp_path), num_projections=num_projections, num_darks=2,
                  num_flats=2, md=md))
@@ -103,7 +103,7 @@ def test_behind_the_newest_frames_are_folded_first_and_the_rest_counted_as_skipp
         return int(len(runs[0].documents.streams["primary"].locations) < 55)
 
     sink = MemorySink()
-    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_every=10), on_start=runs.append,
+    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_interval_s=0, preview_every=10), on_start=runs.append,
                                             backlog=backlog))
     RE(tomo_scan(*make_sim_beamline(_source(), tmp_path), num_projections=60, num_darks=2, num_flats=2))
     run, = runs
@@ -184,7 +184,7 @@ def test_set_center_before_and_during_the_scan(RE, tmp_path):
         run.set_center(asked)  # before any frame: the slices start with it
         runs.append(run)
 
-    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_every=10), on_start=on_start))
+    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_interval_s=0, preview_every=10), on_start=on_start))
     RE(tomo_scan(*make_sim_beamline(_source(), tmp_path), num_projections=40, num_darks=1, num_flats=1))
     previews = [p[1] for p in sink.previews[runs[0].scan_uid]]
     assert all(p["center_source"] == "user" and p["center"] == pytest.approx(asked) for p in previews)
@@ -218,7 +218,7 @@ def test_behind_for_long_the_preview_still_shows_the_newest_frame(RE, tmp_path, 
     runs = []
     monkeypatch.setattr(LiveReconstruction, "BEHIND_REFRESH_S", 0.0)  # every projection counts as stale
     sink = MemorySink()
-    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_every=1000), on_start=runs.append,
+    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_interval_s=0, preview_every=1000), on_start=runs.append,
                                             backlog=lambda: 1))
     RE(tomo_scan(*make_sim_beamline(_source(), tmp_path), num_projections=30, num_darks=2, num_flats=2))
     run, = runs

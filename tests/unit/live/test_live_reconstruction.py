@@ -22,7 +22,8 @@ def _scan(RE, source, tmp_path, sink, settings=None, fly=False, **kwargs):
 def test_phantom_volume_matches_the_phantom(RE, tmp_path):
     source = PhantomSource(n_slices=4, n_columns=64, axis_offset=3.0, noise=False)
     sink = MemorySink()
-    run = _scan(RE, source, tmp_path, sink, num_projections=120, num_darks=2, num_flats=2)
+    run = _scan(RE, source, tmp_path, sink, settings=ReconSettings(preview_interval_s=0), num_projections=120,
+                num_darks=2, num_flats=2)
     (uid, (volume, meta)), = sink.volumes.items()
     assert volume.shape == (4, 64, 64) and volume.dtype == np.float32
     assert abs(meta["center"] - source.center) < 0.5, meta["center"]
@@ -35,13 +36,13 @@ def test_phantom_volume_matches_the_phantom(RE, tmp_path):
 
 def test_tooth_replay_centre_and_previews(RE, tmp_path, tooth_path):
     sink = MemorySink()
-    _scan(RE, ReplaySource(tooth_path), tmp_path, sink, settings=ReconSettings(preview_every=30),
+    _scan(RE, ReplaySource(tooth_path), tmp_path, sink, settings=ReconSettings(preview_interval_s=0, preview_every=30),
           num_projections=181)
     (uid, (volume, meta)), = sink.volumes.items()
     assert abs(meta["center"] - 295) <= 1.5, meta["center"]
     assert volume.shape == (2, 640, 640)
     previews = sink.previews[uid]
-    assert [p[1]["projections"] for p in previews] == [30, 60, 90, 120, 150, 180]
+    assert [p[1]["projections"] for p in previews] == [30, 60, 90, 120, 150, 180, 181]  # and the last at the stop
     slices = previews[-1][0]
     from tomobluesky.live._reconstruction import live_binning
 
@@ -124,7 +125,7 @@ def test_a_failing_preview_does_not_cost_the_volume_or_the_scan(RE, tmp_path):
 
     source = PhantomSource(n_slices=2, n_columns=32, noise=False)
     sink = FlakySink()
-    run = _scan(RE, source, tmp_path, sink, settings=ReconSettings(preview_every=5), num_projections=20,
+    run = _scan(RE, source, tmp_path, sink, settings=ReconSettings(preview_interval_s=0, preview_every=5), num_projections=20,
                 num_darks=1, num_flats=1)
     assert RE.state == "idle"
     (_, meta), = sink.volumes.values()
@@ -151,7 +152,7 @@ def test_headless_live_figure_saves_a_png_per_preview(RE, tmp_path):
     inner = MemorySink()
     figure = SliceFigureSink(inner, png_dir=tmp_path / "png")
     source = PhantomSource(n_slices=4, n_columns=32, noise=False)
-    _scan(RE, source, tmp_path, figure, settings=ReconSettings(preview_every=10), num_projections=30,
+    _scan(RE, source, tmp_path, figure, settings=ReconSettings(preview_interval_s=0, preview_every=10), num_projections=30,
           num_darks=1, num_flats=1)
     assert [p.name[-9:] for p in figure.saved] == ["00010.png", "00020.png", "00030.png"]
     assert all(p.stat().st_size > 5000 for p in figure.saved)
@@ -166,7 +167,7 @@ def test_live_volume_equals_a_batch_reconstruction_of_the_detector_file(RE, tmp_
     source = PhantomSource(n_slices=3, n_columns=48, axis_offset=2.0, seed=3)
     camera, *rest = beamline = make_sim_beamline(source, tmp_path)
     sink = MemorySink()
-    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_every=7)))
+    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_interval_s=0, preview_every=7)))
     RE(tomo_scan(*beamline, num_projections=60, num_darks=3, num_flats=4))
     (volume, meta), = sink.volumes.values()
     with h5py.File(camera.last_file) as f:
@@ -189,7 +190,7 @@ def test_wide_detectors_fold_binned_frames_into_the_live_slices(RE, tmp_path):
     columns = int(2.5 * LIVE_MAX_COLUMNS)
     source = PhantomSource(n_slices=6, n_columns=columns, axis_offset=10.0, noise=False)
     sink = MemorySink()
-    run = _scan(RE, source, tmp_path, sink, settings=ReconSettings(preview_every=90, center=source.center),
+    run = _scan(RE, source, tmp_path, sink, settings=ReconSettings(preview_interval_s=0, preview_every=90, center=source.center),
                 num_projections=180, num_darks=1, num_flats=1)
     (uid, (volume, meta)), = sink.volumes.items()
     live = columns // 3
@@ -283,3 +284,32 @@ def test_a_360_degree_scan_through_the_live_pipeline_has_gain_one(RE, tmp_path):
     along_y = truth[:, :, n // 2 - 1: n // 2 + 1].mean(axis=2)
     assert images["vertical_x"][:, columns].sum() / along_x[:, columns].sum() == pytest.approx(1.0, abs=0.03)
     assert images["vertical_y"][:, columns].sum() / along_y[:, columns].sum() == pytest.approx(1.0, abs=0.03)
+
+
+def test_previews_come_at_most_once_per_interval_and_a_held_back_one_comes_when_it_may(RE, tmp_path, monkeypatch):
+    """A clock that moves 0.1 s per projection: with previews every 2 projections but at most every 0.25 s,
+    the one due at 4 (0.2 s after 2) is held back and shown at 5, then 8, 11, …, 29, and the stop shows all 30;
+    with no interval, every 2."""
+    from tomobluesky.live import LiveReconstruction
+
+    now, seen = [0.0], set()
+    monkeypatch.setattr(LiveReconstruction, "clock", staticmethod(lambda: now[0]))
+
+    def tick(n, total):  # called for each document after a projection's: the clock moves once per projection
+        if n not in seen:
+            seen.add(n)
+            now[0] += 0.1
+
+    shown = {}
+    for interval in (0.25, 0.0):
+        sink, runs = MemorySink(), []
+        seen.clear()
+        token = RE.subscribe(live_reconstruction_router(
+            sink, ReconSettings(preview_every=2, preview_interval_s=interval), on_projection=tick,
+            on_start=runs.append))
+        RE(tomo_scan(*make_sim_beamline(PhantomSource(n_slices=2, n_columns=16), tmp_path / str(interval)),
+                     num_projections=30, num_darks=1, num_flats=1))
+        RE.unsubscribe(token)
+        shown[interval] = [md["projections"] for _, md in sink.previews[runs[-1].scan_uid]]
+    assert shown[0.25] == list(range(2, 31, 3)) + [30]  # and the stop shows the slices as they end
+    assert shown[0.0] == list(range(2, 31, 2))
