@@ -170,11 +170,13 @@ def browser_first_paint(base: str, uid: str, store: Path, args_trace: bool = Fal
         browser = p.chromium.launch(executable_path=chromium, args=args)
         # "cold, levels expired" is a first visit: nothing of the volume in the page cache or the viewer;
         # "cold" (as in earlier runs) finds the viewer's levels kept from the request before
-        for label in ("cold, levels expired", "cold", "warm"):
+        for label in ("cold, levels expired", "cold", "warm", "warm, 3 s after the last page"):
             if label == "cold, levels expired":
                 expire_levels()
             if label.startswith("cold"):
                 evict(store)
+            if label.startswith("warm,"):  # the page before may still have requests in flight at the servers
+                time.sleep(3)
             page = browser.new_page()
             requests = []
             page.on("requestfinished", lambda r: requests.append(

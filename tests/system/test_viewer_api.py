@@ -19,6 +19,7 @@ import pytest
 from bluesky import RunEngine
 from PIL import Image
 
+from tests.system.waiting import wait_for
 from tomobluesky.catalog import TiledSink, free_port, raw_run_writer
 from tomobluesky.devices import PhantomSource, make_sim_beamline
 from tomobluesky.live import live_reconstruction_router
@@ -530,3 +531,40 @@ def test_a_malformed_stored_request_is_skipped_and_logged(tiled_server, caplog):
     assert sink.live_request(uid) is None
     live["control"].replace_metadata({"row": 2, "seq": 3})
     assert sink.live_request(uid) == {"row": 2}
+
+
+def test_the_scan_list_costs_tiled_as_many_requests_for_eleven_scans_as_for_two(tiled_server, http):
+    """Each row's volume and live preview come from one search per container, not a lookup per scan:
+    a full list of 50 once cost Tiled 100 requests (seconds of its CPU, the page's planes waiting)."""
+    import uuid
+
+    from tests.system.viewer_data import raw_scan
+
+    h, log = bearer(tiled_server.reader_key), tiled_server.layout.log_file
+    sink = TiledSink(tiled_server.client(), volume_dir=tiled_server.layout.volumes)
+
+    def lines():
+        return len(log.read_text().splitlines())
+
+    def listed():
+        before = lines()
+        rows = http.get("/api/scans", headers=h).json()
+        wait_for(lambda: lines() > before, 5, "the server's access log")
+        time.sleep(0.3)  # the last lines of this request
+        return lines() - before, {r["uid"]: r for r in rows}
+
+    uids = [str(uuid.uuid4()) for _ in range(11)]
+    for uid in uids[:2]:
+        raw_scan(tiled_server, uid, "first two")
+    listed()  # the viewer's client for this key is made
+    few, _ = listed()
+    for i, uid in enumerate(uids[2:]):
+        raw_scan(tiled_server, uid, f"sample {i}")
+    for uid in uids[1:4]:  # live previews for three, one of them one of the first two
+        sink.write_preview(uid, {"axial": np.ones((4, 4), np.float32)}, {"projections": 2})
+    sink.record_failure(uids[4], "no flats", {"scan_uid": uids[4]})
+    many, rows = listed()
+    assert many == few and few <= 8, (few, many)
+    assert [rows[uid]["live"] for uid in uids] == [False, True, True, True] + [False] * 7
+    assert [rows[uid]["volume_status"] for uid in uids] == [None] * 4 + ["failed"] + [None] * 6
+    assert rows[uids[4]]["reason"] == "no flats" and rows[uids[5]]["sample"] == "sample 3"
