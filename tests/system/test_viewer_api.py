@@ -216,6 +216,26 @@ def test_an_event_stream_ends_when_the_volume_is_done_or_after_its_time(tiled_se
     assert re.findall(r"^event: (\w+)$", forever.text, re.M) == ["timeout"]
 
 
+def test_an_event_stream_reads_the_preview_each_poll_and_looks_for_the_volume_every_fourth(tiled_server, scans):
+    """Each read costs Tiled a request on the host that may be acquiring: the volume, which comes once, is
+    looked for every VOLUME_EVERY polls, the preview every poll."""
+    from tomobluesky.viewer._app import VOLUME_EVERY
+
+    uid = scans["raw_only"]
+    h, log = bearer(tiled_server.reader_key), tiled_server.layout.log_file
+    http = TestClient(create_app(tiled_server.uri, poll_interval=0.05, max_stream_s=1.5))
+    http.get("/api/scans", headers=h)  # the viewer's client for this key is made
+    before = len(log.read_text().splitlines())
+    assert re.findall(r"^event: (\w+)$", http.get(f"/api/scans/{uid}/live/events", headers=h).text, re.M) == ["timeout"]
+    time.sleep(0.5)  # the last access lines
+    lines = log.read_text().splitlines()[before:]
+    live = sum(f"GET /api/v1/metadata/live/{uid} " in line for line in lines)
+    volume = sum(f"GET /api/v1/metadata/processed/{uid} " in line for line in lines)
+    assert VOLUME_EVERY == 4 and live >= 8, (live, volume)
+    # the first poll and every fourth after it (the raw run tells the stream the scan is known)
+    assert volume == -(-live // VOLUME_EVERY), (live, volume)
+
+
 def test_every_response_carries_the_security_headers(tiled_server, scans, http):
     h = bearer(tiled_server.reader_key)
     for url, headers in [("/", {}), ("/static/viewer.js", {}), ("/static/viewer.css", {}), ("/api/scans", {}),

@@ -170,6 +170,10 @@ def _node(client, *path: str):
         return None
 
 
+#: a live-event stream looks for the scan's volume every this many polls (every 2 s at the default 0.5 s)
+VOLUME_EVERY = 4
+
+
 def _children(client, container: str, keys: list[str]) -> dict[str, dict]:
     """The metadata of those of ``keys`` that ``container`` holds, by key: one search, not a lookup each."""
     from tiled.queries import KeysFilter
@@ -213,7 +217,7 @@ class _SecurityHeaders:
 
 
 def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False, api_key: str | None = None,
-               poll_interval: float = 0.2, max_stream_s: float = 600.0, max_clients: int = 16,
+               poll_interval: float = 0.5, max_stream_s: float = 600.0, max_clients: int = 16,
                control_key: str | None = None) -> Starlette:
     """The viewer's ASGI app over a Tiled catalogue.
 
@@ -229,9 +233,13 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
     reads anonymously from a Tiled server that allows it) and serves anyone.
     It connects at once, so a refused key fails here rather than on each request.
 
-    A live-event stream ends when the scan's volume is complete or failed, or
-    after ``max_stream_s`` seconds (the page's EventSource then reconnects, which
-    checks the key again).
+    A live-event stream reads the scan's live preview every ``poll_interval`` seconds
+    (the live path refreshes it at most every ``recon.preview_interval_s``, 0.5 s by
+    default) and looks for its volume every ``VOLUME_EVERY`` polls; each read is a
+    request that costs the Tiled server tens of milliseconds of CPU, on the host that
+    may be acquiring. It ends when the scan's volume is complete or failed, or after
+    ``max_stream_s`` seconds (the page's EventSource then reconnects, which checks the
+    key again).
 
     ``control_key``: a Tiled key that may write (the catalogue's writer key).
     With it, a reader who may read a scan's live slices may also steer them
@@ -476,8 +484,9 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
     def scan_known(client, uid) -> bool:
         return any(_node(client, container, uid) is not None for container in (RAW, LIVE, PROCESSED))
 
-    def snapshot(client, uid):
-        live, volume = _node(client, LIVE, uid), _node(client, PROCESSED, uid)
+    def snapshot(client, uid, look_for_volume: bool):
+        live = _node(client, LIVE, uid)
+        volume = _node(client, PROCESSED, uid) if look_for_volume else None
         md = dict(live.metadata) if live is not None else {}
         return md, volume is not None and volume.metadata.get("status") in ("complete", "failed")
 
@@ -492,11 +501,12 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
 
         async def stream():
             deadline = time.monotonic() + max_stream_s
-            last = None
+            last, polls = None, 0
             yield "retry: 2000\n\n"
             while not await request.is_disconnected():
-                try:
-                    md, done = await run_in_threadpool(snapshot, client, uid)
+                try:  # the volume is looked for every VOLUME_EVERY polls: it comes once, the slices often
+                    md, done = await run_in_threadpool(snapshot, client, uid, polls % VOLUME_EVERY == 0)
+                    polls += 1
                 except Exception as exc:
                     status, message = answer(request, exc)
                     yield _sse("error", {"error": message, "status": status})
