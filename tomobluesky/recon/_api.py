@@ -56,7 +56,8 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
     (benchmarks/tooth_windows.py, docs/benchmarks.md). gridrec gets the same window under tomopy's
     name and parameter (``"ramp"`` is its ``"ramlak"``).
     ``max_memory``: bytes of working memory to stay under; slabs of slices
-    are sized for it. ``progress(done, total)`` is called per slab.
+    are sized for it (on the tomopy route by ``tomopy_bytes_per_slice``). ``progress(done, total)`` is
+    called per slab.
     ``batch_pairs``: slice pairs per NUFFT call (the NUFFT's working memory grows with it).
     """
     if algorithm not in ALGORITHMS:
@@ -88,12 +89,20 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
     theta = _check_theta(theta, angles)
     centers = _check_centers(center, slices, columns)
     padded_length(columns, pad)  # validates pad before any work
+    out = np.empty((slices, columns, columns), dtype=np.float32)
     if algorithm == "gridrec" or backend == "tomopy":
-        return _tomopy(host, theta, centers, algorithm, filter_name, ncore, pad)
+        # tomopy's working set grows with what it is handed: slabs keep it within max_memory as ours are kept
+        slab = slices if not max_memory else max(1, int(max_memory // tomopy_bytes_per_slice(angles, columns, pad)))
+        for start in range(0, slices, slab):
+            stop = min(start + slab, slices)
+            out[start:stop] = _tomopy(host[start:stop], theta, centers[start:stop], algorithm, filter_name, ncore,
+                                      pad)
+            if progress:
+                progress(stop, slices)
+        return out
     per_slice = 4 * (angles * columns * 4 + columns * columns * 2)  # sinogram spectra + image, bytes
     # slabs hold whole slice pairs, so the NUFFT packs the same pairs whatever the slab size
     slab = slices if not max_memory else max(2, int(max_memory // per_slice) // 2 * 2)
-    out = np.empty((slices, columns, columns), dtype=np.float32)
     for start in range(0, slices, slab):
         stop = min(start + slab, slices)
         chunk = xp.asarray(host[start:stop])
@@ -131,6 +140,14 @@ def _pad_columns(sinograms, centers, pad):
     extra = padded_length(sinograms.shape[-1], pad) - sinograms.shape[-1]
     left = extra // 2
     return np.pad(sinograms, ((0, 0), (0, 0), (left, extra - left))), centers + left
+
+
+def tomopy_bytes_per_slice(angles: int, columns: int, pad=True) -> int:
+    """What one slice costs on the tomopy route, in bytes: our padded copy of its sinogram and tomopy's own
+    (angles × padded columns, float32, each), gridrec's complex grid of padded columns squared (8 bytes a
+    cell) and the image, ours and tomopy's (columns², float32, each)."""
+    padded = padded_length(columns, pad)
+    return 4 * (2 * angles * padded + 2 * padded * padded + 2 * columns * columns)
 
 
 def _tomopy(sinograms, theta, centers, algorithm, filter_name, ncore, pad):

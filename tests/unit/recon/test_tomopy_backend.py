@@ -212,3 +212,31 @@ def test_gridrec_gets_rows_padded_to_our_length_and_no_longer(tomopy):
         expected = by_hand[:, crop:crop + n, crop:crop + n]
         handed = recon.reconstruct(sinogram, theta, backend="tomopy", pad=pad, ncore=1)
         np.testing.assert_allclose(handed, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("per_slab", [1, 2, 3])
+def test_gridrec_keeps_to_max_memory_in_slabs_and_gives_the_same_volume(tomopy, monkeypatch, per_slab):
+    """A budget of ``per_slab`` slices' working set (``tomopy_bytes_per_slice``, and half a slice more) hands
+    tomopy at most that many slices per call, reports each slab, and changes no pixel beyond rounding
+    (gridrec reconstructs two slices in one complex FFT, so a slab's pairing may differ)."""
+    slices = 5
+    sinograms = np.stack([project_disk(N, THETA, AXIS, mu=MU, radius=2.0 + i, x0=3.0 * i - 6, y0=2.0 - i)
+                          for i in range(slices)])
+    whole = recon.reconstruct(sinograms, THETA, AXIS, sinogram_order=True, algorithm="gridrec", ncore=1)
+    handed, calls = [], []
+    real = tomopy.recon
+
+    def recording(tomo, *args, **kwargs):
+        handed.append(tomo.shape[1])  # (angles, slices, columns)
+        return real(tomo, *args, **kwargs)
+
+    monkeypatch.setattr(tomopy, "recon", recording)
+    per_slice = _api.tomopy_bytes_per_slice(len(THETA), N)
+    assert per_slice == 4 * (2 * len(THETA) * padded_length(N, True) + 2 * padded_length(N, True) ** 2 + 2 * N * N)
+    volume = recon.reconstruct(sinograms, THETA, AXIS, sinogram_order=True, algorithm="gridrec", ncore=1,
+                               max_memory=per_slab * per_slice + per_slice // 2,
+                               progress=lambda done, total: calls.append((done, total)))
+    expected = [min(per_slab, slices - start) for start in range(0, slices, per_slab)]
+    assert handed == expected
+    assert calls == [(min(start + per_slab, slices), slices) for start in range(0, slices, per_slab)]
+    np.testing.assert_allclose(volume, whole, rtol=0, atol=1e-6 * np.abs(whole).max())
