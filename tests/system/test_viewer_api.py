@@ -588,3 +588,38 @@ def test_the_scan_list_costs_tiled_as_many_requests_for_eleven_scans_as_for_two(
     assert [rows[uid]["live"] for uid in uids] == [False, True, True, True] + [False] * 7
     assert [rows[uid]["volume_status"] for uid in uids] == [None] * 4 + ["failed"] + [None] * 6
     assert rows[uids[4]]["reason"] == "no flats" and rows[uids[5]]["sample"] == "sample 3"
+
+
+def test_the_three_live_images_of_one_refresh_cost_tiled_one_read_and_show_their_own_slice(tiled_server, http):
+    """The page asks for the three live slices with the same ``t``: the first reads the packed array, the
+    other two get the same read (2 requests to Tiled for the three, not 6). A new ``t`` reads again, and an
+    image asked alone (no ``t``) reads only its rows; every image is its own slice, pixel for pixel."""
+    from tests.system.viewer_data import live_scan
+    from tomobluesky.viewer import to_png
+
+    uid, slices = live_scan(tiled_server, rows=12, columns=20)
+    h, log = bearer(tiled_server.reader_key), tiled_server.layout.log_file
+
+    def lines():
+        return len(log.read_text().splitlines())
+
+    def images(query):
+        before = lines()
+        got = {name: http.get(f"/api/scans/{uid}/live/{name}.png{query}", headers=h) for name in slices}
+        wait_for(lambda: lines() > before, 5, "the server's access log")
+        time.sleep(0.3)  # the last lines of these requests
+        return lines() - before, got
+
+    http.get("/api/scans", headers=h)  # the viewer's client for this key is made
+    for query, requests in (("?t=1", 2), ("?t=1", 0), ("?t=2", 2), ("", 6)):
+        if requests == 0:  # all three kept from the read before: no request at all
+            before = lines()
+            got = {name: http.get(f"/api/scans/{uid}/live/{name}.png{query}", headers=h) for name in slices}
+            time.sleep(0.5)
+            assert lines() == before
+        else:
+            n, got = images(query)
+            assert n == requests, (query, n)
+        for name, image in slices.items():
+            assert got[name].status_code == 200
+            np.testing.assert_array_equal(_pixels(got[name].content), _pixels(to_png(image)), err_msg=name)

@@ -73,7 +73,7 @@ def read_live_slice(client, scan_uid: str, name: str):
 
 
 def live_slices(client, scan_uid: str) -> dict[str, np.ndarray]:
-    """Every live slice of ``scan_uid`` by name (``{}`` before the first preview), in one read.
+    """Every live slice of ``scan_uid`` by name (``{}`` before the first preview), in two requests.
 
     >>> from tomobluesky.catalog import live_slices
     >>> live_slices(client, uid)["axial"].shape
@@ -81,11 +81,13 @@ def live_slices(client, scan_uid: str) -> dict[str, np.ndarray]:
     """
     from ._writers import LIVE
 
-    live = client[LIVE].get(scan_uid)
-    if live is None:
-        return {}
-    packed = live.get(PACKED)
-    if packed is None:
+    try:
+        packed = client[(LIVE, scan_uid, PACKED)]
+    except KeyError:  # a writer from before the slices were packed: one array each
+        try:
+            live = client[(LIVE, scan_uid)]
+        except KeyError:
+            return {}
         return {name: live[name].read() for name in live if name != "control"}
     layout = layout_of(packed)
     whole = packed.read()

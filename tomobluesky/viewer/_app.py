@@ -33,11 +33,11 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..catalog._live import live_shapes, read_live_slice
+from ..catalog._live import live_shapes, live_slices, read_live_slice
 from ._auth import (COOKIE, CatalogUnavailable, ClientCache, Unauthorized, connect_checked, connector, request_key,
                     tiled_refused)
 from ._control import CONTROL, BadControl, check_request, detector_shape, stored
-from ._levels import Level, LevelCache
+from ._levels import Level, LevelCache, LiveReads
 from ._volume import PLANE_AXES, BadRequest, Plane, histogram, histogram_sample, read_plane, read_profile, window_png
 
 log = logging.getLogger(__name__)
@@ -262,6 +262,7 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
     control = connect_checked(connect, control_key) if control_key is not None else None
     control_lock = threading.Lock()
     levels_seen = LevelCache()
+    live_reads = LiveReads()
 
     def client_for(request):
         return shared if public else clients.get(request_key(request))
@@ -428,7 +429,11 @@ def create_app(tiled: str | Callable[[str | None], Any], *, public: bool = False
         low_high = _percentiles(request)
         if name not in LIVE_SLICES:
             raise Problem(404, f"no live slice named {_shown(name)}: there are {', '.join(LIVE_SLICES)}")
-        image = read_live_slice(client, uid, name)
+        stamp = request.query_params.get("t")
+        if stamp is None:  # one image alone: only its rows
+            image = read_live_slice(client, uid, name)
+        else:  # one of the page's three images of a refresh: one read for the three
+            image = live_reads.get(client, uid, stamp[:32], lambda: live_slices(client, uid)).get(name)
         if image is None:
             raise Problem(404, f"no live {name} slice for scan {uid}")
         return Response(to_png(image, *low_high), media_type="image/png")

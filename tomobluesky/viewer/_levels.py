@@ -52,3 +52,42 @@ class LevelCache:
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return levels
+
+
+class LiveReads:
+    """One read of a scan's live slices for the three images of one page refresh.
+
+    The page asks for the axial and the two vertical slices at once, with the same ``t``. Read one by
+    one, each costs Tiled two requests; here the first reads all three (two requests) and the others,
+    which wait for it, get the same arrays. Entries are per reader's client (so one reader's read is
+    never shown to another), the ``size`` most recent, each for ``ttl`` seconds."""
+
+    def __init__(self, size: int = 64, ttl: float = 10.0):
+        self.size, self.ttl = size, ttl
+        self._entries: OrderedDict[tuple, tuple[object, float, dict]] = OrderedDict()
+        self._reading: dict[tuple, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, client, uid: str, stamp: str, read) -> dict:
+        """The slices ``read()`` gave for this (client, uid, stamp), reading them once."""
+        key = (id(client), uid, stamp)
+        with self._lock:
+            busy = self._reading.setdefault(key, threading.Lock())
+        with busy:  # a second image of the same refresh waits for the first one's read
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry[0] is client and time.monotonic() <= entry[1]:
+                    return entry[2]
+            try:
+                slices = read()
+            except BaseException:
+                with self._lock:  # nothing kept for this key: forget its lock too (the next one reads again)
+                    self._reading.pop(key, None)
+                raise
+            with self._lock:
+                self._entries[key] = (client, time.monotonic() + self.ttl, slices)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.size:
+                    old, _ = self._entries.popitem(last=False)
+                    self._reading.pop(old, None)
+        return slices
