@@ -16,7 +16,7 @@ import numpy as np
 
 from ..pipeline import DataRoots, FrameRun, HDF5Scan, runs_from_indices
 from ..schema import TomoScanMetadata
-from ._frames import read_frames, resource_path
+from ._frames import FrameReader, resource_path
 
 STREAMS = ("dark", "flat", "primary")
 
@@ -65,6 +65,11 @@ class ScanDocuments:
         self._descriptors: dict[str, dict] = {}
         self._resources: dict[str, dict] = {}
         self.streams = {name: StreamFrames() for name in STREAMS}
+        self.reader = FrameReader(self.roots)  # the run's files, each opened once: close() lets go
+
+    def close(self):
+        """Let go of the run's files (a closed reader opens them again if asked)."""
+        self.reader.close()
 
     def start(self, doc):
         self.start_doc = doc
@@ -103,7 +108,7 @@ class ScanDocuments:
             raise ValueError(f"stream datum {doc['uid']}: {len(seqs)} sequence numbers for {stop - start} frames")
         stream = self.streams[desc["stream"]]
         if resource["data_key"] == desc["theta"]:  # a few numbers: read them now
-            values = read_frames(resource, doc["indices"], roots=self.roots)
+            values = self.reader.read(resource, doc["indices"])
             for seq, angle in zip(seqs, values):
                 stream.angles[seq] = float(angle)
                 stream._mark(seq)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from ..pipeline import DataRoots, FrameReadError, open_dataset
+from ..pipeline import DataRoots, FrameReadError, OpenFiles
 
 
 def resource_path(stream_resource: dict, roots: DataRoots | None = None, *, must_exist: bool = False) -> Path:
@@ -20,31 +19,63 @@ def resource_path(stream_resource: dict, roots: DataRoots | None = None, *, must
         raise type(err)(f"stream resource {str(stream_resource.get('uid'))[:80]}: {err}") from None
 
 
-def read_frames(stream_resource: dict, indices: dict, *, roots: DataRoots | None = None, retries: int = 20,
-                wait: float = 0.05) -> np.ndarray:
-    """Read ``indices`` (a StreamRange) of the dataset a StreamResource names.
+class FrameReader:
+    """Reads frames by StreamResource and StreamDatum indices, each file opened once (``OpenFiles``,
+    shared with the stop path's readers in this process) until ``close()``.
 
     The writer may still be flushing when the datum arrives (another process,
     SWMR), so a short read is retried briefly before it becomes an error.
     """
-    path = resource_path(stream_resource, roots, must_exist=True)
-    dataset = stream_resource["parameters"]["dataset"]
-    start, stop = int(indices["start"]), int(indices["stop"])
-    for attempt in range(retries + 1):
-        try:
-            with h5py.File(path, "r", swmr=True) as f:
-                ds = open_dataset(f, dataset, path)
-                ds.refresh()
-                if ds.shape[0] >= stop:
-                    return np.asarray(ds[start:stop])
-                have = ds.shape[0]
-        except FileNotFoundError:
-            raise FrameReadError(f"HDF5 file {path} referenced by stream resource {stream_resource['uid']} "
-                                 "does not exist") from None
-        except KeyError:
-            raise FrameReadError(f"HDF5 file {path} has no dataset {dataset!r}") from None
-        except OSError as err:
-            raise FrameReadError(f"cannot read HDF5 file {path}: {err}") from None
-        if attempt < retries:
-            time.sleep(wait)
-    raise FrameReadError(f"{path}:{dataset} holds {have} frames; a stream datum asks for {start}..{stop}")
+
+    def __init__(self, roots: DataRoots | None = None, *, retries: int = 20, wait: float = 0.05):
+        self.roots, self.retries, self.wait = roots, retries, wait
+        self._files = OpenFiles()
+        self._paths: dict[tuple[str, str], Path] = {}  # (resource uid, uri) -> its confined path
+
+    def read(self, stream_resource: dict, indices: dict) -> np.ndarray:
+        """Frames ``indices`` (a StreamRange) of the dataset ``stream_resource`` names."""
+        path = self._path(stream_resource)
+        dataset = stream_resource["parameters"]["dataset"]
+        start, stop = int(indices["start"]), int(indices["stop"])
+        for attempt in range(self.retries + 1):
+            try:
+                got = self._files.read(path, dataset, start, stop)
+            except FileNotFoundError:
+                raise FrameReadError(f"HDF5 file {path} referenced by stream resource {stream_resource['uid']} "
+                                     "does not exist") from None
+            except KeyError:
+                raise FrameReadError(f"HDF5 file {path} has no dataset {dataset!r}") from None
+            except OSError as err:
+                raise FrameReadError(f"cannot read HDF5 file {path}: {err}") from None
+            if not isinstance(got, int):
+                return got
+            if attempt < self.retries:
+                time.sleep(self.wait)
+        raise FrameReadError(f"{path}:{dataset} holds {got} frames; a stream datum asks for {start}..{stop}")
+
+    def _path(self, stream_resource: dict) -> Path:
+        """The resource's file, confined once per (uid, uri): a document that reuses a uid for another
+        file is checked again, never read from the first one's."""
+        key = (str(stream_resource.get("uid")), str(stream_resource.get("uri")))
+        path = self._paths.get(key)
+        if path is None:
+            path = resource_path(stream_resource, self.roots, must_exist=True)
+            self._paths[key] = path
+        return path
+
+    def close(self):
+        self._files.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_frames(stream_resource: dict, indices: dict, *, roots: DataRoots | None = None, retries: int = 20,
+                wait: float = 0.05) -> np.ndarray:
+    """Read ``indices`` (a StreamRange) of the dataset a StreamResource names, opening its file for this
+    read alone (a run's reader keeps it open: :class:`FrameReader`)."""
+    with FrameReader(roots, retries=retries, wait=wait) as reader:
+        return reader.read(stream_resource, indices)

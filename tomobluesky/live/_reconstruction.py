@@ -29,7 +29,6 @@ from ..schema import ReconSettings
 from . import _kernels
 from ._accumulator import ScanDocuments
 from ._centers import CenterMemory, setup_key
-from ._frames import read_frames
 from ._live_slices import LiveSlices
 from ._sinks import ReconstructionSink
 
@@ -185,7 +184,7 @@ class LiveReconstruction(DocumentRouter):
             start = int(new.indices["start"])  # only where the frames are: read them once caught up
             self._unread.update((seq, (new.resource, start + i)) for i, seq in enumerate(new.seqs))
         elif new is not None:
-            frames = read_frames(new.resource, new.indices, roots=self.documents.roots)
+            frames = self.documents.reader.read(new.resource, new.indices)
             self._check_shape(frames)
             store = self._waiting if new.stream == "primary" else self._frames[new.stream]
             store.update(zip(new.seqs, frames))
@@ -197,6 +196,10 @@ class LiveReconstruction(DocumentRouter):
             self._after_projection()
 
     def stop(self, doc):
+        # the live reads are over: let go of their files before the stop path opens them again. A handle
+        # opened while this process's camera still wrote the file would serve the stop path from the
+        # writer's side of HDF5 (whole chunks, not the rows it asks for)
+        self.documents.close()
         if str(doc.get("reason") or "").startswith(NO_STOP_PREFIX):  # the worker closed a run whose stop never came
             self._errors.append(doc["reason"])
         if self._errors:
@@ -297,7 +300,7 @@ class LiveReconstruction(DocumentRouter):
             if seq not in primary.angles:
                 continue
             resource, index = self._unread.pop(seq)
-            frame, = read_frames(resource, {"start": index, "stop": index + 1}, roots=self.documents.roots)
+            frame, = self.documents.reader.read(resource, {"start": index, "stop": index + 1})
             self._fold(seq, frame, primary.angles[seq])
             done += 1
 

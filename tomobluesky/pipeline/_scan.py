@@ -46,6 +46,68 @@ _SHARED: dict[Path, _SharedFile] = {}
 _HDF5_LOCK = threading.RLock()
 
 
+class OpenFiles:
+    """The detector files one reader holds open, each shared with every other reader of this process.
+
+    A file is opened at its first use (``_open``: SWMR while it is being written, no chunk cache) and kept
+    until ``close()``, so reading frame after frame costs a read, not an open: on a 128 × 1280 frame an
+    open, the dataset's checks and a read took 1.23 ms of CPU, a read through the kept handle 0.40 ms.
+    Call ``dataset`` and read through what it returns under ``HDF5_LOCK``; ``read`` does both."""
+
+    def __init__(self):
+        self._held: dict[Path, _SharedFile] = {}
+
+    def dataset(self, path: Path, name: str):
+        """``name`` in ``path``, refreshed when the file is still being written; under ``HDF5_LOCK``."""
+        shared = self._held.get(path)
+        if shared is None:
+            shared = _SHARED.get(path)
+            if shared is None:
+                shared = _SharedFile(_open(path))
+                _SHARED[path] = shared
+            shared.users += 1
+            self._held[path] = shared
+        ds = shared.datasets.get(name)
+        if ds is None:
+            try:
+                ds = open_dataset(shared.file, name, path)
+            except KeyError:
+                raise FrameReadError(f"HDF5 file {path} has no dataset {name!r}") from None
+            shared.datasets[name] = ds
+        if shared.file.swmr_mode:
+            ds.refresh()
+        return ds
+
+    def read(self, path: Path, name: str, start: int, stop: int) -> np.ndarray | int:
+        """Frames ``start``..``stop`` of ``name``, or how many it holds when that is fewer (still being written)."""
+        with _HDF5_LOCK:
+            ds = self.dataset(path, name)
+            if ds.shape[0] < stop:
+                return int(ds.shape[0])
+            return np.asarray(ds[start:stop])
+
+    def close(self):
+        """Let go of the files; each closes when no other reader of this process holds it."""
+        with _HDF5_LOCK:
+            for path, shared in self._held.items():
+                shared.users -= 1
+                if shared.users == 0:
+                    shared.datasets.clear()
+                    shared.file.close()
+                    del _SHARED[path]
+            self._held.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+#: held around every open, refresh, read and close of a detector file in this process
+HDF5_LOCK = _HDF5_LOCK
+
+
 def _dxchange_dataset(f, name: str, path: Path):
     """One dataset of a Data Exchange file, checked like every detector dataset (links looked at unfollowed)."""
     try:
@@ -90,7 +152,7 @@ class HDF5Scan:
     detector_shape: tuple[int, int]
     dtype: np.dtype | None = None  # as stored; None reads it from the first projections dataset
     bytes_read: int = 0
-    _files: dict = field(default_factory=dict, repr=False)
+    _files: OpenFiles = field(default_factory=OpenFiles, repr=False)
 
     def __post_init__(self):
         self.theta_deg = np.asarray(self.theta_deg, dtype=np.float64)
@@ -139,23 +201,7 @@ class HDF5Scan:
     # --- reading --------------------------------------------------------------
     def _dataset(self, run: FrameRun):
         """The run's dataset, refreshed (SWMR); call it, and read through what it returns, under _HDF5_LOCK."""
-        shared = self._files.get(run.path)
-        if shared is None:
-            shared = _SHARED.get(run.path)
-            if shared is None:
-                shared = _SharedFile(_open(run.path))
-                _SHARED[run.path] = shared
-            shared.users += 1
-            self._files[run.path] = shared
-        ds = shared.datasets.get(run.dataset)
-        if ds is None:
-            try:
-                ds = open_dataset(shared.file, run.dataset, run.path)
-            except KeyError:
-                raise FrameReadError(f"HDF5 file {run.path} has no dataset {run.dataset!r}") from None
-            shared.datasets[run.dataset] = ds
-        if shared.file.swmr_mode:
-            ds.refresh()
+        ds = self._files.dataset(run.path, run.dataset)
         if ds.shape[0] < run.stop:
             raise FrameReadError(f"{run.path}:{run.dataset} holds {ds.shape[0]} frames; the scan needs "
                                  f"{run.start}..{run.stop}")
@@ -189,14 +235,7 @@ class HDF5Scan:
 
     def close(self):
         """Let go of the files; each closes when no other scan of this process reads it."""
-        with _HDF5_LOCK:
-            for path, shared in self._files.items():
-                shared.users -= 1
-                if shared.users == 0:
-                    shared.datasets.clear()
-                    shared.file.close()
-                    del _SHARED[path]
-            self._files.clear()
+        self._files.close()
 
     def __enter__(self):
         return self
