@@ -199,7 +199,10 @@ class LiveReconstruction(DocumentRouter):
         # the live reads are over: let go of their files before the stop path opens them again. A handle
         # opened while this process's camera still wrote the file would serve the stop path from the
         # writer's side of HDF5 (whole chunks, not the rows it asks for)
-        self.documents.close()
+        try:
+            self.documents.close()
+        except Exception as err:  # the volume matters more than a handle: the stop path shares it then
+            log.warning("closing the live reads' files of %s failed: %s", self.scan_uid, err)
         if str(doc.get("reason") or "").startswith(NO_STOP_PREFIX):  # the worker closed a run whose stop never came
             self._errors.append(doc["reason"])
         if self._errors:
