@@ -55,3 +55,31 @@ def test_a_short_file_is_waited_for_then_named_and_a_reused_uid_is_confined_agai
         # the same resource uid naming a file outside the roots is refused, not read from the first file
         with pytest.raises(FrameReadError):
             reader.read(_resource(elsewhere), {"start": 0, "stop": 1})
+
+
+def test_a_live_reconstruction_lets_go_of_the_detector_file_by_its_end(RE, tmp_path):
+    """The live path reads every frame through one handle and closes it at the stop document, before the stop
+    path reads (which closes its own): after the run no detector file is left open in this process."""
+    from tomobluesky.devices import PhantomSource, make_sim_beamline
+    from tomobluesky.live import MemorySink, live_reconstruction_router
+    from tomobluesky.plans import tomo_scan
+    from tomobluesky.schema import ReconSettings
+
+    held, runs = [], []
+
+    def mine():  # the files of this test held open (another test of this process may hold its own)
+        return sorted(str(p) for p in _scan._SHARED if str(p).startswith(str(tmp_path.resolve())))
+
+    class Watching(MemorySink):
+        def write_preview(self, scan_uid, slices, metadata):  # during the scan: the file is held open
+            held.append(mine())
+            super().write_preview(scan_uid, slices, metadata)
+
+    RE.subscribe(live_reconstruction_router(Watching(), ReconSettings(preview_interval_s=0, preview_every=6),
+                                            on_start=runs.append))
+    RE(tomo_scan(*make_sim_beamline(PhantomSource(n_slices=2, n_columns=16), tmp_path), num_projections=20,
+                 num_darks=1, num_flats=1))
+    assert "error" not in runs[0].result and runs[0].result["volume_shape"][0] == 2, runs[0].result
+    # previews at 6, 12, 18 while frames come: the camera's file held (one handle); 20, the stop's: let go
+    assert [len(h) for h in held] == [1, 1, 1, 0] and held[0][0].endswith(".h5")
+    assert mine() == []
