@@ -89,29 +89,25 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
     theta = _check_theta(theta, angles)
     centers = _check_centers(center, slices, columns)
     padded_length(columns, pad)  # validates pad before any work
-    out = np.empty((slices, columns, columns), dtype=np.float32)
-    if algorithm == "gridrec" or backend == "tomopy":
-        # tomopy's working set grows with what it is handed: slabs keep it within max_memory as ours are kept
+    on_tomopy = algorithm == "gridrec" or backend == "tomopy"
+    if on_tomopy:  # tomopy's working set grows with what it is handed: slabs keep it within max_memory as ours
         slab = slices if not max_memory else max(1, int(max_memory // tomopy_bytes_per_slice(angles, columns, pad)))
-        for start in range(0, slices, slab):
-            stop = min(start + slab, slices)
-            out[start:stop] = _tomopy(host[start:stop], theta, centers[start:stop], algorithm, filter_name, ncore,
-                                      pad)
-            if progress:
-                progress(stop, slices)
-        return out
-    per_slice = 4 * (angles * columns * 4 + columns * columns * 2)  # sinogram spectra + image, bytes
-    # slabs hold whole slice pairs, so the NUFFT packs the same pairs whatever the slab size
-    slab = slices if not max_memory else max(2, int(max_memory // per_slice) // 2 * 2)
+    else:
+        per_slice = 4 * (angles * columns * 4 + columns * columns * 2)  # sinogram spectra + image, bytes
+        # slabs hold whole slice pairs, so the NUFFT packs the same pairs whatever the slab size
+        slab = slices if not max_memory else max(2, int(max_memory // per_slice) // 2 * 2)
+    out = np.empty((slices, columns, columns), dtype=np.float32)
     for start in range(0, slices, slab):
         stop = min(start + slab, slices)
-        chunk = xp.asarray(host[start:stop])
         target = out[start:stop]  # one view: a fresh out[start:stop] is another object, never `is` this one
-        if algorithm == "nufft":
-            image = nufft_fbp(chunk, theta, centers[start:stop], filter_name=filter_name, pad=pad, eps=eps,
-                              ncore=ncore, batch_pairs=batch_pairs, out=target if xp is np else None)
+        if on_tomopy:
+            image = _tomopy(host[start:stop], theta, centers[start:stop], algorithm, filter_name, ncore, pad)
+        elif algorithm == "nufft":
+            image = nufft_fbp(xp.asarray(host[start:stop]), theta, centers[start:stop], filter_name=filter_name,
+                              pad=pad, eps=eps, ncore=ncore, batch_pairs=batch_pairs,
+                              out=target if xp is np else None)
         else:
-            image = fbp(chunk, theta, centers[start:stop], filter_name=filter_name, pad=pad)
+            image = fbp(xp.asarray(host[start:stop]), theta, centers[start:stop], filter_name=filter_name, pad=pad)
         if image is not target:  # the NUFFT on NumPy wrote into it already
             target[...] = to_numpy(image)
         if progress:
