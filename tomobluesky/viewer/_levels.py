@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Hashable
 
 
 class Level:
@@ -30,28 +31,29 @@ class Level:
 
 
 class LevelCache:
-    """``(client, scan uid) -> levels`` of complete volumes, the ``size`` most recent, each for ``ttl`` s."""
+    """``(client, key) -> value``, the ``size`` most recent, each for ``ttl`` s: the levels of complete
+    volumes by scan uid (and, for :class:`LiveReads`, a refresh's live slices by scan uid and ``t``)."""
 
     def __init__(self, size: int = 32, ttl: float = 60.0):
         self.size, self.ttl = size, ttl
-        self._entries: OrderedDict[tuple[int, str], tuple[object, float, list[Level]]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, Hashable], tuple[object, float, object]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, client, uid: str):
+    def get(self, client, key: Hashable):
         with self._lock:
-            entry = self._entries.get((id(client), uid))
+            entry = self._entries.get((id(client), key))
             if entry is None or entry[0] is not client or time.monotonic() > entry[1]:
                 return None
-            self._entries.move_to_end((id(client), uid))
+            self._entries.move_to_end((id(client), key))
             return entry[2]
 
-    def put(self, client, uid: str, levels: list[Level]) -> list[Level]:
+    def put(self, client, key: Hashable, value):
         with self._lock:
-            self._entries[(id(client), uid)] = (client, time.monotonic() + self.ttl, levels)
-            self._entries.move_to_end((id(client), uid))
+            self._entries[(id(client), key)] = (client, time.monotonic() + self.ttl, value)
+            self._entries.move_to_end((id(client), key))
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
-        return levels
+        return value
 
 
 class LiveReads:
@@ -63,9 +65,8 @@ class LiveReads:
     never shown to another), the ``size`` most recent, each for ``ttl`` seconds."""
 
     def __init__(self, size: int = 64, ttl: float = 10.0):
-        self.size, self.ttl = size, ttl
-        self._entries: OrderedDict[tuple, tuple[object, float, dict]] = OrderedDict()
-        self._reading: dict[tuple, threading.Lock] = {}
+        self._kept = LevelCache(size, ttl)
+        self._reading: dict[tuple, threading.Lock] = {}  # reads in flight, by (client, uid, stamp)
         self._lock = threading.Lock()
 
     def get(self, client, uid: str, stamp: str, read) -> dict:
@@ -74,20 +75,12 @@ class LiveReads:
         with self._lock:
             busy = self._reading.setdefault(key, threading.Lock())
         with busy:  # a second image of the same refresh waits for the first one's read
-            with self._lock:
-                entry = self._entries.get(key)
-                if entry is not None and entry[0] is client and time.monotonic() <= entry[1]:
-                    return entry[2]
             try:
-                slices = read()
-            except BaseException:
-                with self._lock:  # nothing kept for this key: forget its lock too (the next one reads again)
-                    self._reading.pop(key, None)
-                raise
-            with self._lock:
-                self._entries[key] = (client, time.monotonic() + self.ttl, slices)
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.size:
-                    old, _ = self._entries.popitem(last=False)
-                    self._reading.pop(old, None)
+                slices = self._kept.get(client, (uid, stamp))
+                if slices is None:
+                    slices = self._kept.put(client, (uid, stamp), read())
+            finally:  # those waiting hold the lock already; later ones find the slices kept (or read again)
+                with self._lock:
+                    if self._reading.get(key) is busy:
+                        del self._reading[key]
         return slices
