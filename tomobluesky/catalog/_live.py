@@ -56,18 +56,23 @@ def layout_of(packed_node) -> dict[str, tuple[int, int]]:
     return checked
 
 
-def read_live_slice(client, scan_uid: str, name: str):
-    """One live slice of a scan, or None when it has none such. Two requests: the packed array's
-    node (its metadata holds the layout), then only that slice's rows."""
+def _node(client, scan_uid: str, *below: str):
+    """``live/<scan uid>/...`` in one request, or None where the catalogue has no such node."""
     from ._writers import LIVE
 
     try:
-        packed = client[(LIVE, scan_uid, PACKED)]
-    except KeyError:  # a writer from before the slices were packed: one array each
-        try:
-            return client[(LIVE, scan_uid, name)].read()
-        except KeyError:
-            return None
+        return client[(LIVE, scan_uid, *below)]
+    except KeyError:
+        return None
+
+
+def read_live_slice(client, scan_uid: str, name: str):
+    """One live slice of a scan, or None when it has none such. Two requests: the packed array's
+    node (its metadata holds the layout), then only that slice's rows."""
+    packed = _node(client, scan_uid, PACKED)
+    if packed is None:  # a writer from before the slices were packed: one array each
+        node = _node(client, scan_uid, name)
+        return None if node is None else node.read()
     rows = layout_of(packed).get(name)
     return None if rows is None else packed[rows[0]:rows[1]]
 
@@ -79,16 +84,10 @@ def live_slices(client, scan_uid: str) -> dict[str, np.ndarray]:
     >>> live_slices(client, uid)["axial"].shape
     (256, 256)
     """
-    from ._writers import LIVE
-
-    try:
-        packed = client[(LIVE, scan_uid, PACKED)]
-    except KeyError:  # a writer from before the slices were packed: one array each
-        try:
-            live = client[(LIVE, scan_uid)]
-        except KeyError:
-            return {}
-        return {name: live[name].read() for name in live if name != "control"}
+    packed = _node(client, scan_uid, PACKED)
+    if packed is None:  # a writer from before the slices were packed: one array each
+        live = _node(client, scan_uid)
+        return {} if live is None else {name: live[name].read() for name in live if name != "control"}
     layout = layout_of(packed)
     whole = packed.read()
     return {name: whole[a:b] for name, (a, b) in layout.items()}

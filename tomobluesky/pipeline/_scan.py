@@ -52,13 +52,13 @@ class OpenFiles:
     A file is opened at its first use (``_open``: SWMR while it is being written, no chunk cache) and kept
     until ``close()``, so reading frame after frame costs a read, not an open: on a 128 × 1280 frame an
     open, the dataset's checks and a read took 1.23 ms of CPU, a read through the kept handle 0.40 ms.
-    Call ``dataset`` and read through what it returns under ``HDF5_LOCK``; ``read`` does both."""
+    Call ``dataset`` and read through what it returns under ``_HDF5_LOCK``; ``read`` does both."""
 
     def __init__(self):
         self._held: dict[Path, _SharedFile] = {}
 
     def dataset(self, path: Path, name: str):
-        """``name`` in ``path``, refreshed when the file is still being written; under ``HDF5_LOCK``."""
+        """``name`` in ``path``, refreshed when the file is still being written; under ``_HDF5_LOCK``."""
         shared = self._held.get(path)
         if shared is None:
             shared = _SHARED.get(path)
@@ -96,16 +96,6 @@ class OpenFiles:
                     shared.file.close()
                     del _SHARED[path]
             self._held.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-#: held around every open, refresh, read and close of a detector file in this process
-HDF5_LOCK = _HDF5_LOCK
 
 
 def _dxchange_dataset(f, name: str, path: Path):
