@@ -26,10 +26,20 @@ def filter_sinograms(sinograms, filter_name="shepp", pad=True):
     return xp.real(xp.fft.ifft(spectrum * response, axis=-1))[..., :columns].astype(xp.float32)
 
 
-def backproject(filtered, theta, centers, *, progress=None):
-    """Sum filtered rows back over an n×n grid per slice, linear interpolation."""
+def backproject(filtered, theta, centers, *, progress=None, kernel: bool = True):
+    """Sum filtered rows back over an n×n grid per slice, linear interpolation.
+
+    On CuPy with ``kernel`` (the default) one CUDA kernel sums every angle (``_cuda``; the same arithmetic,
+    ``progress`` called once at the end); ``kernel=False`` runs the array code below on the GPU too."""
     xp = get_namespace(filtered)
     slices, angles, n = filtered.shape
+    if kernel and xp is not np:
+        from ._cuda import backproject_padded
+
+        out = backproject_padded(pad_rows(filtered.astype(xp.float32, copy=False)), theta, centers)
+        if progress:
+            progress(angles, angles)
+        return out
     coords = xp.arange(n, dtype=xp.float32) - (n - 1) / 2
     x, y = coords[None, :], -coords[:, None]
     out = xp.zeros((slices, n, n), dtype=xp.float32)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import get_namespace
+from ._backend import get_namespace, import_cufinufft
 from ._filters import padded_length, ramp_response
 
 #: finufft settings that measured best for this use (see docs/recon.md)
 DEFAULT_EPS = 1e-2
 UPSAMPFAC = 1.25
+#: cufinufft's plan options (its defaults: see benchmarks/gpu.py, which measures the alternatives)
+GPU_OPTIONS: dict = {}
 
 
 def make_plan(xp, n: int, n_trans: int, eps: float = DEFAULT_EPS, ncore: int | None = None):
@@ -32,9 +34,8 @@ def make_plan(xp, n: int, n_trans: int, eps: float = DEFAULT_EPS, ncore: int | N
         opts = {"upsampfac": UPSAMPFAC} if eps >= 1e-3 else {}
         return finufft.Plan(1, (n, n), n_trans=n_trans, eps=eps, isign=1, dtype="complex64",
                             nthreads=ncore or 0, **opts)
-    import cufinufft
-
-    return cufinufft.Plan(1, (n, n), n_trans=n_trans, eps=eps, isign=1, dtype="complex64")
+    cufinufft = import_cufinufft()
+    return cufinufft.Plan(1, (n, n), n_trans=n_trans, eps=eps, isign=1, dtype="complex64", **GPU_OPTIONS)
 
 
 _PLAN_CACHE: dict = {}

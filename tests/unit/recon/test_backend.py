@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -40,8 +41,9 @@ def test_algorithms_run_through_the_namespace_of_their_input(sinograms, theta):
     centers = np.full(2, (sinograms.shape[-1] - 1) / 2)
     direct = _nufft.nufft_fbp(sinograms[:2], theta, centers)
     assert type(direct) is np.ndarray and direct.dtype == np.float32
-    np.testing.assert_array_equal(direct, recon.reconstruct(sinograms[:2], theta, filter_name="shepp",
-                                                            sinogram_order=True))
+    # equal up to the order of finufft's threaded sums (bit for bit on 2 cores, not on 16)
+    public = recon.reconstruct(sinograms[:2], theta, filter_name="shepp", sinogram_order=True)
+    np.testing.assert_allclose(direct, public, rtol=0, atol=1e-5 * np.abs(public).max())
     filtered = _fbp.filter_sinograms(sinograms[:1], "ramp", pad=2.0)
     length = 256
     response = recon.ramp_response(length, "ramp")
@@ -54,10 +56,12 @@ def test_cupy_matches_numpy(sinograms, theta):
     cupy = pytest.importorskip("cupy")
     if cupy.cuda.runtime.getDeviceCount() == 0:
         pytest.skip("no CUDA device")
-    for algorithm in ("nufft", "fbp"):
+    # the FBP kernel does NumPy's arithmetic; the two NUFFTs each stay within eps = 1e-2 of the exact sum with
+    # different kernels (finufft 2.5's PSWF on the CPU, cufinufft's exponential of semicircle): 0.4 % apart on an H100
+    for algorithm, tolerance in (("nufft", 1e-2), ("fbp", 1e-5)):
         host = recon.reconstruct(sinograms, theta, algorithm=algorithm, sinogram_order=True)
         device = recon.reconstruct(sinograms, theta, algorithm=algorithm, backend="cupy", sinogram_order=True)
-        assert np.linalg.norm(device - host) / np.linalg.norm(host) <= 1e-3
+        assert np.linalg.norm(device - host) / np.linalg.norm(host) <= tolerance, algorithm
 
 
 # -- the CuPy branch where CuPy is missing (issue 16: get_namespace's mutants, testable without a GPU) ----
@@ -118,3 +122,84 @@ def test_to_numpy_fetches_what_has_a_get_and_wraps_the_rest():
     listed = recon.to_numpy([[1.0, 2.0], [3.0, 4.0]])
     assert type(listed) is np.ndarray and listed.shape == (2, 2) and listed[1, 0] == 3.0
     assert recon.to_numpy(host) is host  # a NumPy array is not copied
+
+
+# -- cufinufft's CUDA 12 libraries (its wheel links them and ships neither; pip's nvidia-*-cu12 packages hold them) --
+
+def _lay_out(root, *packages):
+    for package, name in packages:
+        path = root / "nvidia" / package / "lib" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    return root
+
+
+def test_cufinufft_libraries_are_found_where_pip_puts_them_first_entry_first(tmp_path):
+    from tomobluesky.recon import _backend
+
+    both = _lay_out(tmp_path / "a", *_backend.CUFINUFFT_LIBRARIES)
+    runtime_only = _lay_out(tmp_path / "b", _backend.CUFINUFFT_LIBRARIES[0])
+    found = _backend.cufinufft_libraries([str(tmp_path / "missing"), str(runtime_only), str(both)])
+    assert found == [runtime_only / "nvidia/cuda_runtime/lib/libcudart.so.12", both / "nvidia/cufft/lib/libcufft.so.11"]
+    assert _backend.cufinufft_libraries([str(tmp_path / "missing")]) == []
+    (tmp_path / "c/nvidia/cufft/lib/libcufft.so.11").mkdir(parents=True)  # a folder of that name is no library
+    assert _backend.cufinufft_libraries([str(tmp_path / "c")]) == []
+
+
+def test_import_cufinufft_loads_the_libraries_globally_before_importing(tmp_path, monkeypatch):
+    import ctypes
+    import types
+
+    from tomobluesky.recon import _backend
+
+    site = _lay_out(tmp_path, *_backend.CUFINUFFT_LIBRARIES)
+    monkeypatch.setattr(sys, "path", [str(site)] + sys.path)
+    events = []
+    monkeypatch.setattr(ctypes, "CDLL", lambda path, mode=0: events.append(("load", path, mode)))
+    fake = types.ModuleType("cufinufft")
+    monkeypatch.setitem(sys.modules, "cufinufft", fake)
+    assert _backend.import_cufinufft() is fake
+    assert events == [("load", str(site / "nvidia/cuda_runtime/lib/libcudart.so.12"), ctypes.RTLD_GLOBAL),
+                      ("load", str(site / "nvidia/cufft/lib/libcufft.so.11"), ctypes.RTLD_GLOBAL)]
+
+
+def test_import_cufinufft_says_what_is_missing_and_the_way_round_it(monkeypatch):
+    from tomobluesky.recon import _backend, _nufft
+
+    monkeypatch.setitem(sys.modules, "cufinufft", None)
+    with pytest.raises(RuntimeError) as caught:
+        _nufft.make_plan(SimpleNamespace(__name__="cupy"), 8, 1)  # any namespace but NumPy's asks for cufinufft
+    message = str(caught.value)
+    assert message.startswith(_backend._CUFINUFFT_MISSING)
+    assert "libcudart.so.12" in message and "libcufft.so.11" in message and "algorithm='fbp'" in message
+    assert isinstance(caught.value.__cause__, ImportError)
+
+
+def test_copy_to_host_writes_a_device_array_straight_into_the_output():
+    from tomobluesky.recon._backend import copy_to_host
+
+    class OnDevice:
+        def __init__(self, host):
+            self.host, self.calls = host, []
+
+        def get(self, out=None):
+            self.calls.append(out)
+            if out is None:
+                return self.host.copy()
+            out[...] = self.host
+            return out
+
+    host = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    out = np.zeros_like(host)
+    device = OnDevice(host)
+    copy_to_host(device, out)
+    np.testing.assert_array_equal(out, host)
+    assert len(device.calls) == 1 and device.calls[0] is out  # no host copy in between
+    strided = np.zeros((2, 3, 8), dtype=np.float32)[..., ::2]  # not C-contiguous: get(out=) would refuse it
+    device.calls.clear()
+    copy_to_host(device, strided)
+    np.testing.assert_array_equal(strided, host)
+    assert device.calls == [None]
+    plain = np.zeros_like(host)
+    copy_to_host(host, plain)
+    np.testing.assert_array_equal(plain, host)
