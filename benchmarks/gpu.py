@@ -254,22 +254,44 @@ import json, sys, time
 import numpy as np
 from tomobluesky.pipeline import HDF5Scan, peak_rss_mb, reconstruct_scan
 from tomobluesky.schema import ReconSettings
-path, center, algorithm, backend, output, budget = sys.argv[1:7]
+path, center, algorithm, backend, output, budget, workers = sys.argv[1:8]
 settings = ReconSettings(center=float(center), algorithm=algorithm, backend=backend)
+client, started = None, 0.0
+if int(workers):
+    from distributed import Client, LocalCluster
+    t = time.perf_counter()
+    client = Client(LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None))
+    client.run(lambda: __import__("tomobluesky.pipeline._stop"))
+    started = time.perf_counter() - t
 t = time.perf_counter()
 with HDF5Scan.from_dxchange(path) as scan:
-    info = reconstruct_scan(scan, settings, output, memory_budget=float(budget) * 1e9)
+    info = reconstruct_scan(scan, settings, output, memory_budget=float(budget) * 1e9, dask=client)
 wall = time.perf_counter() - t
 gpu = None
 if backend == "cupy":
     import cupy
     gpu = round(cupy.get_default_memory_pool().total_bytes() / 2**30, 2)
-print(json.dumps({"stop_path_s": round(wall, 2), "stages_s": info["timings"], "slabs": info["slabs"],
+print(json.dumps({"stop_path_s": round(wall, 2), "cluster_start_s": round(started, 1), "workers": int(workers),
+                  "worker_peak_rss_mb": info.get("dask", {}).get("worker_peak_rss_mb"),
+                  "stages_s": info["timings"], "slabs": info["slabs"],
                   "slab_rows": info["slab_rows"], "peak_rss_mb": round(peak_rss_mb(), 1), "gpu_pool_gb": gpu}))
 """
 
 
-def stop(rows: int, budget_gb: float, data_dir: Path) -> list:
+DEFAULT_STOP_RUNS = "nufft:numpy:0,nufft:cupy:0,fbp:cupy:0,nufft:cupy:4,nufft:numpy:8"
+
+
+def stop_runs(spec: str, budget_gb: float) -> list:
+    """(algorithm, backend, Dask workers (0: in this process), memory budget GB) of each stop-path run, from
+    ``algorithm:backend:workers,…``; on Dask each worker gets 2 GB, so that the scan makes several slabs."""
+    runs = []
+    for item in spec.split(","):
+        algorithm, backend, workers = item.split(":")
+        runs.append((algorithm, backend, int(workers), 2.0 if int(workers) else budget_gb))
+    return runs
+
+
+def stop(rows: int, budget_gb: float, data_dir: Path, runs: str = DEFAULT_STOP_RUNS) -> list:
     import zarr
 
     path = data_dir / "scan.h5"
@@ -279,11 +301,12 @@ def stop(rows: int, budget_gb: float, data_dir: Path) -> list:
           "written_s": round(time.perf_counter() - t, 1)})
     records, volumes = [], {}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    for algorithm, backend in (("nufft", "numpy"), ("nufft", "cupy"), ("fbp", "cupy")):
-        output = data_dir / f"{algorithm}-{backend}.zarr"
+    for algorithm, backend, workers, budget in stop_runs(runs, budget_gb):
+        output = data_dir / f"{algorithm}-{backend}-{workers}.zarr"
         proc = subprocess.run([sys.executable, "-c", STOP_ONLY, str(path), str(center), algorithm, backend,
-                               str(output), str(budget_gb)], capture_output=True, text=True, env=env)
-        rec = {"part": "stop", "engine": f"{algorithm} {backend}"}
+                               str(output), str(budget), str(workers)], capture_output=True, text=True, env=env)
+        name = f"{algorithm} {backend}" + (f", {workers} Dask workers (budget {budget} GB)" if workers else "")
+        rec = {"part": "stop", "engine": name}
         if proc.returncode:
             rec["error"] = proc.stderr.strip().splitlines()[-5:]
         else:
@@ -303,7 +326,9 @@ def stop(rows: int, budget_gb: float, data_dir: Path) -> list:
 
 def write_stage(data_dir: Path, slices=64, n=2048) -> list:
     """One slab of the stop path's writer, its parts apart: the pyramid's means, plain file writes of the same
-    bytes, and ``MultiscaleWriter.write_slab`` under zarr's default concurrency and a wider one."""
+    bytes (one file, and one file per 2 MiB chunk), and ``MultiscaleWriter.write_slab`` into a fresh store of
+    four slabs, slab after slab, as zarr is configured by default, without its empty-chunk check, and with
+    level 0's chunks gathered into shards."""
     import zarr
 
     from tomobluesky.store import MultiscaleWriter
@@ -313,6 +338,7 @@ def write_stage(data_dir: Path, slices=64, n=2048) -> list:
     records = []
 
     def rec(case, seconds, **extra):
+        seconds = seconds if isinstance(seconds, float) else min(seconds)
         r = {"part": "write", "case": case, "slab": f"{slices} × {n} × {n} float32", "s": round(seconds, 3),
              "gb_per_s": round(volume.nbytes / seconds / 1e9, 2), **extra}
         records.append(r)
@@ -330,12 +356,44 @@ def write_stage(data_dir: Path, slices=64, n=2048) -> list:
             volume.tofile(f)
 
     rec("one file, tofile", timed(plain, repeats=2)[0])
-    for config in ({}, {"async.concurrency": 64, "threading.max_workers": os.cpu_count()}):
-        with zarr.config.set(config):
-            writer = MultiscaleWriter(data_dir / "write.zarr", (4 * slices, n, n))
-            z0 = iter(range(0, 4 * slices, slices))
-            seconds, _ = timed(lambda: writer.write_slab(next(z0), volume), repeats=3)
-            rec(f"MultiscaleWriter.write_slab, zarr config {config or 'default'}", seconds)
+    blocks = [volume[z:z + 32, y:y + 128, x:x + 128] for z in range(0, slices, 32) for y in range(0, n, 128)
+              for x in range(0, n, 128)]
+
+    def per_chunk(rename, folder=[0]):
+        folder[0] += 1
+        root = data_dir / f"chunks{folder[0]}"
+        root.mkdir()
+        for k, block in enumerate(blocks):
+            path = root / str(k)
+            with open(path.with_suffix(".part") if rename else path, "wb") as f:
+                f.write(np.ascontiguousarray(block).data)
+            if rename:
+                os.replace(path.with_suffix(".part"), path)
+
+    rec(f"one file per 2 MiB chunk ({len(blocks)} files)", timed(lambda: per_chunk(False), repeats=2)[0])
+    rec("the same, each written aside and renamed (as zarr does)", timed(lambda: per_chunk(True), repeats=2)[0])
+    for name, options in (("default", {}), ("write_empty_chunks", {"config": {"write_empty_chunks": True}}),
+                          ("shards (32, 512, 512)", {"shards": (32, 512, 512)})):
+        try:
+            path = data_dir / f"store-{len(records)}.zarr"
+            group = zarr.open_group(str(path), mode="w", zarr_format=3)
+            array = group.create_array("0", shape=(4 * slices, n, n), dtype="float32", chunks=(32, 128, 128),
+                                       compressors=None, fill_value=0, **options)
+            times = []
+            for z0 in range(0, 4 * slices, slices):
+                t = time.perf_counter()
+                array[z0:z0 + slices] = volume
+                times.append(round(time.perf_counter() - t, 3))
+            rec(f"zarr level 0 alone, {name}, slab after slab", times, each_s=times)
+        except Exception as err:  # noqa: BLE001
+            emit({"part": "write", "case": name, "error": repr(err)[:300]})
+    writer = MultiscaleWriter(data_dir / "write.zarr", (4 * slices, n, n))
+    times = []
+    for z0 in range(0, 4 * slices, slices):
+        t = time.perf_counter()
+        writer.write_slab(z0, volume)
+        times.append(round(time.perf_counter() - t, 3))
+    rec("MultiscaleWriter.write_slab (all levels), slab after slab", times, each_s=times)
     return records
 
 
@@ -346,6 +404,8 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=256, help="detector rows of the stop path's scan (default 256)")
     p.add_argument("--slab", type=int, default=32, help="slices in the engine's slab (default 32)")
     p.add_argument("--memory-budget", type=float, default=8.0, metavar="GB", help="the stop path's budget (default 8)")
+    p.add_argument("--stop-runs", default=DEFAULT_STOP_RUNS, metavar="ALG:BACKEND:WORKERS,…",
+                   help=f"the stop path's runs (default {DEFAULT_STOP_RUNS}; workers 0: in one process)")
     p.add_argument("--data-dir", help="where the detector file goes (default: a temporary folder)")
     p.add_argument("--out", help="also append every JSON line to this file")
     args = p.parse_args(argv)
@@ -373,7 +433,7 @@ def main(argv=None) -> int:
             emit({"part": name, "took_s": round(time.perf_counter() - t, 1)})
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="tomobluesky-gpu-"))
     for name, run in (("write", lambda: write_stage(data_dir)), ("stop", lambda: stop(args.rows, args.memory_budget,
-                                                                                         data_dir))):
+                                                                                         data_dir, args.stop_runs))):
         if name in parts:
             try:
                 run()

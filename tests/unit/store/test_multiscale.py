@@ -131,3 +131,28 @@ def test_metadata_is_valid_ome_ngff_0_5(tmp_path):
 def test_integer_volumes_round_their_means(tmp_path):
     a = np.array(list(itertools.islice(itertools.cycle([1, 2]), 8)), np.uint16).reshape(2, 2, 2)
     assert downsample2(a).dtype == np.uint16 and downsample2(a)[0, 0, 0] == 2  # 1.5 rounds to even
+
+
+def _chunk_files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("c/*/*/*"))
+
+
+@pytest.mark.parametrize("reopened", [False, True])
+def test_float_volumes_write_chunks_of_zeros_and_label_volumes_skip_them(tmp_path, reopened):
+    """zarr's check of every chunk against the fill value halved the write rate and never skips a chunk of a
+    reconstruction; integer (label) volumes keep it, their background stays off the disk. A writer reopened
+    (as a Dask worker does) keeps the same choice: zarr holds it with the open array, not in the store."""
+    shape, chunks = (8, 32, 32), (4, 16, 16)
+    for dtype, expected in (("float32", 2 * 2 * 2), ("uint16", 0)):
+        path = tmp_path / f"{dtype}.zarr"
+        writer = MultiscaleWriter(path, shape, dtype=dtype, chunks=chunks, min_size=32)
+        if reopened:
+            writer = MultiscaleWriter.open(path)
+        writer.write_slab(0, np.zeros(shape, dtype=dtype))
+        assert len(_chunk_files(path / "0")) == expected, dtype
+        np.testing.assert_array_equal(read_level(path), np.zeros(shape, dtype=dtype))
+    labels = MultiscaleWriter(tmp_path / "labels.zarr", shape, dtype="uint16", chunks=chunks, min_size=32)
+    slab = np.zeros(shape, dtype="uint16")
+    slab[5, 20, 3] = 7  # one label in the chunk (1, 1, 0): only that chunk is written
+    labels.write_slab(0, slab)
+    assert _chunk_files(tmp_path / "labels.zarr" / "0") == ["c/1/1/0"]
