@@ -203,3 +203,33 @@ def test_copy_to_host_writes_a_device_array_straight_into_the_output():
     plain = np.zeros_like(host)
     copy_to_host(host, plain)
     np.testing.assert_array_equal(plain, host)
+
+
+class _DeviceLike:
+    """An array namespace that is not NumPy but computes with it: the GPU's route through ``reconstruct``
+    (slabs checked where they are, images copied out), run on the CPU."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def test_the_device_route_checks_each_slab_for_nan_where_it_lies(monkeypatch, sinograms, theta):
+    from tomobluesky.recon import _api
+
+    checked = []
+    device = _DeviceLike()
+    monkeypatch.setattr(_api, "get_namespace", lambda name: device if name == "cupy" else np)
+    monkeypatch.setattr(_DeviceLike, "isfinite", lambda self, a: checked.append(a.shape) or np.isfinite(a),
+                        raising=False)
+    host = recon.reconstruct(sinograms, theta, sinogram_order=True)
+    routed = recon.reconstruct(sinograms, theta, sinogram_order=True, backend="cupy", max_memory=1)
+    np.testing.assert_allclose(routed, host, rtol=0, atol=1e-6 * np.abs(host).max())
+    assert checked == [(2,) + sinograms.shape[1:]] * (len(sinograms) // 2)  # every slab of 2, on the "device"
+    bad = sinograms.copy()
+    bad[-1, 3, 5] = np.nan  # in the last slab: the ones before it went through
+    checked.clear()
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        recon.reconstruct(bad, theta, sinogram_order=True, backend="cupy", max_memory=1)
+    assert len(checked) == len(sinograms) // 2  # no check on the host first: the device's found it
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        recon.reconstruct(bad, theta, sinogram_order=True)  # on NumPy, before any work
