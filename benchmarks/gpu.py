@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,14 +106,17 @@ def check() -> list:
                                                     sinogram_order=True)
             except Exception as err:  # noqa: BLE001
                 records.append({"part": "check", "algorithm": algorithm, "backend": backend, "error": repr(err)[:400]})
+                emit(records[-1])
         for backend, image in images.items():
             records.append({"part": "check", "algorithm": algorithm, "backend": backend,
                             "rmse": [round(recon.rmse_in_circle(image[k], truth[k]), 5) for k in range(slices)],
                             "ssim": [round(recon.ssim_in_circle(image[k], truth[k]), 4) for k in range(slices)]})
+            emit(records[-1])
         if len(images) == 2:
             host, device = images["numpy"], images["cupy"]
             records.append({"part": "check", "algorithm": algorithm, "cupy_vs_numpy_rel_l2":
                             float(np.linalg.norm(device - host) / np.linalg.norm(host))})
+            emit(records[-1])
     filtered = _fbp.filter_sinograms(cupy.asarray(sinograms), "cosine")
     kernel = _fbp.backproject(filtered, theta, centers).get()
     arrays = _fbp.backproject(filtered, theta, centers, kernel=False).get()
@@ -121,6 +125,7 @@ def check() -> list:
                     float(np.linalg.norm(kernel - arrays) / np.linalg.norm(arrays)),
                     "fbp_kernel_vs_numpy_rel_l2": float(np.linalg.norm(kernel - host) / np.linalg.norm(host)),
                     "fbp_kernel_max_abs_vs_numpy": float(np.abs(kernel - host).max())})
+    emit(records[-1])
     return records
 
 
@@ -278,6 +283,7 @@ print(json.dumps({"stop_path_s": round(wall, 2), "cluster_start_s": round(starte
 """
 
 
+PARTS = ("check", "engine", "write", "stop")
 DEFAULT_STOP_RUNS = "nufft:numpy:0,nufft:cupy:0,fbp:cupy:0,nufft:cupy:4,nufft:numpy:8"
 
 
@@ -400,7 +406,7 @@ def write_stage(data_dir: Path, slices=64, n=2048) -> list:
 def main(argv=None) -> int:
     global OUT
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="check,engine,write,stop", help="comma-separated parts (default: all four)")
+    p.add_argument("--only", default=",".join(PARTS), help="comma-separated parts, in the order given (default: all four)")
     p.add_argument("--rows", type=int, default=256, help="detector rows of the stop path's scan (default 256)")
     p.add_argument("--slab", type=int, default=32, help="slices in the engine's slab (default 32)")
     p.add_argument("--memory-budget", type=float, default=8.0, metavar="GB", help="the stop path's budget (default 8)")
@@ -410,6 +416,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="also append every JSON line to this file")
     args = p.parse_args(argv)
     OUT = args.out
+    chosen = args.only.split(",")
+    unknown = set(chosen) - set(PARTS)
+    if unknown:
+        p.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     try:
         import cupy
 
@@ -419,26 +429,20 @@ def main(argv=None) -> int:
         emit({"part": "environment", "error": f"no GPU here: {err}"})
         return 1
     emit(environment())
-    parts = set(args.only.split(","))
-    for name, run in (("check", check), ("engine", lambda: engine(slices=args.slab))):
-        if name in parts:
+    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="tomobluesky-gpu-"))
+    parts = {"check": check, "engine": lambda: engine(slices=args.slab), "write": lambda: write_stage(data_dir),
+             "stop": lambda: stop(args.rows, args.memory_budget, data_dir, args.stop_runs)}
+    try:
+        for name in chosen:
             t = time.perf_counter()
             try:
-                for rec in run() if name == "check" else []:
-                    emit(rec)
-                if name == "engine":
-                    run()
-            except Exception as err:  # noqa: BLE001
+                parts[name]()
+            except Exception as err:  # noqa: BLE001 - reported; the next part goes on
                 emit({"part": name, "error": repr(err)[:600]})
             emit({"part": name, "took_s": round(time.perf_counter() - t, 1)})
-    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="tomobluesky-gpu-"))
-    for name, run in (("write", lambda: write_stage(data_dir)), ("stop", lambda: stop(args.rows, args.memory_budget,
-                                                                                         data_dir, args.stop_runs))):
-        if name in parts:
-            try:
-                run()
-            except Exception as err:  # noqa: BLE001
-                emit({"part": name, "error": repr(err)[:600]})
+    finally:
+        if not args.data_dir:  # the detector file and the volumes: several GB
+            shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 
