@@ -146,6 +146,16 @@ def test_cufinufft_libraries_are_found_where_pip_puts_them_first_entry_first(tmp
     assert _backend.cufinufft_libraries([str(tmp_path / "c")]) == []
 
 
+def test_an_empty_path_entry_is_the_working_directory_as_for_imports(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tomobluesky.recon import _backend
+
+    monkeypatch.chdir(_lay_out(tmp_path, *_backend.CUFINUFFT_LIBRARIES))
+    assert _backend.cufinufft_libraries([""]) == [Path(".") / "nvidia/cuda_runtime/lib/libcudart.so.12",
+                                                  Path(".") / "nvidia/cufft/lib/libcufft.so.11"]
+
+
 def test_import_cufinufft_loads_the_libraries_globally_before_importing(tmp_path, monkeypatch):
     import ctypes
     import types
