@@ -14,7 +14,7 @@ import numpy as np
 from ._backend import copy_to_host, get_namespace, to_numpy
 from ._fbp import fbp
 from ._filters import FILTERS, padded_length
-from ._nufft import DEFAULT_EPS, nufft_fbp
+from ._nufft import DEFAULT_EPS, nufft_fbp, nufft_fbp_threads
 from ._validate import check_theta as _check_theta
 
 ALGORITHMS = ("nufft", "fbp", "gridrec")
@@ -98,6 +98,7 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
         # slabs hold whole slice pairs, so the NUFFT packs the same pairs whatever the slab size
         slab = slices if not max_memory else max(2, int(max_memory // per_slice) // 2 * 2)
     out = np.empty((slices, columns, columns), dtype=np.float32)
+    cores = ncore or _usable_cores()
     for start in range(0, slices, slab):
         stop = min(start + slab, slices)
         target = out[start:stop]  # one view: a fresh out[start:stop] is another object, never `is` this one
@@ -107,9 +108,12 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
             sinograms = xp.asarray(host[start:stop])
             if xp is not np and not bool(xp.isfinite(sinograms).all()):
                 raise ValueError(_NOT_FINITE)
-            if algorithm == "nufft":
+            if algorithm == "nufft" and xp is np:
+                image = nufft_fbp_threads(sinograms, theta, centers[start:stop], threads=cores, out=target,
+                                          filter_name=filter_name, pad=pad, eps=eps, batch_pairs=batch_pairs)
+            elif algorithm == "nufft":
                 image = nufft_fbp(sinograms, theta, centers[start:stop], filter_name=filter_name, pad=pad, eps=eps,
-                                  ncore=ncore, batch_pairs=batch_pairs, out=target if xp is np else None)
+                                  batch_pairs=batch_pairs)
             else:
                 image = fbp(sinograms, theta, centers[start:stop], filter_name=filter_name, pad=pad)
             del sinograms
@@ -118,6 +122,16 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
         if progress:
             progress(stop, slices)
     return out
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity, as a container or ``taskset`` sets it)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 # our window names → tomopy gridrec's: tomopy calls the bare ramp "ramlak" and reconstructs an unknown name

@@ -14,6 +14,9 @@ spectrum is Hermitian and so its image is real.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ._backend import get_namespace, import_cufinufft
@@ -39,29 +42,39 @@ def make_plan(xp, n: int, n_trans: int, eps: float = DEFAULT_EPS, ncore: int | N
 
 
 _PLAN_CACHE: dict = {}
+_PLAN_LOCK = threading.Lock()
 
 
-def cached_plan(xp, n, n_trans, eps, ncore, theta, length):
+def cached_plan(xp, n, n_trans, eps, ncore, theta, length, slot: int = 0):
     """A plan with its points set, kept for the next call with the same geometry.
 
     The stop path calls the NUFFT once per slab with the same angles and
     sizes; sorting the polar points (``setpts``) costs ~0.15 s at 1500 angles
     × 2048 columns, which a scan in 100 slabs would otherwise pay 100 times.
-    One plan is kept (it holds the fine grid); ``clear_plan_cache`` frees it.
+    Plans are kept for one geometry (array module, grid, eps, padded length,
+    angles), one per ``slot``, batch size and threads: the threads of
+    ``nufft_fbp_threads`` each use their own slot, since a plan serves one
+    transform at a time. Their points are one shared copy; each plan adds its
+    sort index (8 bytes a point). Another geometry, or ``clear_plan_cache``,
+    frees them.
     """
-    key = (xp.__name__, n, n_trans, eps, ncore, length, np.asarray(theta, dtype=np.float64).tobytes())
-    plan = _PLAN_CACHE.get(key)
-    if plan is None:
-        _PLAN_CACHE.clear()
-        plan = make_plan(xp, n, n_trans, eps, ncore)
-        plan.setpts(*polar_points(theta, length, xp))
-        _PLAN_CACHE[key] = plan
+    geometry = (xp.__name__, n, eps, length, np.asarray(theta, dtype=np.float64).tobytes())
+    with _PLAN_LOCK:
+        if _PLAN_CACHE.get("geometry") != geometry:
+            _PLAN_CACHE.clear()
+            _PLAN_CACHE["geometry"] = geometry
+            _PLAN_CACHE["points"] = polar_points(theta, length, xp)
+        plan = _PLAN_CACHE.get((slot, n_trans, ncore))
+        if plan is None:
+            plan = _PLAN_CACHE[slot, n_trans, ncore] = make_plan(xp, n, n_trans, eps, ncore)
+            plan.setpts(*_PLAN_CACHE["points"])
     return plan
 
 
 def clear_plan_cache():
-    """Free the kept NUFFT plan (and its fine grid)."""
-    _PLAN_CACHE.clear()
+    """Free the kept NUFFT plans."""
+    with _PLAN_LOCK:
+        _PLAN_CACHE.clear()
 
 
 def polar_points(theta, length, xp=np):
@@ -133,8 +146,10 @@ def packed_spectra(sinograms, centers, weights, length, *, ncore=None, shared=No
 
 
 def nufft_fbp(sinograms, theta, centers, *, filter_name="shepp", pad=True, eps=DEFAULT_EPS, ncore=None,
-              batch_pairs=8, progress=None, out=None):
-    """FBP of (slices, angles, columns) sinograms → (slices, columns, columns) float32."""
+              batch_pairs=8, progress=None, out=None, slot: int = 0):
+    """FBP of (slices, angles, columns) sinograms → (slices, columns, columns) float32.
+
+    ``slot``: which kept plan to use (see ``cached_plan``); one per concurrent caller."""
     xp = get_namespace(sinograms)
     slices, angles, n = sinograms.shape
     centers = np.asarray(centers, dtype=np.float64)
@@ -150,7 +165,7 @@ def nufft_fbp(sinograms, theta, centers, *, filter_name="shepp", pad=True, eps=D
         packed = packed_spectra(sinograms[start:stop], centers[start:stop], weights, length, ncore=ncore,
                                 shared=shared)
         if plan_trans != packed.shape[0]:
-            plan, plan_trans = cached_plan(xp, n, packed.shape[0], eps, ncore, theta, length), packed.shape[0]
+            plan, plan_trans = cached_plan(xp, n, packed.shape[0], eps, ncore, theta, length, slot), packed.shape[0]
         images = plan.execute(packed).reshape(-1, n, n)
         out[start:stop:2] = images.real
         out[start + 1:stop:2] = images.imag[: (stop - start) // 2]
@@ -159,4 +174,37 @@ def nufft_fbp(sinograms, theta, centers, *, filter_name="shepp", pad=True, eps=D
     return out
 
 
-__all__ = ["cached_plan", "clear_plan_cache", "make_plan", "nufft_fbp", "packed_spectra", "polar_points"]
+def nufft_fbp_threads(sinograms, theta, centers, *, threads: int, out, batch_pairs=8, **options):
+    """``nufft_fbp`` of a NumPy slab on ``threads`` cores: in as many parts at once (at most one per slice
+    pair), each with its own plan and ``threads // parts`` of the cores.
+
+    One call on T threads parallelises finufft's spreading and FFT only; the NumPy steps around them
+    (packing the pairs, the spectra's phases, unpacking the images) run on one. On an H100 machine's
+    16 cores that made one call 3× one thread where eight single-threaded processes made 8×
+    (docs/benchmarks.md, "The GPU"). Parts hold whole slice pairs, so every slice is packed with the
+    partner it has in one call; each part gets ``batch_pairs // threads`` pairs per transform (at least
+    one), so that the transforms in flight hold no more memory than one call's.
+    """
+    slices = sinograms.shape[0]
+    pairs = (slices + 1) // 2
+    parts = max(1, min(int(threads), pairs))
+    bounds = [2 * (pairs * k // parts) for k in range(parts)] + [slices]
+    per_part = max(1, batch_pairs // parts)
+    cores = max(1, int(threads) // parts)
+    centers = np.asarray(centers, dtype=np.float64)
+
+    def part(k):
+        a, b = bounds[k], bounds[k + 1]
+        nufft_fbp(sinograms[a:b], theta, centers[a:b], ncore=cores, batch_pairs=per_part, out=out[a:b], slot=k,
+                  **options)
+
+    if parts == 1:
+        part(0)
+        return out
+    with ThreadPoolExecutor(parts, thread_name_prefix="nufft") as pool:
+        list(pool.map(part, range(parts)))  # waits for all, and re-raises a part's error here
+    return out
+
+
+__all__ = ["cached_plan", "clear_plan_cache", "make_plan", "nufft_fbp", "nufft_fbp_threads", "packed_spectra",
+           "polar_points"]

@@ -72,7 +72,9 @@ def test_dask_slabs_give_the_single_process_volume_voxel_for_voxel(client, scan_
     assert len({r["pid"] for r in report["per_slab"]}) == 2 and os.getpid() not in {r["pid"] for r in report["per_slab"]}
     for r in report["per_slab"]:
         assert set(r["stages"]) == {"open", "read", "reconstruct", "write"}
-        assert all(wall > 0 and cpu >= thread_cpu >= 0 for wall, cpu, thread_cpu in r["stages"].values())
+        # each value is rounded to 0.1 ms on its own: the process's CPU may show 0.1 ms less than the thread's
+        assert all(wall > 0 and cpu >= thread_cpu - 1e-4 and thread_cpu >= 0
+                   for wall, cpu, thread_cpu in r["stages"].values())
     # the workers read about one pass over the file between them, as the conveyor does
     assert 0.95 <= on_dask["read_amplification"] <= 1.5, on_dask["read_amplification"]
     assert all(0 < mb < 2000 for mb in report["worker_peak_rss_mb"].values())

@@ -172,3 +172,73 @@ def test_the_plan_is_kept_for_the_same_geometry_and_replaced_for_another():
     first = cached_plan(np, 16, 2, EPS, None, theta, 24)
     assert cached_plan(np, 16, 2, EPS, None, theta.copy(), 24) is first
     assert cached_plan(np, 16, 1, EPS, None, theta, 24) is not first
+
+
+# -- a slab in parts on threads (nufft_fbp_threads): what the CPU route of reconstruct runs ------------------------
+
+@pytest.mark.parametrize("slices, threads", [(7, 3), (8, 2), (5, 8), (6, 1)])
+def test_parts_on_threads_give_every_slice_of_the_single_call(slices, threads):
+    """Whole pairs per part (7 slices on 3 threads: 2, 2 and 3 slices), more threads than pairs, one thread:
+    every slice as the single call makes it, each against FBP written from its definition too."""
+    from tomobluesky.recon._nufft import nufft_fbp_threads
+
+    rng = np.random.default_rng(slices)
+    n = 12
+    theta = np.sort(rng.uniform(0, np.pi, 13))
+    sinograms = rng.random((slices, 13, n)).astype(np.float32)
+    centers = (n - 1) / 2 + rng.uniform(-1.5, 1.5, slices)
+    single = nufft_fbp(sinograms, theta, centers, eps=EPS)
+    out = np.full((slices, n, n), np.nan, dtype=np.float32)
+    assert nufft_fbp_threads(sinograms, theta, centers, threads=threads, out=out, eps=EPS) is out
+    np.testing.assert_allclose(out, single, rtol=0, atol=1e-5 * np.abs(single).max())
+    for k in (0, slices - 1):
+        np.testing.assert_allclose(out[k], fbp_by_definition(sinograms[k], theta, centers[k], "shepp"),
+                                   rtol=0, atol=1e-4 * np.abs(single).max())
+
+
+def test_each_part_has_its_own_plan_its_cores_and_its_share_of_the_batch(monkeypatch):
+    from tomobluesky.recon import _nufft
+
+    calls = []
+    real = _nufft.nufft_fbp
+
+    def spy(sinograms, theta, centers, **kw):
+        calls.append((len(sinograms), kw["ncore"], kw["batch_pairs"], kw["slot"]))
+        return real(sinograms, theta, centers, **kw)
+
+    monkeypatch.setattr(_nufft, "nufft_fbp", spy)
+    theta = np.linspace(0, np.pi, 9, endpoint=False)
+    sinograms = np.random.default_rng(1).random((10, 9, 8)).astype(np.float32)
+    out = np.empty((10, 8, 8), dtype=np.float32)
+    clear_plan_cache()
+    _nufft.nufft_fbp_threads(sinograms, theta, np.full(10, 3.5), threads=4, out=out, batch_pairs=8, eps=EPS)
+    # 5 pairs on 4 threads: 4 parts (1, 1, 1 and 2 pairs), one core each, 8 // 4 = 2 pairs a transform
+    assert sorted(calls, key=lambda c: c[3]) == [(2, 1, 2, 0), (2, 1, 2, 1), (2, 1, 2, 2), (4, 1, 2, 3)]
+    assert {key[0] for key in _nufft._PLAN_CACHE if isinstance(key, tuple)} == {0, 1, 2, 3}
+    calls.clear()
+    _nufft.nufft_fbp_threads(sinograms[:4], theta, np.full(4, 3.5), threads=6, out=out[:4], batch_pairs=8, eps=EPS)
+    assert sorted(calls, key=lambda c: c[3]) == [(2, 3, 4, 0), (2, 3, 4, 1)]  # 2 pairs: 2 parts of 3 cores
+
+
+def test_a_part_that_fails_fails_the_call():
+    from tomobluesky.recon._nufft import nufft_fbp_threads
+
+    theta = np.linspace(0, np.pi, 9, endpoint=False)
+    sinograms = np.zeros((4, 9, 8), dtype=np.float32)
+    with pytest.raises(ValueError):
+        nufft_fbp_threads(sinograms, theta, np.full(4, 3.5), threads=2, out=np.empty((4, 8, 9), np.float32))
+
+
+def test_plans_are_kept_across_calls_and_freed_for_another_geometry():
+    from tomobluesky.recon import _nufft
+
+    theta = np.linspace(0, np.pi, 9, endpoint=False)
+    clear_plan_cache()
+    first = cached_plan(np, 16, 2, EPS, 1, theta, 24, slot=1)
+    assert cached_plan(np, 16, 2, EPS, 1, theta.copy(), 24, slot=1) is first
+    other_slot = cached_plan(np, 16, 2, EPS, 1, theta, 24, slot=0)
+    assert other_slot is not first and _nufft._PLAN_CACHE[1, 2, 1] is first  # both kept
+    cached_plan(np, 16, 2, EPS, 1, theta[:-1], 24, slot=1)  # other angles: the old plans go
+    assert (0, 2, 1) not in _nufft._PLAN_CACHE
+    clear_plan_cache()
+    assert not _nufft._PLAN_CACHE

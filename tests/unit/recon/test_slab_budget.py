@@ -24,4 +24,6 @@ def test_the_slab_is_the_largest_whole_number_of_pairs_the_budget_holds(budget, 
     volume = recon.reconstruct(sinograms, theta, sinogram_order=True, max_memory=budget,
                                progress=lambda done, total: calls.append((done, total)))
     assert calls == [(min(stop, SLICES), SLICES) for stop in range(slab, SLICES + slab, slab)]
-    np.testing.assert_array_equal(volume, recon.reconstruct(sinograms, theta, sinogram_order=True))
+    whole = recon.reconstruct(sinograms, theta, sinogram_order=True)
+    # the same pairs in every slab plan; only finufft's order of summing moves with its threads per part
+    np.testing.assert_allclose(volume, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
