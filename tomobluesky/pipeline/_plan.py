@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..recon._backend import usable_cores
+
 F32, C64 = 4, 8
 #: what the estimate leaves for allocator slack and the threads' own arenas
 HEADROOM = 0.8
@@ -35,12 +37,14 @@ class SlabPlan:
                 f"overlap={self.overlap}, ~{self.estimate_bytes / 1e6:.0f} MB)")
 
 
-def nufft_bytes(angles: int, columns: int, pairs: int, pad: float = 1.5) -> int:
-    """Working set of one NUFFT call on ``pairs`` slice pairs: packed spectra
-    (and the FFT's copy), the upsampled fine grid, the complex images."""
+def nufft_bytes(angles: int, columns: int, pairs: int, pad: float = 1.5, plans: int = 1) -> int:
+    """Working set of the NUFFT on ``pairs`` slice pairs in flight: packed spectra
+    (and the FFT's copy), the upsampled fine grid, the complex images; and the
+    polar points, shared, with each of ``plans`` kept plans' sort of them (one
+    per thread of ``recon._nufft.nufft_fbp_threads``)."""
     length = int(math.ceil(columns * pad))
     grid = int(math.ceil(columns * 1.25)) + 16
-    points = angles * length * (2 * F32 + 8 + 8)  # the polar points and finufft's sort of them, kept with the plan
+    points = angles * length * (2 * F32 + plans * (8 + 8))
     return points + pairs * (2 * angles * length * C64 + grid * grid * C64 + columns * columns * C64)
 
 
@@ -52,8 +56,11 @@ def _per_row(angles, columns, flats_darks, ring_removal, copies, itemsize):
 
 
 def plan_slabs(rows: int, angles: int, columns: int, *, budget_bytes: float, multiple: int = 2,
-               flats_darks: int = 20, ring_removal: bool = False, itemsize: int = 4) -> SlabPlan:
+               flats_darks: int = 20, ring_removal: bool = False, itemsize: int = 4,
+               cores: int | None = None) -> SlabPlan:
     """Split ``rows`` detector rows into slabs whose working set fits ``budget_bytes``.
+
+    ``cores``: the engine's threads (None: all this process may use), each keeping a NUFFT plan.
 
     ``multiple``: every slab but the last has a height that is a multiple of it
     (slice pairs for the NUFFT, 2^levels for the pyramid). When even one such
@@ -61,10 +68,10 @@ def plan_slabs(rows: int, angles: int, columns: int, *, budget_bytes: float, mul
     """
     multiple = max(2, int(multiple))
     budget = float(budget_bytes) * HEADROOM - THREADS
-    pairs = 8
-    while pairs > 1 and nufft_bytes(angles, columns, pairs) > budget / 4:
+    pairs, cores = 8, usable_cores() if cores is None else cores
+    while pairs > 1 and nufft_bytes(angles, columns, pairs, plans=min(cores, pairs)) > budget / 4:
         pairs //= 2
-    fixed = nufft_bytes(angles, columns, pairs)
+    fixed = nufft_bytes(angles, columns, pairs, plans=min(cores, pairs))
     for copies, overlap in ((2, True), (1, False)):
         per_row = _per_row(angles, columns, flats_darks, ring_removal, copies, itemsize)
         height = int((budget - fixed) // per_row) // multiple * multiple

@@ -170,7 +170,8 @@ def reconstruct_scan(scan: HDF5Scan, settings: ReconSettings | None, output: str
     options = {**(writer_options or {})}
     chunks = tuple(options.pop("chunks", DEFAULT_CHUNKS))
     plan = _plan(scan, settings, shape, memory_budget, options.get("min_size", 256), chunks[0],
-                 sinogram_steps=bool(pipeline is not None and pipeline.stage("sinograms")))
+                 sinogram_steps=bool(pipeline is not None and pipeline.stage("sinograms")),
+                 cores=1 if dask is not None else None)  # a Dask task's engine runs on one thread
     chunks = _chunks_for(_chunk_depth(plan.slab_rows, chunks[0]), chunks)
     writer = MultiscaleWriter(output, shape, pixel_size=pixel_size, attributes=attributes, chunks=chunks, **options)
     log.info("stop path: %s rows × %s angles × %s columns in %r", rows, scan.num_projections, columns, plan)
@@ -260,7 +261,8 @@ def _chunks_for(depth: int, default) -> tuple[int, int, int]:
     return (depth, default[1] * widen, default[2] * widen)
 
 
-def _plan(scan, settings, shape, memory_budget, min_size, chunk_depth, sinogram_steps=False) -> SlabPlan:
+def _plan(scan, settings, shape, memory_budget, min_size, chunk_depth, sinogram_steps=False,
+          cores=None) -> SlabPlan:
     """Slabs that fit the budget; whole level-0 chunks deep when the budget allows (a slab that ends inside
     a chunk makes the next one read and rewrite it, and shallow chunks make many small files)."""
     available = max(memory_budget - current_rss_bytes(), 0)
@@ -268,7 +270,7 @@ def _plan(scan, settings, shape, memory_budget, min_size, chunk_depth, sinogram_
     # a sinogram step (ring removal among them) may need a second slab-sized array
     kwargs = dict(budget_bytes=available, flats_darks=_frame_count(scan),
                   ring_removal=settings.ring_removal or sinogram_steps,
-                  itemsize=scan.dtype.itemsize)
+                  itemsize=scan.dtype.itemsize, cores=cores)
     rows, angles, columns = shape[0], scan.num_projections, shape[2]
     deep = plan_slabs(rows, angles, columns, multiple=math.lcm(base, chunk_depth), **kwargs)
     if deep.fits:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import copy_to_host, get_namespace, to_numpy
+from ._backend import copy_to_host, get_namespace, to_numpy, usable_cores
 from ._fbp import fbp
 from ._filters import FILTERS, padded_length
 from ._nufft import DEFAULT_EPS, nufft_fbp, nufft_fbp_threads
@@ -98,7 +98,7 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
         # slabs hold whole slice pairs, so the NUFFT packs the same pairs whatever the slab size
         slab = slices if not max_memory else max(2, int(max_memory // per_slice) // 2 * 2)
     out = np.empty((slices, columns, columns), dtype=np.float32)
-    cores = ncore or _usable_cores()
+    cores = ncore or usable_cores()
     for start in range(0, slices, slab):
         stop = min(start + slab, slices)
         target = out[start:stop]  # one view: a fresh out[start:stop] is another object, never `is` this one
@@ -122,16 +122,6 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
         if progress:
             progress(stop, slices)
     return out
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on (its affinity, as a container or ``taskset`` sets it)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 # our window names → tomopy gridrec's: tomopy calls the bare ramp "ramlak" and reconstructs an unknown name

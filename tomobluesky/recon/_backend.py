@@ -26,6 +26,16 @@ def get_namespace(backend_or_array="numpy"):
     return get_namespace("cupy") if module == "cupy" else np
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, as a container or ``taskset`` sets it)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def to_numpy(array) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
 

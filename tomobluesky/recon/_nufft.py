@@ -176,18 +176,19 @@ def nufft_fbp(sinograms, theta, centers, *, filter_name="shepp", pad=True, eps=D
 
 def nufft_fbp_threads(sinograms, theta, centers, *, threads: int, out, batch_pairs=8, **options):
     """``nufft_fbp`` of a NumPy slab on ``threads`` cores: in as many parts at once (at most one per slice
-    pair), each with its own plan and ``threads // parts`` of the cores.
+    pair, and ``batch_pairs`` of them), each with its own plan and ``threads // parts`` of the cores.
 
     One call on T threads parallelises finufft's spreading and FFT only; the NumPy steps around them
     (packing the pairs, the spectra's phases, unpacking the images) run on one. On an H100 machine's
     16 cores that made one call 3× one thread where eight single-threaded processes made 8×
     (docs/benchmarks.md, "The GPU"). Parts hold whole slice pairs, so every slice is packed with the
-    partner it has in one call; each part gets ``batch_pairs // threads`` pairs per transform (at least
-    one), so that the transforms in flight hold no more memory than one call's.
+    partner it has in one call; each part gets ``batch_pairs // parts`` pairs per transform, so that the
+    transforms in flight hold no more memory than one call's. Each part's plan adds its sort of the points
+    (``pipeline._plan.nufft_bytes`` counts them).
     """
     slices = sinograms.shape[0]
     pairs = (slices + 1) // 2
-    parts = max(1, min(int(threads), pairs))
+    parts = max(1, min(int(threads), pairs, batch_pairs))  # no more pairs in flight than one call's batch
     bounds = [2 * (pairs * k // parts) for k in range(parts)] + [slices]
     per_part = max(1, batch_pairs // parts)
     cores = max(1, int(threads) // parts)

@@ -128,6 +128,23 @@ def test_slab_plans_follow_the_budget_not_the_scan():
     assert small.fits and large.fits
 
 
+def test_every_core_s_plan_is_counted_against_the_budget():
+    """The CPU engine keeps a NUFFT plan per thread (recon._nufft.nufft_fbp_threads), each with its sort of the
+    polar points (16 bytes a point): one more plan, 16 × 1500 × 3072 bytes less for the slabs."""
+    from tomobluesky.pipeline._plan import nufft_bytes
+
+    points = 1500 * 3072
+    assert nufft_bytes(1500, 2048, 8, plans=3) - nufft_bytes(1500, 2048, 8, plans=2) == 16 * points
+    assert nufft_bytes(1500, 2048, 8) == nufft_bytes(1500, 2048, 8, plans=1)
+    one = plan_slabs(512, 1500, 2048, budget_bytes=20e9, multiple=2, cores=1)
+    many = plan_slabs(512, 1500, 2048, budget_bytes=20e9, multiple=2, cores=16)
+    capped = plan_slabs(512, 1500, 2048, budget_bytes=20e9, multiple=2, cores=64)  # no more plans than pairs
+    assert one.batch_pairs == many.batch_pairs == capped.batch_pairs == 8
+    # 7 more plans (516 MB) leave 10 fewer rows of 51 MB each; more cores than pairs add none
+    assert (one.slab_rows, many.slab_rows, capped.slab_rows) == (246, 236, 236)
+    assert max(one.estimate_bytes, many.estimate_bytes) <= 20e9
+
+
 def test_frame_runs_group_consecutive_indices():
     locations = [("a.h5", "/d", 0), ("a.h5", "/d", 1), ("a.h5", "/d", 2), ("a.h5", "/d", 5), ("b.h5", "/d", 6)]
     assert runs_from_indices(locations) == [FrameRun(Path("a.h5"), "/d", 0, 3), FrameRun(Path("a.h5"), "/d", 5, 6),
