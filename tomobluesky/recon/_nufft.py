@@ -54,9 +54,9 @@ def cached_plan(xp, n, n_trans, eps, ncore, theta, length, slot: int = 0):
     Plans are kept for one geometry (array module, grid, eps, padded length,
     angles), one per ``slot``, batch size and threads: the threads of
     ``nufft_fbp_threads`` each use their own slot, since a plan serves one
-    transform at a time. Their points are one shared copy; each plan adds its
-    sort index (8 bytes a point). Another geometry, or ``clear_plan_cache``,
-    frees them.
+    transform at a time (and calls that share a slot take turns). Their points
+    are one shared copy; each plan adds its sort of them (~16 bytes a point).
+    Another geometry, or ``clear_plan_cache``, frees them.
     """
     geometry = (xp.__name__, n, eps, length, np.asarray(theta, dtype=np.float64).tobytes())
     with _PLAN_LOCK:
@@ -68,6 +68,7 @@ def cached_plan(xp, n, n_trans, eps, ncore, theta, length, slot: int = 0):
         if plan is None:
             plan = _PLAN_CACHE[slot, n_trans, ncore] = make_plan(xp, n, n_trans, eps, ncore)
             plan.setpts(*_PLAN_CACHE["points"])
+            plan.in_use = threading.Lock()  # held for each execute: a plan's fine grid serves one at a time
     return plan
 
 
@@ -166,7 +167,8 @@ def nufft_fbp(sinograms, theta, centers, *, filter_name="shepp", pad=True, eps=D
                                 shared=shared)
         if plan_trans != packed.shape[0]:
             plan, plan_trans = cached_plan(xp, n, packed.shape[0], eps, ncore, theta, length, slot), packed.shape[0]
-        images = plan.execute(packed).reshape(-1, n, n)
+        with plan.in_use:  # two calls of one geometry from two threads on the same slot take turns
+            images = plan.execute(packed).reshape(-1, n, n)
         out[start:stop:2] = images.real
         out[start + 1:stop:2] = images.imag[: (stop - start) // 2]
         if progress:

@@ -242,3 +242,18 @@ def test_plans_are_kept_across_calls_and_freed_for_another_geometry():
     assert (0, 2, 1) not in _nufft._PLAN_CACHE
     clear_plan_cache()
     assert not _nufft._PLAN_CACHE
+
+
+def test_a_kept_plan_executes_for_one_caller_at_a_time():
+    """Two reconstructions of one geometry in two threads would share a slot's plan, whose fine grid serves one
+    transform at a time: each execute holds the plan's lock."""
+    theta = np.linspace(0, np.pi, 9, endpoint=False)
+    sinograms = np.random.default_rng(2).random((2, 9, 8)).astype(np.float32)
+    clear_plan_cache()
+    expected = nufft_fbp(sinograms, theta, [3.5, 3.5], eps=EPS)
+    plan = cached_plan(np, 8, 1, EPS, None, theta, padded_length(8, True))
+    held = []
+    execute = plan.execute
+    plan.execute = lambda data: held.append(plan.in_use.locked()) or execute(data)
+    np.testing.assert_array_equal(nufft_fbp(sinograms, theta, [3.5, 3.5], eps=EPS), expected)
+    assert held == [True] and not plan.in_use.locked()
