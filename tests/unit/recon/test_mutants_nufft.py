@@ -218,6 +218,10 @@ def test_each_part_has_its_own_plan_its_cores_and_its_share_of_the_batch(monkeyp
     calls.clear()
     _nufft.nufft_fbp_threads(sinograms[:4], theta, np.full(4, 3.5), threads=6, out=out[:4], batch_pairs=8, eps=EPS)
     assert sorted(calls, key=lambda c: c[3]) == [(2, 3, 4, 0), (2, 3, 4, 1)]  # 2 pairs: 2 parts of 3 cores
+    calls.clear()
+    _nufft.nufft_fbp_threads(sinograms, theta, np.full(10, 3.5), threads=8, out=out, batch_pairs=2, eps=EPS)
+    # no more parts than pairs per transform: 2 parts of 4 cores, one pair each per transform
+    assert sorted(calls, key=lambda c: c[3]) == [(4, 4, 1, 0), (6, 4, 1, 1)]
 
 
 def test_a_part_that_fails_fails_the_call():
