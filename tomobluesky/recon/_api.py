@@ -97,6 +97,8 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
         per_slice = 4 * (angles * columns * 4 + columns * columns * 2)  # sinogram spectra + image, bytes
         # slabs hold whole slice pairs, so the NUFFT packs the same pairs whatever the slab size
         slab = slices if not max_memory else max(2, int(max_memory // per_slice) // 2 * 2)
+        if xp is not np:  # the GPU's memory is not the host's: a slab must fit the device too
+            slab = min(slab, device_slab(xp, algorithm, angles, columns, padded_length(columns, pad), batch_pairs))
     out = np.empty((slices, columns, columns), dtype=np.float32)
     cores = ncore or usable_cores()
     for start in range(0, slices, slab):
@@ -122,6 +124,30 @@ def reconstruct(tomo, theta, center=None, *, sinogram_order: bool = False, algor
         if progress:
             progress(stop, slices)
     return out
+
+
+#: of the GPU's free memory (CuPy's pool's free blocks counted in), what one slab may take
+DEVICE_SHARE = 0.5
+
+
+def device_bytes(algorithm: str, angles: int, columns: int, length: int, batch_pairs: int) -> tuple[int, int]:
+    """(per slice, fixed) bytes a slab takes on the GPU: the sinograms in and the images out, float32, and
+    for the NUFFT one batch of pairs in flight (packed spectra and the FFT's copy, complex64; cufinufft's fine
+    grid, 2× upsampled; the complex images), for FBP the filtering's spectra (complex128: the ramp is float64)
+    and the padded rows. An estimate from the code's arrays; the H100 runs' pools (3.0 GB NUFFT, 9.0 GB FBP for
+    64 × 1500 × 2048) lie under it."""
+    slab_arrays = 4 * angles * columns + 4 * columns * columns
+    if algorithm == "nufft":
+        grid = 2 * columns
+        return slab_arrays, batch_pairs * (2 * 8 * angles * length + 8 * grid * grid + 8 * columns * columns)
+    return slab_arrays + 2 * 16 * angles * length + 4 * angles * (columns + 3), 0
+
+
+def device_slab(xp, algorithm, angles, columns, length, batch_pairs) -> int:
+    """Slices per slab (whole pairs, at least one) that fit ``DEVICE_SHARE`` of the GPU's free memory."""
+    free = xp.cuda.Device().mem_info[0] + xp.get_default_memory_pool().free_bytes()
+    per_slice, fixed = device_bytes(algorithm, angles, columns, length, batch_pairs)
+    return max(2, int((free * DEVICE_SHARE - fixed) // per_slice) // 2 * 2)
 
 
 # our window names → tomopy gridrec's: tomopy calls the bare ramp "ramlak" and reconstructs an unknown name

@@ -217,7 +217,13 @@ def test_copy_to_host_writes_a_device_array_straight_into_the_output():
 
 class _DeviceLike:
     """An array namespace that is not NumPy but computes with it: the GPU's route through ``reconstruct``
-    (slabs checked where they are, images copied out), run on the CPU."""
+    (slabs checked where they are, images copied out, slabs sized for the device), run on the CPU.
+    Its device has 80 GB free unless a test says otherwise."""
+
+    cuda = SimpleNamespace(Device=lambda: SimpleNamespace(mem_info=(80e9, 80e9)))
+
+    def get_default_memory_pool(self):
+        return SimpleNamespace(free_bytes=lambda: 0)
 
     def __getattr__(self, name):
         return getattr(np, name)
@@ -257,3 +263,35 @@ def test_the_cpu_nufft_gets_the_cores_asked_for_or_all_this_process_may_use(monk
     recon.reconstruct(sinograms, theta, sinogram_order=True, ncore=3)
     recon.reconstruct(sinograms, theta, sinogram_order=True)
     assert seen == [3, len(os.sched_getaffinity(0))]
+
+
+@pytest.mark.parametrize("algorithm", ["nufft", "fbp"])
+def test_on_the_device_a_slab_fits_half_the_gpus_free_memory(monkeypatch, sinograms, theta, algorithm):
+    """The host's budget says nothing of the GPU's: slabs shrink to whole pairs within DEVICE_SHARE of what the
+    device has free (CuPy's pool's free blocks counted in), never below one pair."""
+    from tomobluesky.recon import _api
+    from tomobluesky.recon._filters import padded_length
+
+    slices, angles, columns = sinograms.shape  # 4 slices
+    per_slice, fixed = _api.device_bytes(algorithm, angles, columns, padded_length(columns, True), 8)
+    device = _DeviceLike()
+    memory = {}
+    monkeypatch.setattr(_DeviceLike, "cuda", SimpleNamespace(Device=lambda: SimpleNamespace(
+        mem_info=(memory["free"], 80e9))))
+    monkeypatch.setattr(_DeviceLike, "get_default_memory_pool", lambda self: SimpleNamespace(
+        free_bytes=lambda: memory["pool"]))
+    monkeypatch.setattr(_api, "get_namespace", lambda name: device if name == "cupy" else np)
+
+    def slabs(free, pool=0, **kw):
+        memory.update(free=free, pool=pool)
+        calls = []
+        recon.reconstruct(sinograms, theta, sinogram_order=True, backend="cupy", algorithm=algorithm,
+                          progress=lambda done, total: calls.append(done), **kw)
+        return calls
+
+    room = lambda n: (fixed + n * per_slice) / _api.DEVICE_SHARE  # noqa: E731 - free bytes for n slices
+    assert slabs(room(4)) == [4]
+    assert slabs(room(4) - 1) == [2, 4]  # 3 slices' room: one pair
+    assert slabs(room(4) * 3 / 4, pool=room(4) / 4) == [4]  # the pool's free blocks count
+    assert slabs(0) == [2, 4]  # at least one pair, whatever the device says
+    assert slabs(room(4), max_memory=1) == [2, 4]  # and never more than the host's budget
