@@ -11,6 +11,11 @@ RunEngine documents (``count([det], n)``, ``ophyd.sim.det``) for both publishers
 3. broker down: the broker is stopped and documents keep coming → publish-call
    times (then the broker is restarted and delivery checked).
 
+Before the cases the bare producer publishes at the paced rate for ``--warm-s`` seconds (dropped), so
+that the first publisher does not meet a broker whose JVM is still compiling its hot paths, and each
+paced case starts with ``--prime-s`` seconds of untimed documents through its own publisher and consumer
+(each case has a fresh publisher, topic and consumer, whose first fetches a beamline pays once a session).
+
 The receiving side is tomobluesky's DocumentConsumer (decode + event_model
 validation) in a separate process for both publishers; bluesky-kafka's messages
 are msgpack-numpy, which it reads too.
@@ -153,19 +158,31 @@ def percentiles(values_s) -> dict:
             "over_10ms": int((a > 10).sum()), "n": int(a.size)}
 
 
-def run_case(make, bootstrap, docs, rate: float | None, ctx) -> dict:
+def run_case(make, bootstrap, docs, rate: float | None, ctx, prime=()) -> dict:
+    """Publish ``docs`` (paced at ``rate``, or as fast as possible) and time them to the consumer's receipt.
+
+    ``prime`` documents go first through the same publisher to the same consumer, untimed, at the same
+    pace: they take the path's one-time costs (the producer's first batches to a new topic, the
+    consumer's first fetches), which a beamline's long-running publisher and workers pay once a session,
+    not once a scan.
+    """
     from tomobluesky.transport import KafkaConfig, ensure_topics
 
     topic = f"bench{uuid.uuid4().hex[:8]}.bluesky.runengine.documents"
     ensure_topics(KafkaConfig(bootstrap=bootstrap, topic=topic), partitions=1)
     ready, out = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=consume, args=(bootstrap, topic, len(docs), ready, out))
+    proc = ctx.Process(target=consume, args=(bootstrap, topic, len(prime) + len(docs), ready, out))
     proc.start()
     if not ready.wait(60):
         raise RuntimeError("the consumer did not join its group in 60 s")
     pub, finish = make(bootstrap, topic, tempfile.mkdtemp(prefix="journal-"))
     stats = getattr(pub, "stats", None)
     time.sleep(1.0)  # let the producer connect (and get its idempotent producer id)
+    t_start = time.monotonic()
+    for i, (name, doc) in enumerate(prime):
+        if rate:
+            time.sleep(max(0.0, t_start + i / rate - time.monotonic()))
+        pub(name, doc)
     emit_ns, timer = {}, CallTimer(len(docs))
     t_start = time.monotonic()
     with timer:
@@ -181,10 +198,11 @@ def run_case(make, bootstrap, docs, rate: float | None, ctx) -> dict:
     proc.join(30)
     lat = np.array([(received[k] - emit_ns[k]) / 1e9 for k in emit_ns if k in received])
     first = min(emit_ns.values())
-    last = max(received.values()) if received else first
+    timed = [received[k] for k in emit_ns if k in received]
+    last = max(timed) if timed else first
     series = [((emit_ns[k] - first) / 1e9, (received[k] - emit_ns[k]) / 1e6) for k in emit_ns if k in received]
     return {"series": series, "documents": len(docs), "received": len(received),
-            "docs_per_s": len(received) / ((last - first) / 1e9) if received else 0.0,
+            "docs_per_s": len(timed) / ((last - first) / 1e9) if timed else 0.0,
             "latency": percentiles(lat) if lat.size else None, "publish_call": timer.summary(),
             "publisher_stats": dict(stats) if stats else None}
 
@@ -224,6 +242,13 @@ def main(argv=None) -> int:
     ap.add_argument("--series", default=None,
                     help="write every document's (emit time s, latency ms) per case here (JSON), to see when the tail happens")
     ap.add_argument("--only", choices=["ours", "theirs", "floor"], default=None, help="run one publisher only")
+    ap.add_argument("--prime-s", type=float, default=1.0,
+                    help="before each paced case, publish this long at --rate through the same publisher to the same "
+                         "consumer, untimed (the path's one-time start costs; 0: none; default: %(default)s)")
+    ap.add_argument("--warm-s", type=float, default=20.0,
+                    help="before the cases, publish with the bare producer at --rate for this long and drop the "
+                         "result, so that every publisher meets a broker past its JVM's start-up compiling, as a "
+                         "beamline's long-running broker is (0: none; default: %(default)s)")
     args = ap.parse_args(argv)
 
     import logging
@@ -246,18 +271,24 @@ def main(argv=None) -> int:
     ctx = mp.get_context("spawn")
     t = time.monotonic()
     docs = record_documents(args.docs)
+    prime = record_documents(int(args.rate * args.prime_s)) if args.prime_s > 0 else []  # their own uids
     print(f"recorded {len(docs)} RunEngine documents in {time.monotonic() - t:.1f} s", file=sys.stderr)
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "load_average_at_start": os.getloadavg()}, "cases": {}}
     series: dict = {}
     with KafkaBroker() as broker:
         results["machine"]["kafka"] = broker.version
+        if args.warm_s > 0:
+            warm = run_case(floor, broker.bootstrap, docs[: int(args.rate * args.warm_s)], args.rate, ctx)
+            results["warm_up"] = {"seconds": args.warm_s, "latency": warm["latency"]}
+            print("warm-up (dropped): paced latency", json.dumps(warm["latency"]), file=sys.stderr)
         for label, make in publishers.items():
             r = results["cases"].setdefault(label, {})
             r["burst"] = run_case(make, broker.bootstrap, docs, None, ctx)
             series[f"{label} burst"] = r["burst"].pop("series")
             print(label, "burst", json.dumps(r["burst"]), file=sys.stderr)
-            r["paced"] = run_case(make, broker.bootstrap, docs[: int(args.rate * args.paced_s)], args.rate, ctx)
+            r["paced"] = run_case(make, broker.bootstrap, docs[: int(args.rate * args.paced_s)], args.rate, ctx,
+                                  prime=prime)
             series[f"{label} paced"] = r["paced"].pop("series")
             print(label, "paced", json.dumps(r["paced"]), file=sys.stderr)
             print(label, "paced: latency over 15 ms by second of the run:", slow_seconds(series[f"{label} paced"]),
