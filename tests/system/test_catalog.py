@@ -286,3 +286,25 @@ def test_ls_and_export_cli(tiled_server, sink, tmp_path):
         np.testing.assert_array_equal(f["/exchange/data"][2], volume[2])
     out = subprocess.run(base + ["export", "no-such-scan", str(tmp_path / "x"), *opts], capture_output=True, text=True)
     assert out.returncode == 1 and "no volume for scan no-such-scan" in out.stderr
+
+
+def test_a_prepared_preview_is_then_updated_in_two_requests(tiled_client):
+    """``prepare_preview`` makes the nodes with the empty slices before the first projection, so the first
+    real preview costs what every later one does: the slices' write and the metadata's."""
+    sink = TiledSink(tiled_client)
+    empty = {"axial": np.zeros((8, 8), np.float32), "vertical_x": np.zeros((2, 8), np.float32)}
+    sink.prepare_preview("scan-p", empty, {"projections": 0})
+    assert tiled_client["live"]["scan-p"].metadata["projections"] == 0
+    assert not live_slices(tiled_client, "scan-p")["axial"].any()
+    requests = []
+    hooks = tiled_client.context.http_client.event_hooks["request"]
+    hooks.append(requests.append)
+    try:
+        sink.write_preview("scan-p", {"axial": np.full((8, 8), 3, np.float32),
+                                      "vertical_x": np.full((2, 8), 4, np.float32)}, {"projections": 5})
+    finally:
+        hooks.remove(requests.append)
+    assert [r.method for r in requests] == ["PUT", "PATCH"], [(r.method, r.url.path) for r in requests]
+    slices = live_slices(tiled_client, "scan-p")
+    assert slices["axial"].sum() == 192 and slices["vertical_x"].sum() == 64
+    assert tiled_client["live"]["scan-p"].metadata["projections"] == 5

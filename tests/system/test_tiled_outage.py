@@ -111,6 +111,7 @@ def test_a_failure_met_during_an_outage_is_spooled_and_replayed(tmp_path, no_cli
         server.stop()
         sink.record_failure("scan-1", "darks missing", {"scan_uid": "scan-1", "status": "failed"})
         assert not sink.online  # the next call does not wait for Tiled again
+        sink.prepare_preview("scan-1", {"axial": np.zeros((2, 2), np.float32)}, {})  # offline: left to the first
         sink.write_preview("scan-1", {"axial": np.zeros((2, 2), np.float32)}, {})
         assert sink.previews_dropped == 1
         record = json.loads((server.layout.backup / "volumes" / "scan-1.json").read_text())

@@ -84,6 +84,12 @@ class SpoolingSink:
         except _Offline:
             self.previews_dropped += 1
 
+    def prepare_preview(self, scan_uid, slices, metadata):
+        try:
+            self._try(self.sink.prepare_preview, scan_uid, slices, metadata)
+        except _Offline:
+            pass  # the first preview makes the nodes when Tiled is back
+
     def volume_status(self, scan_uid):
         try:
             return self._try(self.sink.volume_status, scan_uid)

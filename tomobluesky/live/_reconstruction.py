@@ -174,6 +174,23 @@ class LiveReconstruction(DocumentRouter):
 
     def descriptor(self, doc):
         self.documents.descriptor(doc)
+        if doc.get("name") == "primary" and self.slices is None and self._frames["dark"] and self._frames["flat"]:
+            self._prepare_preview()
+
+    def _prepare_preview(self):
+        """The projections are next and the darks and flats are in: start the live slices and let the sink
+        make its preview's place now, so the first preview is an update (see ``ReconstructionSink``).
+        Anything wrong is left for the first projection to meet, as it would without this."""
+        prepare = getattr(self.sink, "prepare_preview", None)
+        try:
+            if not self._start_slices() or prepare is None:
+                return
+            s = self.slices
+            prepare(self.scan_uid, {"axial": s.axial, "vertical_x": s.vertical_x, "vertical_y": s.vertical_y},
+                    self._preview_metadata(0))
+        except Exception as err:  # a preview's place, not data: the scan goes on without it
+            self.preview_errors.append(f"preparing the preview: {type(err).__name__}: {err}")
+            log.warning("preparing the preview of %s failed: %s", self.scan_uid, err)
 
     def stream_resource(self, doc):
         self.documents.stream_resource(doc)
@@ -415,7 +432,12 @@ class LiveReconstruction(DocumentRouter):
         self._apply_request()
         s = self.slices
         images = {"axial": s.axial, "vertical_x": s.vertical_x, "vertical_y": s.vertical_y}
-        self.sink.write_preview(self.scan_uid, images, {
+        self.sink.write_preview(self.scan_uid, images, self._preview_metadata(n))
+        self.preview_updates += 1
+
+    def _preview_metadata(self, n: int) -> dict:
+        s = self.slices
+        return {
             "scan_uid": self.scan_uid, "row": s.row * self.live_binning, "binning": self.live_binning,
             "detector_shape": [int(v) for v in self.meta.detector_shape],
             "projections": int(n), "folded": self._folded, "skipped": len(self._unread),
@@ -424,8 +446,7 @@ class LiveReconstruction(DocumentRouter):
             "center_source": self.center_source, "center_confidence": self.center_confidence,
             "request_errors": self.request_errors[-3:],
             "lag_s": round(time.time() - self._last_frame_time, 4),
-        })
-        self.preview_updates += 1
+        }
 
     def _known_center(self, columns: int) -> float:
         """The best axis before any frame: given, set by hand, hinted, remembered for the set-up, or the middle."""

@@ -34,6 +34,11 @@ class ReconstructionSink(Protocol):
 
     def record_failure(self, scan_uid: str, reason: str, metadata: dict) -> None: ...
 
+    # Optional, looked up with getattr: ``prepare_preview(scan_uid, slices, metadata)``, called once the
+    # live slices exist and before any projection is folded, with the empty slices, so that a sink whose
+    # first write costs more than the later ones (creating nodes in a catalogue) pays that before the
+    # projections come rather than in the first preview's lag.
+
 
 class ForwardingSink:
     """Base for sinks that add something (a figure, a Kafka topic) and pass everything on to ``inner``."""
@@ -59,6 +64,12 @@ class ForwardingSink:
     def record_failure(self, scan_uid, reason, metadata):
         if self.inner is not None:
             self.inner.record_failure(scan_uid, reason, metadata)
+
+    def prepare_preview(self, scan_uid, slices, metadata):
+        """Passed on to the inner sink when it has it (see :class:`ReconstructionSink`)."""
+        prepare = getattr(self.inner, "prepare_preview", None)
+        if prepare is not None:
+            prepare(scan_uid, slices, metadata)
 
     def live_request(self, scan_uid):
         """The viewer's request for the live slices (row, centre), from the inner sink when it has them."""

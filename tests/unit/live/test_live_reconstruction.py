@@ -313,3 +313,51 @@ def test_previews_come_at_most_once_per_interval_and_a_held_back_one_comes_when_
         shown[interval] = [md["projections"] for _, md in sink.previews[runs[-1].scan_uid]]
     assert shown[0.25] == list(range(2, 31, 3)) + [30]  # and the stop shows the slices as they end
     assert shown[0.0] == list(range(2, 31, 2))
+
+
+class _PreparingSink(MemorySink):
+    """A MemorySink that also takes ``prepare_preview``, noting what came when."""
+
+    def __init__(self, fail=False):
+        super().__init__()
+        self.fail, self.calls, self.prepared = fail, [], []
+
+    def prepare_preview(self, scan_uid, slices, metadata):
+        self.calls.append("prepare")
+        if self.fail:
+            raise ConnectionError("catalogue down")
+        self.prepared.append(({k: np.array(v) for k, v in slices.items()}, dict(metadata)))
+
+    def write_preview(self, scan_uid, slices, metadata):
+        self.calls.append("write")
+        super().write_preview(scan_uid, slices, metadata)
+
+
+def test_the_preview_is_prepared_once_before_the_first_projection(RE, tmp_path):
+    """The sink gets the empty slices, of the shapes the previews will have, before any projection is
+    folded: a catalogue makes its nodes then, not in the first preview's lag. Previews are as before."""
+    source = PhantomSource(n_slices=4, n_columns=64, axis_offset=3.0, noise=False)
+    sink = _PreparingSink()
+    run = _scan(RE, source, tmp_path, sink, settings=ReconSettings(preview_interval_s=0), num_projections=40,
+                num_darks=2, num_flats=2)
+    assert sink.calls[0] == "prepare" and sink.calls.count("prepare") == 1
+    (slices, md), = sink.prepared
+    (uid, previews), = sink.previews.items()
+    first = previews[0][0]
+    assert {k: v.shape for k, v in slices.items()} == {k: v.shape for k, v in first.items()}
+    assert all(not v.any() for v in slices.values()) and any(v.any() for v in first.values())
+    assert md["projections"] == 0 and md["folded"] == 0 and md["scan_uid"] == uid
+    assert [p[1]["projections"] for p in previews] == [10, 20, 30, 40]  # the preparation is not a preview
+    assert run.preview_updates == 4
+    assert uid in sink.volumes
+
+
+def test_a_failing_preparation_costs_neither_the_previews_nor_the_volume(RE, tmp_path):
+    source = PhantomSource(n_slices=2, n_columns=48, axis_offset=-2.0, noise=False)
+    sink = _PreparingSink(fail=True)
+    run = _scan(RE, source, tmp_path, sink, settings=ReconSettings(preview_interval_s=0), num_projections=40,
+                num_darks=2, num_flats=2)
+    assert sink.calls.count("prepare") == 1 and sink.calls.count("write") >= 4
+    assert any("preparing the preview: ConnectionError: catalogue down" in e for e in run.preview_errors)
+    (volume, meta), = sink.volumes.values()
+    assert meta["status"] == "complete" and volume.shape == (2, 48, 48)
