@@ -12,8 +12,8 @@ from tiled.client import from_uri
 from tiled.client.context import CannotPrompt
 from tiled.queries import Key
 
-from tomobluesky.catalog import (PROCESSED, CatalogError, TiledServer, TiledSink, VolumeExists, live_slices,
-                                 read_live_slice)
+from tomobluesky.catalog import (PROCESSED, CatalogError, SpoolingSink, TiledServer, TiledSink, VolumeExists,
+                                 live_slices, read_live_slice)
 from tomobluesky.store import MultiscaleWriter
 
 pytestmark = pytest.mark.system
@@ -288,7 +288,7 @@ def test_ls_and_export_cli(tiled_server, sink, tmp_path):
     assert out.returncode == 1 and "no volume for scan no-such-scan" in out.stderr
 
 
-def test_a_prepared_preview_is_then_updated_in_two_requests(tiled_client):
+def test_a_prepared_preview_is_then_updated_in_two_requests(tiled_client, tmp_path):
     """``prepare_preview`` makes the nodes with the empty slices before the first projection, so the first
     real preview costs what every later one does: the slices' write and the metadata's."""
     sink = TiledSink(tiled_client)
@@ -308,3 +308,6 @@ def test_a_prepared_preview_is_then_updated_in_two_requests(tiled_client):
     slices = live_slices(tiled_client, "scan-p")
     assert slices["axial"].sum() == 192 and slices["vertical_x"].sum() == 64
     assert tiled_client["live"]["scan-p"].metadata["projections"] == 5
+    # through the spooling sink the demo and the workers use, while Tiled is up
+    SpoolingSink(TiledSink(tiled_client), tmp_path).prepare_preview("scan-q", empty, {"projections": 0})
+    assert tiled_client["live"]["scan-q"].metadata["projections"] == 0

@@ -361,3 +361,16 @@ def test_a_failing_preparation_costs_neither_the_previews_nor_the_volume(RE, tmp
     assert any("preparing the preview: ConnectionError: catalogue down" in e for e in run.preview_errors)
     (volume, meta), = sink.volumes.values()
     assert meta["status"] == "complete" and volume.shape == (2, 48, 48)
+
+
+def test_a_forwarding_sink_passes_the_preparation_on():
+    from tomobluesky.live import ForwardingSink
+
+    inner = _PreparingSink()
+    wrapper = ForwardingSink()
+    wrapper.inner = inner
+    wrapper.prepare_preview("scan-f", {"axial": np.zeros((2, 2), np.float32)}, {"projections": 0})
+    assert inner.calls == ["prepare"] and inner.prepared[0][1] == {"projections": 0}
+    wrapper.inner = MemorySink()  # an inner sink without it: nothing to pass on, nothing raised
+    wrapper.prepare_preview("scan-f", {"axial": np.zeros((2, 2), np.float32)}, {})
+    assert wrapper.inner.previews == {}
