@@ -40,7 +40,9 @@ Python, beside a process doing the same, and beside that process under SCHED_IDL
 (``--pairs`` rounds): what a callback costs the RunEngine through the GIL (thread)
 beyond the CPU it takes (process), and what is left when it only takes CPU time
 the scan does not ask for (idle process: the machine's own share, e.g. two
-virtual CPUs on one physical core).
+virtual CPUs on one physical core); ``streaming process`` takes a core with
+array work through memory instead of pure Python (what sharing the memory
+bandwidth and the last-level cache costs the scan, beyond the core).
 """
 
 from __future__ import annotations
@@ -217,7 +219,18 @@ def _spin(stop):
             x += i * i
 
 
-CONTENTION_CASES = ("bare", "busy thread", "busy process", "busy idle process")
+def _stream(stop):
+    """Array work that streams through memory, as the pipeline's reads, folding and writes do: one core's
+    worth of copies of a 64 MB array (beyond any cache), so the scan shares memory bandwidth and the L3 with it."""
+    import numpy as np
+
+    a, b = np.ones(16 * 2**20, np.float32), np.empty(16 * 2**20, np.float32)
+    while not stop.is_set():
+        np.multiply(a, 1.0001, out=b)
+        a, b = b, a
+
+
+CONTENTION_CASES = ("bare", "busy thread", "busy process", "busy idle process", "streaming process")
 
 
 def _spin_idle(stop):
@@ -238,6 +251,7 @@ def contention(RE, source, detector_dir, projections, fly, rounds, cases=CONTENT
         for case in cases:
             stop = spawn.Event() if "process" in case else threading.Event()
             worker = (spawn.Process(target=_spin, args=(stop,)) if case == "busy process" else
+                      spawn.Process(target=_stream, args=(stop,)) if case == "streaming process" else
                       spawn.Process(target=_spin_idle, args=(stop,)) if case == "busy idle process" else
                       threading.Thread(target=_spin, args=(stop,), daemon=True) if case == "busy thread" else None)
             if worker is not None:
