@@ -4,8 +4,10 @@
    to its HDF5 file, every document kept.
 2. Replay: the same documents, paced as a detector at ``--rate`` frames/s would send them (each
    projection's documents at ``t0 + k / rate``), into the live reconstruction behind its ``OffThread``
-   dispatcher with the dispatcher's backlog wired in (``demo.live_off_thread``, the demo's in-process
-   live path), previews into a ``MemorySink`` or, with ``--tiled``, a real ``tiled serve``.
+   dispatcher with the dispatcher's backlog wired in (``demo.live_off_thread``), previews into a
+   ``MemorySink`` or, with ``--tiled``, a real ``tiled serve``; with ``--child``, the demo's layout: the
+   live path in an ``OffProcess`` child (its queue as its backlog) writing into Tiled (``--tiled-nice 10``
+   as the demo starts its server).
 
 For every preview: **lag** = when the preview's write returned − when the newest projection folded into
 it was emitted, and how many projections had been emitted and not yet shown. When the live path keeps
@@ -15,6 +17,7 @@ The stop document is not replayed: the stop path is measured elsewhere (``benchm
 
     .venv/bin/python benchmarks/live_lag.py                    # 512² at 500/s, then 2048² at 100/s
     .venv/bin/python benchmarks/live_lag.py --cases 2048:100:300 --tiled
+    .venv/bin/python benchmarks/live_lag.py --child --tiled-nice 10
 """
 
 from __future__ import annotations
@@ -103,13 +106,9 @@ class LagSink:
         return getattr(self.inner, name)
 
 
-def replay(docs, rate: float, sink_inner) -> dict:
-    from tomobluesky.demo import live_off_thread
-    from tomobluesky.schema import ReconSettings
-
-    newest = [-1]
-
-    def watch(run):  # the newest projection folded, seen through the run's own fold
+def watcher(newest):
+    """``on_start`` for the router: the newest projection folded, seen through the run's own fold."""
+    def watch(run):
         fold = run._fold
 
         def counted(seq, frame, angle):
@@ -118,9 +117,65 @@ def replay(docs, rate: float, sink_inner) -> dict:
             if run._folded > before:
                 newest[0] = max(newest[0], seq)
         run._fold = counted
+    return watch
 
+
+class ReportingSink(LagSink):
+    """In the child: each preview's (time, newest projection, skipped) goes to the parent. ``perf_counter``
+    is the system-wide monotonic clock on Linux, so the parent's emit times compare with it."""
+
+    def write_preview(self, uid, slices, md):
+        from tomobluesky.transport._offprocess import report
+
+        super().write_preview(uid, slices, md)
+        report(("preview", *self.previews[-1]))
+
+
+def lag_router_in_child(tiled_uri: str, key_file: str, volume_dir: str):
+    """OffProcess factory: the live router as ``demo.live_router_in_child`` builds it (its own Tiled client,
+    the child's queue as its backlog), its previews reported to the parent."""
+    from tomobluesky.catalog import TiledSink
+    from tomobluesky.demo import _tiled_client
+    from tomobluesky.live import live_reconstruction_router
+    from tomobluesky.schema import ReconSettings
+    from tomobluesky.transport._offprocess import child_backlog
+
+    from tomobluesky.live import _kernels
+
+    _kernels.warm_up()  # as demo.live_router_in_child: once a child, not in its first scan
+    newest = [-1]
+    sink = ReportingSink(TiledSink(_tiled_client(tiled_uri, key_file), volume_dir=volume_dir), newest)
+    return live_reconstruction_router(sink, ReconSettings(), backlog=child_backlog, on_start=watcher(newest))
+
+
+def in_thread(sink_inner):
+    """The live path behind ``OffThread`` in this process (``demo.live_off_thread``)."""
+    from tomobluesky.demo import live_off_thread
+    from tomobluesky.schema import ReconSettings
+
+    newest = [-1]
     sink = LagSink(sink_inner, newest)
-    dispatcher = live_off_thread(sink, ReconSettings(), on_start=watch)
+    return live_off_thread(sink, ReconSettings(), on_start=watcher(newest)), sink.previews
+
+
+def in_child(server):
+    """The live path in an ``OffProcess`` child at nice 0, as the demo runs it, into ``server``."""
+    from tomobluesky.catalog import ensure_layout
+    from tomobluesky.transport import OffProcess
+
+    previews: list = []
+    ensure_layout(server.client())
+    kwargs = dict(tiled_uri=server.uri, key_file=str(server.layout.key_file), volume_dir=str(server.layout.volumes))
+    dispatcher = OffProcess(lag_router_in_child, kwargs, name="live-lag",
+                            on_report=lambda m: previews.append(m[1:]) if m[0] == "preview" else None)
+    if not dispatcher.wait_ready(120):  # the demo's children start with the session, long before a scan
+        raise RuntimeError("the live path's child process did not start in 120 s")
+    return dispatcher, previews
+
+
+def replay(docs, rate: float, layout) -> dict:
+    """Replay ``docs`` at ``rate`` projections/s into ``layout`` = (dispatcher, previews list)."""
+    dispatcher, previews = layout
     emitted: dict[int, float] = {}
     k, t0 = 0, time.perf_counter()
     for seq, name, doc in paced(docs):
@@ -131,12 +186,12 @@ def replay(docs, rate: float, sink_inner) -> dict:
         if seq is not None:
             emitted[seq] = time.perf_counter()
     t_end = time.perf_counter()
-    left = dispatcher.close(timeout=600)
     stats = dispatcher.stats()
+    left = dispatcher.close(timeout=600)
     seqs = np.array(sorted(emitted))
     times = np.array([emitted[s] for s in seqs])
     lags, behind = [], []
-    for t, seq, _ in sink.previews:
+    for t, seq, _ in previews:
         if seq < 0 or t > t_end:  # the first previews before any fold; after the last frame: the drain
             continue
         lags.append(t - emitted[seq])
@@ -146,9 +201,8 @@ def replay(docs, rate: float, sink_inner) -> dict:
             "previews_during_scan": len(behind), "lag_s_p50": round(float(np.median(lags)), 3),
             "lag_s_max": round(float(np.max(lags)), 3), "frames_behind_max": int(max(behind, default=0)),
             "dispatcher_max_backlog": stats["max_backlog"], "undelivered": left,
-            "skipped_at_last_preview": int(sink.previews[-1][2]) if sink.previews else None,
-            "lags_s": [round(float(v), 3) for v in lags], "frames_behind": behind,
-            "write_s": [round(v, 3) for v in sink.writes]}
+            "skipped_at_last_preview": int(previews[-1][2]) if previews else None,
+            "lags_s": [round(float(v), 3) for v in lags], "frames_behind": behind}
 
 
 def main(argv=None) -> int:
@@ -156,6 +210,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default="512:500:1500,2048:100:300",
                     help="comma-separated size:rate:projections (frames n × n at rate/s; default: %(default)s)")
     ap.add_argument("--tiled", action="store_true", help="previews into a real tiled serve (else a MemorySink)")
+    ap.add_argument("--child", action="store_true",
+                    help="the demo's layout: the live path in an OffProcess child, previews into a real tiled serve")
+    ap.add_argument("--tiled-nice", type=int, default=0, help="the Tiled server's niceness (the demo's: 10)")
     ap.add_argument("--dir", default=None, help="where the detector files go (default: a temporary directory)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
@@ -166,20 +223,23 @@ def main(argv=None) -> int:
     from tomobluesky.live import MemorySink, _kernels
 
     _kernels.warm_up()  # numba's compile is a process's once, not a scan's
-    results = {"load_average_at_start": os.getloadavg(), "sink": "tiled" if args.tiled else "memory", "cases": []}
+    results = {"load_average_at_start": os.getloadavg(), "cases": [], "tiled_nice": args.tiled_nice,
+               "layout": "OffProcess child, Tiled" if args.child else "OffThread, " + ("Tiled" if args.tiled else "memory")}
     for case in args.cases.split(","):
         n, rate, projections = (float(v) if i == 1 else int(v) for i, v in enumerate(case.split(":")))
         with tempfile.TemporaryDirectory(prefix="live-lag-", dir=args.dir) as d:
             t = time.perf_counter()
             docs = record(n, projections, d)
             print(f"{n}² × {projections}: recorded in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-            if args.tiled:
+            if args.tiled or args.child:
                 from tomobluesky.catalog import TiledServer, TiledSink
 
-                with TiledServer(os.path.join(d, "tiled")) as server:
-                    r = replay(docs, rate, TiledSink(server.client(), volume_dir=server.layout.volumes))
+                with TiledServer(os.path.join(d, "tiled"), nice=args.tiled_nice) as server:
+                    layout = (in_child(server) if args.child else
+                              in_thread(TiledSink(server.client(), volume_dir=server.layout.volumes)))
+                    r = replay(docs, rate, layout)
             else:
-                r = replay(docs, rate, MemorySink(os.path.join(d, "volumes")))
+                r = replay(docs, rate, in_thread(MemorySink(os.path.join(d, "volumes"))))
         r["frame"] = f"{n}x{n}"
         results["cases"].append(r)
         print(json.dumps(r), file=sys.stderr)

@@ -208,8 +208,10 @@ def live_router_in_child(tiled_uri: str, key_file: str, volume_dir: str, backup_
     child's queue. Other keyword arguments go to :func:`tomobluesky.live.live_reconstruction_router`.
     """
     from .catalog import TiledSink
+    from .live import _kernels
     from .transport._offprocess import child_backlog, report
 
+    _kernels.warm_up()  # numba's compile (or cache load) once a child, at its start, not in its first scan
     sink = SpoolingSink(TiledSink(_tiled_client(tiled_uri, key_file), volume_dir=volume_dir), backup_dir)
     if progress:
         last = {}
