@@ -271,7 +271,7 @@ class LiveReconstruction(DocumentRouter):
     def _preview_due(self, n: int, stale: bool) -> bool:
         """Every ``preview_every`` projections, but not sooner than ``preview_interval_s`` after the last
         preview; one held back by the interval comes as soon as it may. A stale view: at once."""
-        if n == self._last_preview_n:
+        if n == self._last_preview_n or not self._folded:  # the slices exist from the primary descriptor on
             return False
         if stale:
             return True
@@ -294,7 +294,7 @@ class LiveReconstruction(DocumentRouter):
         between two of ``preview_every``) did not show every projection folded."""
         primary = self.documents.streams.get("primary")
         n = len(primary.complete()) if primary is not None else 0
-        if self.slices is not None and n >= 2 and n != self._last_preview_n:
+        if self._folded and n >= 2 and n != self._last_preview_n:
             self._show(n)
 
     def _fold(self, seq, frame, angle):
@@ -393,7 +393,7 @@ class LiveReconstruction(DocumentRouter):
     def set_live_row(self, row: int):
         """Move the live axial slice to detector row ``row`` (it restarts from the next projection)."""
         if self.slices is None:
-            raise RuntimeError("no live slices yet: they start with the first projection after darks and flats")
+            raise RuntimeError("no live slices yet: they start with the projections, once darks and flats are in")
         rows = self.meta.detector_shape[0]
         if not 0 <= row < rows:
             raise ValueError(f"row {row} is outside the detector's {rows} rows")

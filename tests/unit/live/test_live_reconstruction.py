@@ -374,3 +374,21 @@ def test_a_forwarding_sink_passes_the_preparation_on():
     wrapper.inner = MemorySink()  # an inner sink without it: nothing to pass on, nothing raised
     wrapper.prepare_preview("scan-f", {"axial": np.zeros((2, 2), np.float32)}, {})
     assert wrapper.inner.previews == {}
+
+
+def test_no_preview_is_written_before_a_projection_is_folded(RE, tmp_path, monkeypatch):
+    """The live slices start at the primary stream's descriptor now; a preview still waits for a folded
+    projection, even when the live path is behind and its view stale from the first document on."""
+    from tomobluesky.live import LiveReconstruction
+
+    monkeypatch.setattr(LiveReconstruction, "BEHIND_REFRESH_S", 0.0)
+    source = PhantomSource(n_slices=2, n_columns=48, axis_offset=-2.0, noise=False)
+    sink = MemorySink()
+    runs = []
+    RE.subscribe(live_reconstruction_router(sink, ReconSettings(preview_interval_s=0), backlog=lambda: 1,
+                                            on_start=runs.append))
+    RE(tomo_scan(*make_sim_beamline(source, tmp_path), num_projections=12, num_darks=2, num_flats=2))
+    (uid, previews), = sink.previews.items()
+    assert previews and all(md["folded"] > 0 and md["projections"] > 0 for _, md in previews), \
+        [(md["projections"], md["folded"]) for _, md in previews]
+    assert uid in sink.volumes
