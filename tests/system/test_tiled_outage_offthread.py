@@ -56,7 +56,10 @@ def writer_retries(monkeypatch):
 def test_the_scan_ends_while_the_writer_waits_for_tiled(RE, tmp_path, writer_retries):
     server = TiledServer(tmp_path / "catalog", startup_timeout=180).start()
     try:
-        counting = CountingWriter(raw_run_writer(server.client(), server.layout.backup))
+        # one request per document: with the default batches (RAW_BATCH_SIZE) the writer may have no request
+        # to make between the outage and the gate when it kept up before the outage (a quiet machine), and
+        # then it never retries while the scan waits for it to
+        counting = CountingWriter(raw_run_writer(server.client(), server.layout.backup, batch_size=1))
         writer = OffThread(counting, name="raw-run-writer")
         emitted, at_stop, at_gate = [], {}, {}
         descriptors = {}
