@@ -185,9 +185,7 @@ class LiveReconstruction(DocumentRouter):
         try:
             if not self._start_slices() or prepare is None:
                 return
-            s = self.slices
-            prepare(self.scan_uid, {"axial": s.axial, "vertical_x": s.vertical_x, "vertical_y": s.vertical_y},
-                    self._preview_metadata(0))
+            prepare(self.scan_uid, self._preview_images(), self._preview_metadata(0))
         except Exception as err:  # a preview's place, not data: the scan goes on without it
             self.preview_errors.append(f"preparing the preview: {type(err).__name__}: {err}")
             log.warning("preparing the preview of %s failed: %s", self.scan_uid, err)
@@ -271,7 +269,7 @@ class LiveReconstruction(DocumentRouter):
     def _preview_due(self, n: int, stale: bool) -> bool:
         """Every ``preview_every`` projections, but not sooner than ``preview_interval_s`` after the last
         preview; one held back by the interval comes as soon as it may. A stale view: at once."""
-        if n == self._last_preview_n or not self._folded:  # the slices exist from the primary descriptor on
+        if n == self._last_preview_n:
             return False
         if stale:
             return True
@@ -294,7 +292,7 @@ class LiveReconstruction(DocumentRouter):
         between two of ``preview_every``) did not show every projection folded."""
         primary = self.documents.streams.get("primary")
         n = len(primary.complete()) if primary is not None else 0
-        if self._folded and n >= 2 and n != self._last_preview_n:
+        if self.slices is not None and n >= 2 and n != self._last_preview_n:
             self._show(n)
 
     def _fold(self, seq, frame, angle):
@@ -427,13 +425,15 @@ class LiveReconstruction(DocumentRouter):
             self.request_errors.append(f"{type(err).__name__}: {err}")
 
     def _write_preview(self, n):
-        if self.slices is None:
+        if not self._folded:  # the slices exist from the primary descriptor on: nothing to show yet
             return
         self._apply_request()
-        s = self.slices
-        images = {"axial": s.axial, "vertical_x": s.vertical_x, "vertical_y": s.vertical_y}
-        self.sink.write_preview(self.scan_uid, images, self._preview_metadata(n))
+        self.sink.write_preview(self.scan_uid, self._preview_images(), self._preview_metadata(n))
         self.preview_updates += 1
+
+    def _preview_images(self) -> dict:
+        s = self.slices
+        return {"axial": s.axial, "vertical_x": s.vertical_x, "vertical_y": s.vertical_y}
 
     def _preview_metadata(self, n: int) -> dict:
         s = self.slices
