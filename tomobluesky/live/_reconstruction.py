@@ -269,7 +269,9 @@ class LiveReconstruction(DocumentRouter):
     def _preview_due(self, n: int, stale: bool) -> bool:
         """Every ``preview_every`` projections, but not sooner than ``preview_interval_s`` after the last
         preview; one held back by the interval comes as soon as it may. A stale view: at once."""
-        if n == self._last_preview_n:
+        # nothing folded, nothing due: the slices exist from the primary descriptor on. Decided here, not in
+        # _write_preview, so that _show's clocks (the stale refresh above all) count only previews written
+        if n == self._last_preview_n or not self._folded:
             return False
         if stale:
             return True
@@ -292,7 +294,7 @@ class LiveReconstruction(DocumentRouter):
         between two of ``preview_every``) did not show every projection folded."""
         primary = self.documents.streams.get("primary")
         n = len(primary.complete()) if primary is not None else 0
-        if self.slices is not None and n >= 2 and n != self._last_preview_n:
+        if self._folded and n >= 2 and n != self._last_preview_n:
             self._show(n)
 
     def _fold(self, seq, frame, angle):
@@ -425,7 +427,7 @@ class LiveReconstruction(DocumentRouter):
             self.request_errors.append(f"{type(err).__name__}: {err}")
 
     def _write_preview(self, n):
-        if not self._folded:  # the slices exist from the primary descriptor on: nothing to show yet
+        if self.slices is None:
             return
         self._apply_request()
         self.sink.write_preview(self.scan_uid, self._preview_images(), self._preview_metadata(n))
