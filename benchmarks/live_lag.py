@@ -94,13 +94,11 @@ class LagSink:
     """Records, for every preview, when its write returned and the newest projection folded into it."""
 
     def __init__(self, inner, newest):
-        self.inner, self.newest, self.previews, self.writes = inner, newest, [], []
+        self.inner, self.newest, self.previews = inner, newest, []
 
     def write_preview(self, uid, slices, md):
-        t = time.perf_counter()
         self.inner.write_preview(uid, slices, md)
         self.previews.append((time.perf_counter(), self.newest[0], md.get("skipped", 0)))
-        self.writes.append(time.perf_counter() - t)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -158,6 +158,17 @@ def percentiles(values_s) -> dict:
             "over_10ms": int((a > 10).sum()), "n": int(a.size)}
 
 
+def paced(docs, rate: float | None):
+    """(index, document) at ``rate`` documents/s from the first (``None``: as fast as they come)."""
+    t_start = time.monotonic()
+    for i, item in enumerate(docs):
+        if rate:
+            wait = t_start + i / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        yield i, item
+
+
 def run_case(make, bootstrap, docs, rate: float | None, ctx, prime=()) -> dict:
     """Publish ``docs`` (paced at ``rate``, or as fast as possible) and time them to the consumer's receipt.
 
@@ -178,19 +189,11 @@ def run_case(make, bootstrap, docs, rate: float | None, ctx, prime=()) -> dict:
     pub, finish = make(bootstrap, topic, tempfile.mkdtemp(prefix="journal-"))
     stats = getattr(pub, "stats", None)
     time.sleep(1.0)  # let the producer connect (and get its idempotent producer id)
-    t_start = time.monotonic()
-    for i, (name, doc) in enumerate(prime):
-        if rate:
-            time.sleep(max(0.0, t_start + i / rate - time.monotonic()))
+    for _, (name, doc) in paced(prime, rate):
         pub(name, doc)
     emit_ns, timer = {}, CallTimer(len(docs))
-    t_start = time.monotonic()
     with timer:
-        for i, (name, doc) in enumerate(docs):
-            if rate:
-                wait = t_start + i / rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
+        for i, (name, doc) in paced(docs, rate):
             emit_ns[doc_id(name, doc)] = time.monotonic_ns()
             timer.call(i, pub, name, doc)
     finish()

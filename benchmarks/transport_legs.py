@@ -71,11 +71,8 @@ def run_one(make, bootstrap: str, docs, rate: float, validate: bool, ctx) -> dic
         raise RuntimeError("the consumer got no partition in 60 s")
     pub, finish = make(bootstrap, topic, tempfile.mkdtemp(prefix="journal-"))
     time.sleep(1.0)  # connected, idempotent producer id granted
-    emit, t0 = {}, time.monotonic()
-    for i, (name, doc) in enumerate(docs):
-        wait = t0 + i / rate - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
+    emit = {}
+    for _, (name, doc) in T.paced(docs, rate):
         emit[T.doc_id(name, doc)] = time.time()
         pub(name, doc)
     finish()
